@@ -1,0 +1,65 @@
+"""``python -m gateway`` serves the API; ``python -m gateway keys create --name NAME`` makes a key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import asyncpg
+import uvicorn
+
+from gateway.auth import create_client_with_key
+from gateway.settings import GatewaySettings
+from shared.db import migrate_all
+from shared.logging import configure_logging
+
+
+async def _create_key(settings: GatewaySettings, name: str) -> None:
+    await migrate_all(settings, ("gateway",))
+    conn = await asyncpg.connect(str(settings.database_url))
+    try:
+        client, api_key = await create_client_with_key(conn, name)
+    finally:
+        await conn.close()
+    sys.stdout.write(api_key + "\n")
+    sys.stderr.write(
+        f"client {client.id} ({name}); callback_url events are signed with {client.callback_secret}\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description="the vidq gateway")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the REST API (the default)")
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a client and print its new API key")
+    create.add_argument("--name", required=True, help="who the key is for")
+    commands.add_parser("migrate", help="apply the gateway's database migrations")
+    args = parser.parse_args(argv)
+
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    if args.command == "keys":
+        asyncio.run(_create_key(settings, args.name))
+    elif args.command == "migrate":
+        asyncio.run(migrate_all(settings, ("gateway",)))
+    else:
+        # uvicorn re-raises SIGTERM once it has shut down gracefully; a deploy's SIGTERM that
+        # drained cleanly is a success, so that second SIGTERM ends the process with status 0.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+            loop="uvloop",
+            http="httptools",  # a dependency of the gateway: h11 would halve upload throughput
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""``/v1/videos``: upload, read, list, stream events, download, delete, retry."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from sse_starlette import EventSourceResponse
+
+from gateway import idempotency, uploads, videos
+from gateway.auth import ClientDep
+from gateway.deps import DepsDep, GatewayDeps, HubDep
+from gateway.errors import PROBLEM_JSON, ApiError, Conflict, NotFound, problem
+from gateway.repository import Client
+from gateway.schemas import VideoPage
+from gateway.streams import event_stream
+from shared.db import map_asyncpg_errors
+from shared.ids import new_id
+from shared.resources import Status, Video
+from shared.storage import rendition_key, source_key, thumbnail_key, video_prefix
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "The video."},
+                        "qualities": {
+                            "type": "string",
+                            "example": "720p,360p",
+                            "description": "Comma list of rungs; default all that fit.",
+                        },
+                        "callback_url": {
+                            "type": "string",
+                            "format": "uri",
+                            "description": "Receives this video's events, signed.",
+                        },
+                        "notify_email": {
+                            "type": "string",
+                            "format": "email",
+                            "description": "Gets an email on video.ready / video.failed.",
+                        },
+                        "metadata": {
+                            "type": "string",
+                            "description": "A JSON object, at most 4 KiB, echoed back.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"content": {PROBLEM_JSON: {}}, "description": text}
+    for code, text in {
+        401: "Missing or invalid API key",
+        404: "No such video for this client",
+        409: "Conflict with the video's state",
+        413: "Upload over VIDQ_MAX_UPLOAD_BYTES",
+        422: "Not a usable video, or invalid fields",
+        503: "Database or broker unavailable; retry later",
+    }.items()
+}
+
+
+async def _accept(request: Request, client: Client, deps: GatewayDeps) -> Video:
+    settings = deps.settings
+    video_id = new_id("vid")
+    async with deps.storage.writer(source_key(video_id)) as temp:
+        received = await uploads.receive(request, temp, settings)
+        options = uploads.parse_options(received.fields, settings)
+        probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
+    accepted = videos.AcceptedUpload(
+        video_id=video_id,
+        filename=received.filename,
+        size_bytes=received.size_bytes,
+        probe=probe,
+        plan=planned,
+        metadata=options.metadata,
+        callback_url=options.callback_url,
+        notify_email=options.notify_email,
+    )
+    try:
+        with map_asyncpg_errors():
+            async with deps.pool.acquire() as conn:
+                return await videos.record_upload(conn, client, accepted, base_url=deps.base_url)
+    except BaseException:
+        await deps.storage.delete_prefix(video_prefix(video_id))  # nothing left behind
+        raise
+
+
+async def _drain(request: Request) -> None:
+    async for _ in request.stream():
+        pass
+
+
+@router.post("", status_code=202, response_model=Video, openapi_extra=_UPLOAD_BODY, responses=_PROBLEMS)
+async def create_video(
+    request: Request,
+    client: ClientDep,
+    deps: DepsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
+    """Upload a video (multipart); answers 202 with the probe data and the planned renditions."""
+    if idempotency_key:
+        with map_asyncpg_errors():
+            async with deps.pool.acquire() as conn:
+                earlier = await idempotency.claim(
+                    conn, client, idempotency_key, deps.settings.idempotency_ttl_s
+                )
+        if earlier is not None:
+            await _drain(request)
+            headers = {"Idempotent-Replayed": "true"}
+            if earlier.video_id:
+                headers["Location"] = f"/v1/videos/{earlier.video_id}"
+            media = PROBLEM_JSON if earlier.status_code >= 400 else "application/json"  # noqa: PLR2004
+            return JSONResponse(earlier.body, earlier.status_code, headers=headers, media_type=media)
+    try:
+        video = await _accept(request, client, deps)
+    except ApiError as exc:
+        if idempotency_key:
+            body = problem(
+                exc.status, exc.slug, exc.title, exc.detail, instance=request.url.path, **exc.extra
+            )
+            await idempotency.remember(deps.pool, client, idempotency_key, exc.status, body, None)
+        raise
+    except BaseException:
+        if idempotency_key:
+            await idempotency.forget(deps.pool, client, idempotency_key)
+        raise
+    body = video.model_dump(mode="json")
+    if idempotency_key:
+        await idempotency.remember(deps.pool, client, idempotency_key, 202, body, video.id)
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/videos/{video.id}"})
+
+
+@router.get("", response_model=VideoPage, responses=_PROBLEMS)
+async def list_videos(
+    client: ClientDep,
+    deps: DepsDep,
+    status: Status | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> VideoPage:
+    """The client's videos, newest first; follow ``next_cursor`` for more."""
+    async with deps.pool.acquire() as conn:
+        items, next_cursor = await videos.list_videos(
+            conn, client, status=status, cursor=cursor, limit=limit, base_url=deps.base_url
+        )
+    return VideoPage(data=items, next_cursor=next_cursor, has_more=next_cursor is not None)
+
+
+@router.get("/{video_id}", response_model=Video, responses=_PROBLEMS)
+async def read_video(video_id: str, client: ClientDep, deps: DepsDep) -> Video:
+    """One video with its renditions, thumbnail and status."""
+    async with deps.pool.acquire() as conn:
+        return await videos.get_video(conn, client, video_id, deps.base_url)
+
+
+@router.get(
+    "/{video_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}, **_PROBLEMS},
+)
+async def stream_video_events(
+    video_id: str,
+    client: ClientDep,
+    deps: DepsDep,
+    hub: HubDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Only events after this sequence.")] = None,
+) -> EventSourceResponse:
+    """Server-sent events of this video as they happen, ending after a terminal event."""
+    async with deps.pool.acquire() as conn:
+        await videos.get_video(conn, client, video_id, deps.base_url)
+    resume = last_event_id or ""
+    start = after if after is not None else int(resume) if resume.isdigit() else 0
+    return EventSourceResponse(
+        event_stream(deps.pool, hub, video_id, after=start), ping=int(deps.settings.sse_keepalive_s)
+    )
+
+
+@router.get(
+    "/{video_id}/renditions/{quality}",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "Partial content"}, **_PROBLEMS},
+)
+async def read_rendition(video_id: str, quality: str, client: ClientDep, deps: DepsDep) -> FileResponse:
+    """Download a rendition's MP4 (HTTP Range supported)."""
+    async with deps.pool.acquire() as conn:
+        video = await videos.get_video(conn, client, video_id, deps.base_url)
+    rendition = next((r for r in video.renditions if r.quality == quality), None)
+    if rendition is None:
+        raise NotFound(f"video {video_id!r} has no {quality!r} rendition")
+    if rendition.status != "ready":
+        raise Conflict(f"rendition {quality} is {rendition.status}, not ready yet")
+    return FileResponse(
+        deps.storage.local_path(rendition_key(video_id, quality)),
+        media_type="video/mp4",
+        filename=f"{video_id}-{quality}.mp4",
+        content_disposition_type="inline",
+    )
+
+
+@router.get(
+    "/{video_id}/thumbnail",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, **_PROBLEMS},
+)
+async def read_thumbnail(
+    video_id: str,
+    client: ClientDep,
+    deps: DepsDep,
+    width: Annotated[int | None, Query(gt=0, le=10000)] = None,
+) -> FileResponse:
+    """The poster JPEG: the given width, the next larger one made, or else the largest."""
+    async with deps.pool.acquire() as conn:
+        video = await videos.get_video(conn, client, video_id, deps.base_url)
+    widths = sorted(video.thumbnail.widths)
+    if video.thumbnail.status != "ready" or not widths:
+        raise Conflict(f"the thumbnail is {video.thumbnail.status}, not ready yet")
+    chosen = widths[-1] if width is None else next((w for w in widths if w >= width), widths[-1])
+    return FileResponse(deps.storage.local_path(thumbnail_key(video_id, chosen)), media_type="image/jpeg")
+
+
+@router.delete("/{video_id}", status_code=204, response_class=Response, responses=_PROBLEMS)
+async def delete_video(video_id: str, client: ClientDep, deps: DepsDep) -> Response:
+    """Cancel work in flight and delete the video and its files."""
+    with map_asyncpg_errors():
+        async with deps.pool.acquire() as conn:
+            await videos.delete_video(conn, client, video_id, deps.base_url)
+    await deps.storage.delete_prefix(video_prefix(video_id))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{video_id}/renditions/{quality}/retry", status_code=202, response_model=Video, responses=_PROBLEMS
+)
+async def retry_rendition(video_id: str, quality: str, client: ClientDep, deps: DepsDep) -> Video:
+    """Run one failed rendition again."""
+    with map_asyncpg_errors():
+        async with deps.pool.acquire() as conn:
+            return await videos.retry_rendition(conn, client, video_id, quality, base_url=deps.base_url)

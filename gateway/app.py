@@ -1,0 +1,107 @@
+"""The gateway application: ``create_app(settings)`` and its lifespan.
+
+The lifespan applies the gateway's migrations, opens the database pool and the robust broker
+connection, and starts the three things that run beside the HTTP API: the projection consumer
+(worker reports → state → events), the outbox relay, and the live feed behind the SSE streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from gateway import errors
+from gateway.api import callbacks
+from gateway.api.router import router
+from gateway.deps import GatewayDeps
+from gateway.outbox import OutboxRelay
+from gateway.projection import handle_report
+from gateway.scheduler import run_scheduler
+from gateway.settings import GatewaySettings
+from gateway.streams import LiveHub
+from shared.db import create_pool, migrate_all
+from shared.messaging.consumer import Route
+from shared.messaging.publisher import AmqpPublisher
+from shared.messaging.topology import GATEWAY_PROJECTION, build
+from shared.reports import ANY_REPORT
+from shared.runtime import Consumers, connect
+from shared.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Upload a video; vidq makes an MP4 ladder and thumbnails and tells you when it is done — by
+signed webhook (Standard Webhooks), by email and by a live event stream. Authenticate with
+`Authorization: Bearer <api key>`. Errors are `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """Build the gateway. Settings come from ``VIDQ_*`` variables unless given."""
+    settings = settings or GatewaySettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate_all(settings, ("gateway",))
+        pool = await create_pool(settings)
+        connection = await connect(str(settings.amqp_url), "gateway")
+        publisher = await AmqpPublisher.open(connection)
+        deps = GatewayDeps(
+            settings,
+            pool,
+            publisher,
+            LocalStorage(settings.storage_dir),
+            asyncio.Semaphore(settings.gateway_probe_concurrency),
+        )
+        topology = build(settings)
+        consumers = Consumers(
+            service="gateway",
+            connection=connection,
+            topology=topology,
+            routes=[
+                Route(
+                    topology.queue(GATEWAY_PROJECTION),
+                    ANY_REPORT,
+                    handle_report,
+                    prefetch=settings.projection_prefetch,
+                )
+            ],
+            deps=deps,
+            publisher=publisher,
+        )
+        hub = LiveHub()
+        await hub.start(connection)
+        await consumers.start()
+        scheduler = asyncio.create_task(run_scheduler(deps))
+        relay = asyncio.create_task(
+            OutboxRelay(pool, publisher, batch=settings.outbox_batch, poll_s=settings.outbox_poll_s).run()
+        )
+        app.state.settings, app.state.deps, app.state.hub, app.state.connection = (
+            settings,
+            deps,
+            hub,
+            connection,
+        )
+        log.info("gateway ready on %s", settings.public_url)
+        try:
+            yield
+        finally:
+            await consumers.stop(settings.shutdown_grace_s)
+            for task in (relay, scheduler):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await connection.close()
+            await pool.close()
+
+    app = FastAPI(title="vidq", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.connection = None
+    errors.install(app)
+    app.include_router(router)
+    callbacks.install(app)
+    return app

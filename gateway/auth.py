@@ -1,0 +1,51 @@
+"""Bearer API keys. Keys are random, shown once, and stored only as a SHA-256 hash."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway import repository as repo
+from gateway.deps import DepsDep
+from gateway.errors import Unauthorized
+from gateway.repository import Client, Conn
+from shared.ids import new_id
+
+KEY_PREFIX = "vidq_"
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+async def create_client_with_key(conn: Conn, name: str) -> tuple[Client, str]:
+    """A new client named ``name`` and its first API key (returned in clear, once)."""
+    client = Client(new_id("cli"), name, new_signing_secret())
+    api_key = new_api_key()
+    async with conn.transaction():
+        await repo.insert_client(conn, client.id, client.name, client.callback_secret)
+        await repo.insert_api_key(conn, new_id("key"), client.id, name, api_key)
+    return client, api_key
+
+
+async def current_client(request: Request, deps: DepsDep) -> Client:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+    async with deps.pool.acquire() as conn:
+        client = await repo.client_by_key(conn, token.strip())
+    if client is None:
+        raise Unauthorized("this API key is not valid (unknown or revoked)")
+    return client
+
+
+ClientDep = Annotated[Client, Depends(current_client)]

@@ -1,0 +1,173 @@
+"""Domain errors of the gateway and their translation to ``application/problem+json``.
+
+Use-case modules raise these; only this module turns them (and FastAPI's own errors) into RFC
+9457 problem documents with a human ``detail``. A client never sees a stack trace: anything
+unexpected becomes a 500 problem, and the traceback goes to the log with the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.db import TRANSIENT_DB_ERRORS
+from shared.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a stable ``type`` slug and a human detail."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class Unauthorized(ApiError):
+    status, slug, title = 401, "unauthorized", "Missing or invalid API key"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="vidq"'})
+
+
+class NotFound(ApiError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(ApiError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class UploadTooLarge(ApiError):
+    status, slug, title = 413, "upload-too-large", "Upload too large"
+
+
+class InvalidRequest(ApiError):
+    status, slug, title = 422, "invalid-request", "Invalid request"
+
+
+class NotAVideo(ApiError):
+    status, slug, title = 422, "invalid-source", "Not a usable video"
+
+
+class OverLimits(ApiError):
+    status, slug, title = 422, "over-limits", "Video over the limits"
+
+
+class Unavailable(ApiError):
+    status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+def problem(
+    status: int, slug: str, title: str, detail: str, *, instance: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"urn:vidq:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    return JSONResponse(
+        problem(status, slug, title, detail, instance=request.url.path if request else None, **extra),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Missing or invalid API key"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("upload-too-large", "Upload too large"),
+    416: ("range-not-satisfiable", "Range not satisfiable"),
+}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that make every error a problem document."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return problem_response(
+            exc.status, exc.slug, exc.title, exc.detail, request=request, headers=exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(
+            exc.status_code, slug, title, str(exc.detail), request=request, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "message": err.get("msg", ""),
+            }
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors) or "invalid request"
+        return problem_response(
+            422, "invalid-request", "Invalid request", detail, request=request, errors=errors
+        )
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("answering 503: %r", exc)
+        return problem_response(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "a backing service (database or broker) is unavailable; retry in a few seconds",
+            request=request,
+            headers={"Retry-After": "5"},
+        )
+
+    unavailable: tuple[type[Exception], ...] = (TransientError, *TRANSIENT_DB_ERRORS)
+    for transient in unavailable:
+        app.add_exception_handler(transient, _unavailable)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            500,
+            "internal",
+            "Internal error",
+            "vidq hit an unexpected error; it has been logged. Retrying may help.",
+            request=request,
+        )

@@ -1,0 +1,446 @@
+"""All of the gateway's SQL, one function per query. Callers own the transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+def hash_key(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    id: str
+    name: str
+    callback_secret: str
+    notify_emails: tuple[str, ...] = ()
+
+
+# -- clients and keys ---------------------------------------------------------------------------
+
+
+async def insert_client(conn: Conn, client_id: str, name: str, callback_secret: str) -> None:
+    await conn.execute(
+        "INSERT INTO clients (id, name, callback_secret) VALUES ($1, $2, $3)",
+        client_id,
+        name,
+        callback_secret,
+    )
+
+
+async def insert_api_key(conn: Conn, key_id: str, client_id: str, name: str, api_key: str) -> None:
+    await conn.execute(
+        "INSERT INTO api_keys (id, client_id, name, key_hash, prefix) VALUES ($1, $2, $3, $4, $5)",
+        key_id,
+        client_id,
+        name,
+        hash_key(api_key),
+        api_key[:12],
+    )
+
+
+async def client_by_key(conn: Conn, api_key: str) -> Client | None:
+    row = await conn.fetchrow(
+        """SELECT c.id, c.name, c.callback_secret, c.notify_emails FROM api_keys k
+           JOIN clients c ON c.id = k.client_id
+           WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
+        hash_key(api_key),
+    )
+    return _client(row) if row else None
+
+
+def _client(row: asyncpg.Record) -> Client:
+    return Client(row["id"], row["name"], row["callback_secret"], tuple(row["notify_emails"] or ()))
+
+
+async def set_notify_emails(conn: Conn, client_id: str, emails: list[str]) -> Client:
+    row = await conn.fetchrow(
+        """UPDATE clients SET notify_emails = $2 WHERE id = $1
+           RETURNING id, name, callback_secret, notify_emails""",
+        client_id,
+        emails,
+    )
+    assert row is not None  # noqa: S101 - the caller is this client
+    return _client(row)
+
+
+async def client_by_id(conn: Conn, client_id: str) -> Client | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, callback_secret, notify_emails FROM clients WHERE id = $1", client_id
+    )
+    return _client(row) if row else None
+
+
+# -- videos and renditions ----------------------------------------------------------------------
+
+
+async def insert_video(
+    conn: Conn,
+    *,
+    video_id: str,
+    client_id: str,
+    source: dict[str, Any],
+    metadata: dict[str, Any],
+    callback_url: str | None,
+    notify_email: str | None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO videos (id, client_id, status, source, metadata, callback_url, notify_email)
+           VALUES ($1, $2, 'queued', $3, $4, $5, $6)""",
+        video_id,
+        client_id,
+        source,
+        metadata,
+        callback_url,
+        notify_email,
+    )
+
+
+async def insert_rendition(
+    conn: Conn, *, video_id: str, quality: str, position: int, width: int, height: int, job_id: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO renditions (video_id, quality, position, width, height, job_id)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        video_id,
+        quality,
+        position,
+        width,
+        height,
+        job_id,
+    )
+
+
+async def video_row(
+    conn: Conn, video_id: str, *, client_id: str | None = None, lock: bool = False
+) -> asyncpg.Record | None:
+    sql = "SELECT * FROM videos WHERE id = $1 AND deleted_at IS NULL"
+    args: list[Any] = [video_id]
+    if client_id is not None:
+        sql += " AND client_id = $2"
+        args.append(client_id)
+    if lock:
+        sql += " FOR UPDATE"
+    return await conn.fetchrow(sql, *args)
+
+
+async def video_row_any(conn: Conn, video_id: str) -> asyncpg.Record | None:
+    """The row even when deleted (the projection must know a report is for a deleted video)."""
+    return await conn.fetchrow("SELECT * FROM videos WHERE id = $1 FOR UPDATE", video_id)
+
+
+async def rendition_rows(conn: Conn, video_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT * FROM renditions WHERE video_id = ANY($1::text[]) ORDER BY video_id, position",
+            list(video_ids),
+        )
+    )
+
+
+async def list_video_rows(
+    conn: Conn, client_id: str, *, status: str | None, after: tuple[datetime, str] | None, limit: int
+) -> list[asyncpg.Record]:
+    conditions = ["client_id = $1", "deleted_at IS NULL"]
+    args: list[Any] = [client_id]
+    if status is not None:
+        args.append(status)
+        conditions.append(f"status = ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        conditions.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    return list(
+        await conn.fetch(
+            f"SELECT * FROM videos WHERE {' AND '.join(conditions)} "  # noqa: S608 - fixed fragments
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+            *args,
+        )
+    )
+
+
+async def set_video_status(conn: Conn, video_id: str, status: str, error: str | None) -> None:
+    await conn.execute(
+        "UPDATE videos SET status = $2, error = $3, updated_at = now() WHERE id = $1",
+        video_id,
+        status,
+        error,
+    )
+
+
+async def set_thumbnail(
+    conn: Conn, video_id: str, status: str, widths: Iterable[int], error: str | None
+) -> None:
+    await conn.execute(
+        """UPDATE videos SET thumbnail_status = $2, thumbnail_widths = $3, thumbnail_error = $4,
+                  updated_at = now() WHERE id = $1""",
+        video_id,
+        status,
+        list(widths),
+        error,
+    )
+
+
+async def update_rendition(conn: Conn, video_id: str, quality: str, **fields: Any) -> None:
+    assignments = ", ".join([*(f"{name} = ${i + 3}" for i, name in enumerate(fields)), "updated_at = now()"])
+    await conn.execute(
+        f"UPDATE renditions SET {assignments} WHERE video_id = $1 AND quality = $2",  # noqa: S608 - names are ours
+        video_id,
+        quality,
+        *fields.values(),
+    )
+
+
+async def touch_video(conn: Conn, video_id: str) -> None:
+    await conn.execute("UPDATE videos SET updated_at = now() WHERE id = $1", video_id)
+
+
+async def mark_video_deleted(conn: Conn, video_id: str) -> None:
+    await conn.execute("UPDATE videos SET deleted_at = now(), updated_at = now() WHERE id = $1", video_id)
+
+
+async def cancel_open_parts(conn: Conn, video_id: str) -> None:
+    await conn.execute(
+        """UPDATE renditions SET status = 'canceled', updated_at = now()
+           WHERE video_id = $1 AND status IN ('queued', 'processing')""",
+        video_id,
+    )
+    await conn.execute(
+        """UPDATE videos SET thumbnail_status = 'canceled'
+           WHERE id = $1 AND thumbnail_status IN ('queued', 'processing')""",
+        video_id,
+    )
+
+
+# -- events and outbox --------------------------------------------------------------------------
+
+
+async def next_sequence(conn: Conn, video_id: str) -> int:
+    value = await conn.fetchval(
+        "UPDATE videos SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
+        video_id,
+    )
+    return int(value)
+
+
+async def insert_event(
+    conn: Conn,
+    *,
+    event_id: str,
+    video_id: str,
+    sequence: int,
+    type_: str,
+    occurred_at: datetime,
+    body: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """INSERT INTO video_events (id, video_id, sequence, type, occurred_at, body)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        event_id,
+        video_id,
+        sequence,
+        type_,
+        occurred_at,
+        body,
+    )
+
+
+async def events_after(
+    conn: Conn, video_id: str, after: int, before: int | None = None
+) -> list[asyncpg.Record]:
+    if before is None:
+        return list(
+            await conn.fetch(
+                """SELECT sequence, type, body FROM video_events
+                   WHERE video_id = $1 AND sequence > $2 ORDER BY sequence""",
+                video_id,
+                after,
+            )
+        )
+    return list(
+        await conn.fetch(
+            """SELECT sequence, type, body FROM video_events
+               WHERE video_id = $1 AND sequence > $2 AND sequence < $3 ORDER BY sequence""",
+            video_id,
+            after,
+            before,
+        )
+    )
+
+
+async def insert_outbox(
+    conn: Conn,
+    *,
+    exchange: str,
+    routing_key: str,
+    message_id: str,
+    type_: str,
+    correlation_id: str | None,
+    body: bytes,
+    headers: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        exchange,
+        routing_key,
+        message_id,
+        type_,
+        correlation_id,
+        headers or {},
+        body,
+    )
+
+
+async def claim_outbox(conn: Conn, limit: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """SELECT * FROM outbox WHERE published_at IS NULL
+               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            limit,
+        )
+    )
+
+
+async def mark_outbox_published(conn: Conn, ids: Sequence[int]) -> None:
+    await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids))
+
+
+async def mark_outbox_failed(conn: Conn, ids: Sequence[int], error: str) -> None:
+    await conn.execute(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1::bigint[])",
+        list(ids),
+        error[:2000],
+    )
+
+
+async def outbox_pending(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+
+
+async def mark_report_processed(conn: Conn, report_id: str) -> bool:
+    """Record a worker report as applied; ``False`` when it already was (a duplicate)."""
+    status = await conn.execute(
+        "INSERT INTO processed_reports (id) VALUES ($1) ON CONFLICT DO NOTHING", report_id
+    )
+    return status.endswith(" 1")
+
+
+# -- idempotency keys ---------------------------------------------------------------------------
+
+
+async def claim_idempotency_key(conn: Conn, client_id: str, key: str, ttl_s: int) -> asyncpg.Record | None:
+    """Take ``key`` for a new request; returns the earlier request's row when it is taken."""
+    await conn.execute(
+        """DELETE FROM idempotency_keys WHERE client_id = $1 AND key = $2
+           AND created_at < now() - make_interval(secs => $3)""",
+        client_id,
+        key,
+        ttl_s,
+    )
+    status = await conn.execute(
+        "INSERT INTO idempotency_keys (client_id, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        client_id,
+        key,
+    )
+    if status.endswith(" 1"):
+        return None
+    return await conn.fetchrow(
+        "SELECT * FROM idempotency_keys WHERE client_id = $1 AND key = $2", client_id, key
+    )
+
+
+async def store_idempotent_response(
+    conn: Conn, client_id: str, key: str, status_code: int, response: dict[str, Any], video_id: str | None
+) -> None:
+    await conn.execute(
+        """UPDATE idempotency_keys SET status_code = $3, response = $4, video_id = $5
+           WHERE client_id = $1 AND key = $2""",
+        client_id,
+        key,
+        status_code,
+        response,
+        video_id,
+    )
+
+
+async def release_idempotency_key(conn: Conn, client_id: str, key: str) -> None:
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE client_id = $1 AND key = $2 AND status_code IS NULL",
+        client_id,
+        key,
+    )
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+
+async def insert_webhook(
+    conn: Conn, *, webhook_id: str, client_id: str, url: str, events: list[str], description: str, secret: str
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """INSERT INTO webhooks (id, client_id, url, events, description, secret)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""",
+        webhook_id,
+        client_id,
+        url,
+        events,
+        description,
+        secret,
+    )
+    assert row is not None  # noqa: S101 - INSERT … RETURNING always returns the row
+    return row
+
+
+async def webhook_rows(conn: Conn, client_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """SELECT * FROM webhooks WHERE client_id = $1 AND deleted_at IS NULL
+               ORDER BY created_at DESC, id DESC""",
+            client_id,
+        )
+    )
+
+
+async def webhook_row(conn: Conn, webhook_id: str, client_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM webhooks WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL",
+        webhook_id,
+        client_id,
+    )
+
+
+async def update_webhook(conn: Conn, webhook_id: str, **fields: Any) -> asyncpg.Record | None:
+    names = list(fields)
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
+    return await conn.fetchrow(
+        f"UPDATE webhooks SET {assignments}, updated_at = now() "  # noqa: S608 - names are ours
+        "WHERE id = $1 AND deleted_at IS NULL RETURNING *",
+        webhook_id,
+        *fields.values(),
+    )
+
+
+async def disable_webhook(conn: Conn, webhook_id: str, reason: str) -> None:
+    await conn.execute(
+        """UPDATE webhooks SET enabled = false, disabled_reason = $2, updated_at = now()
+           WHERE id = $1 AND enabled""",
+        webhook_id,
+        reason,
+    )
+
+
+async def delete_webhook(conn: Conn, webhook_id: str) -> None:
+    await conn.execute(
+        "UPDATE webhooks SET deleted_at = now(), enabled = false, updated_at = now() WHERE id = $1",
+        webhook_id,
+    )

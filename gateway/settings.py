@@ -1,0 +1,40 @@
+"""Gateway settings: the shared ones plus HTTP, upload limits and idempotency."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    max_upload_bytes: int = Field(default=10 * 1024**3, ge=1)
+    max_duration_s: float = Field(default=4 * 3600, gt=0)
+    #: Largest frame accepted, in pixels (8K UHD = 7680 x 4320).
+    max_pixels: int = Field(default=7680 * 4320, gt=0)
+    max_metadata_bytes: int = 4096
+    #: ffprobe runs at once (uploads beyond wait their turn); default: the number of CPUs. An
+    #: ffprobe is CPU work, mostly its own start; a burst of uploads probed all at once would
+    #: share the CPUs with the gateway itself and stall everything it does meanwhile.
+    gateway_probe_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+    #: How long an Idempotency-Key is remembered.
+    idempotency_ttl_s: int = 24 * 3600
+    sse_keepalive_s: float = 15.0
+    #: Projection consumer prefetch (reports are small; the video row lock serialises a video).
+    projection_prefetch: int = 20
+    outbox_batch: int = 200
+    outbox_poll_s: float = 2.0
+    #: How often the scheduler looks for periodic jobs that are due.
+    scheduler_tick_s: float = Field(default=5.0, gt=0)
+    #: A rendition queued or processing without any news for this long is dispatched again.
+    stuck_after_s: float = Field(default=1800.0, gt=0)
+    #: Outbox rows older than this unpublished raise an alarm (log and metric).
+    outbox_alert_after_s: float = Field(default=60.0, gt=0)
+    #: Temporary files (uploads never probed, encodes of dead workers) older than this are removed.
+    abandoned_file_after_s: float = Field(default=3600.0, gt=0)
+    #: Published outbox rows and processed report ids are kept this long.
+    retention_s: float = Field(default=7 * 86400.0, gt=0)

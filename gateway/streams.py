@@ -1,0 +1,132 @@
+"""Live event streams (SSE), pushed from the broker.
+
+Each gateway process has its own exclusive queue on ``vidq.events`` (``vidq.gateway.live.<host>-
+<pid>``, bound ``#``) and fans each event out to the streams watching that video. A stream first
+replays what the video already went through from the event log (once, not by polling; resuming
+after ``Last-Event-ID`` works the same way), then forwards live events, filling any gap from the
+log, and ends after a terminal event. The SSE ``id`` is the event's ``sequence``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+from gateway import repository as repo
+from shared.events import TERMINAL_EVENT_TYPES
+from shared.messaging.topology import GATEWAY_LIVE_PREFIX, broadcast_queue, declare_queue
+from shared.metrics import SSE_CLIENTS
+from shared.resources import TERMINAL_STATUSES
+
+log = logging.getLogger(__name__)
+
+_INBOX_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    sequence: int
+    type: str
+    body: str
+
+
+class LiveHub:
+    """Routes events from this process's broadcast queue to the streams that want them."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[asyncio.Queue[LiveEvent]]] = defaultdict(set)
+        self._queue: AbstractQueue | None = None
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        channel = await connection.channel()
+        self._queue = await declare_queue(channel, broadcast_queue(GATEWAY_LIVE_PREFIX, "#"))
+        # At-most-once is right for a live view: a stream that misses an event fills the gap
+        # from the event log when the next one arrives.
+        await self._queue.consume(self._on_message, no_ack=True)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        video_id = message.correlation_id
+        if not video_id or video_id not in self._watchers:
+            return
+        try:
+            body = message.body.decode()
+            parsed = json.loads(body)
+            event = LiveEvent(int(parsed["sequence"]), str(parsed["type"]), body)
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable event on the live feed; skipped")
+            return
+        self.dispatch(video_id, event)
+
+    def dispatch(self, video_id: str, event: LiveEvent) -> None:
+        for inbox in list(self._watchers.get(video_id, ())):
+            with contextlib.suppress(asyncio.QueueFull):  # a gap, filled from the log later
+                inbox.put_nowait(event)
+
+    @contextlib.contextmanager
+    def watch(self, video_id: str) -> Iterator[asyncio.Queue[LiveEvent]]:
+        inbox: asyncio.Queue[LiveEvent] = asyncio.Queue(_INBOX_SIZE)
+        self._watchers[video_id].add(inbox)
+        SSE_CLIENTS.inc()
+        try:
+            yield inbox
+        finally:
+            SSE_CLIENTS.dec()
+            self._watchers[video_id].discard(inbox)
+            if not self._watchers[video_id]:
+                del self._watchers[video_id]
+
+
+def _sse(sequence: int, type_: str, body: str) -> dict[str, str]:
+    return {"id": str(sequence), "event": type_, "data": body}
+
+
+async def _logged(
+    pool: asyncpg.Pool, video_id: str, after: int, before: int | None = None
+) -> list[LiveEvent]:
+    async with pool.acquire() as conn:
+        rows = await repo.events_after(conn, video_id, after, before)
+    return [LiveEvent(r["sequence"], r["type"], json.dumps(r["body"], separators=(",", ":"))) for r in rows]
+
+
+async def _video_finished(pool: asyncpg.Pool, video_id: str, last: int) -> bool:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT status, last_sequence, deleted_at FROM videos WHERE id = $1", video_id
+        )
+    if row is None:
+        return True
+    done = row["deleted_at"] is not None or row["status"] in TERMINAL_STATUSES
+    return bool(done and row["last_sequence"] <= last)
+
+
+async def event_stream(
+    pool: asyncpg.Pool, hub: LiveHub, video_id: str, *, after: int
+) -> AsyncIterator[dict[str, str]]:
+    """The SSE events of one video after sequence ``after``, ending after a terminal event."""
+    with hub.watch(video_id) as inbox:
+        last = after
+        # The whole history first (a failed video may have been retried since, so a terminal
+        # event in the past does not end the stream; the video's current state decides).
+        for event in await _logged(pool, video_id, last):
+            yield _sse(event.sequence, event.type, event.body)
+            last = event.sequence
+        if await _video_finished(pool, video_id, last):
+            return
+        while True:
+            event = await inbox.get()
+            if event.sequence <= last:
+                continue
+            backlog = await _logged(pool, video_id, last, event.sequence) if event.sequence > last + 1 else []
+            for item in [*backlog, event]:
+                yield _sse(item.sequence, item.type, item.body)
+                last = item.sequence
+                if item.type in TERMINAL_EVENT_TYPES:
+                    return

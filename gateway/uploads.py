@@ -1,0 +1,236 @@
+"""Receiving an upload: stream the multipart body to storage with a size cap, then probe it.
+
+The body is parsed as it arrives (python-multipart's streaming parser) and the ``file`` part is
+written straight to a temporary file in storage, so memory stays flat whatever the file size.
+Text fields are capped at a few kB. Nothing of a refused upload is left behind: the temporary
+file is removed, no row is written, no message is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from fastapi import Request
+from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
+
+from gateway.errors import InvalidRequest, NotAVideo, OverLimits, UploadTooLarge
+from gateway.settings import GatewaySettings
+from shared.errors import InvalidSource, TransientError
+from shared.ffmpeg import ProbeResult, probe
+from shared.ladder import PlannedRendition, parse_qualities, plan
+
+if TYPE_CHECKING:  # only a typing alias in python-multipart
+    from python_multipart.multipart import MultipartCallbacks
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("qualities", "callback_url", "notify_email", "metadata")
+_MAX_FIELD_BYTES = 8 * 1024
+_MAX_FILENAME = 255
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass
+class ReceivedUpload:
+    """What came in: the file (already in ``path``) and the text fields."""
+
+    filename: str = ""
+    size_bytes: int = 0
+    files: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _Receiver:
+    """Callbacks for the streaming parser: file bytes to disk, fields to small buffers."""
+
+    def __init__(self, out: IO[bytes], max_bytes: int) -> None:
+        self.out = out
+        self.max_bytes = max_bytes
+        self.result = ReceivedUpload()
+        self.complete = False
+        self._header_field = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._name: str | None = None
+        self._is_file = False
+        self._buffer = bytearray()
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field_data,
+            "on_header_value": self._header_value_data,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._name, self._is_file = None, False
+        self._buffer = bytearray()
+
+    def _header_field_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.strip().lower()] = self._header_value.strip()
+        self._header_field = self._header_value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name == "file":
+            if self.result.files:
+                raise InvalidRequest("send exactly one file, in the 'file' field")
+            self._is_file = True
+            self.result.files = 1
+            raw = options.get(b"filename", b"").decode("utf-8", "replace")
+            # Only the last path component, for display; it never becomes a path of ours.
+            self.result.filename = raw.replace("\\", "/").rsplit("/", 1)[-1][:_MAX_FILENAME] or "upload"
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._is_file:
+            self.result.size_bytes += end - start
+            if self.result.size_bytes > self.max_bytes:
+                raise UploadTooLarge(f"the file is over the {self.max_bytes}-byte limit")
+            # a view, not a slice: the chunk is written to the file without another copy
+            self.out.write(memoryview(data)[start:end])
+            return
+        self._buffer += data[start:end]
+        if len(self._buffer) > _MAX_FIELD_BYTES:
+            raise InvalidRequest(f"field {self._name!r} is over {_MAX_FIELD_BYTES} bytes")
+
+    def _part_end(self) -> None:
+        if not self._is_file and self._name in FIELDS:
+            try:
+                self.result.fields[self._name] = self._buffer.decode()
+            except UnicodeDecodeError as exc:
+                raise InvalidRequest(f"field {self._name!r} is not UTF-8 text") from exc
+
+    def _end(self) -> None:
+        self.complete = True
+
+
+def _boundary(request: Request) -> bytes:
+    ctype, options = parse_options_header(request.headers.get("content-type"))
+    if ctype != b"multipart/form-data" or not options.get(b"boundary"):
+        raise InvalidRequest("send the video as multipart/form-data with the file in the 'file' field")
+    return options[b"boundary"]
+
+
+async def receive(request: Request, path: Path, settings: GatewaySettings) -> ReceivedUpload:
+    """Stream the multipart body of ``request``, writing the ``file`` part to ``path``."""
+    boundary = _boundary(request)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
+        raise UploadTooLarge(f"the upload is over the {settings.max_upload_bytes}-byte limit")
+    with path.open("wb") as out:
+        receiver = _Receiver(out, settings.max_upload_bytes)
+        parser = MultipartParser(boundary, receiver.callbacks())
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+        except MultipartParseError as exc:
+            raise InvalidRequest(f"malformed multipart body: {exc}") from exc
+        except ClientDisconnect as exc:
+            raise InvalidRequest("the client went away before the upload finished") from exc
+    if not receiver.complete:
+        raise InvalidRequest("the multipart body ended early; the upload was cut short")
+    if not receiver.result.files:
+        raise InvalidRequest("no file: send the video in the 'file' field")
+    if receiver.result.size_bytes == 0:
+        raise NotAVideo("the file is empty")
+    return receiver.result
+
+
+def _not_json(constant: str) -> Any:
+    """``json.loads`` accepts NaN and Infinity; JSON (and PostgreSQL's jsonb) does not."""
+    raise InvalidRequest(f"metadata is not valid JSON: {constant} is not a JSON value")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The validated text fields of an upload."""
+
+    qualities: tuple[Any, ...] | None
+    callback_url: str | None
+    notify_email: str | None
+    metadata: dict[str, Any]
+
+
+def parse_options(fields: dict[str, str], settings: GatewaySettings) -> Options:
+    """Validate the text fields; raises ``InvalidRequest`` naming the first bad one."""
+    qualities = None
+    if fields.get("qualities", "").strip():
+        try:
+            qualities = parse_qualities(fields["qualities"])
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+    callback_url = fields.get("callback_url", "").strip() or None
+    if callback_url:
+        try:
+            _HTTP_URL.validate_python(callback_url)  # kept as the client wrote it
+        except ValidationError as exc:
+            raise InvalidRequest("callback_url must be an absolute http(s) URL") from exc
+    notify_email = fields.get("notify_email", "").strip() or None
+    if notify_email and not _EMAIL.match(notify_email):
+        raise InvalidRequest("notify_email is not an email address")
+    metadata: dict[str, Any] = {}
+    raw = fields.get("metadata", "").strip()
+    if raw:
+        if len(raw.encode()) > settings.max_metadata_bytes:
+            raise InvalidRequest(f"metadata is over {settings.max_metadata_bytes} bytes")
+        try:
+            metadata = json.loads(raw, parse_constant=_not_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
+        if not isinstance(metadata, dict):
+            raise InvalidRequest("metadata must be a JSON object")
+    return Options(qualities, callback_url, notify_email, metadata)
+
+
+async def inspect(
+    path: Path, options: Options, settings: GatewaySettings, probes: asyncio.Semaphore | None = None
+) -> tuple[ProbeResult, list[PlannedRendition]]:
+    """Probe the stored file (in one of the ``probes`` slots), check the limits, plan the ladder."""
+    try:
+        async with probes or contextlib.nullcontext():
+            result = await probe(path)
+    except InvalidSource as exc:
+        raise NotAVideo(str(exc)) from exc
+    except TransientError:
+        log.exception("could not probe an upload")
+        raise
+    if result.duration_s > settings.max_duration_s:
+        raise OverLimits(
+            f"the video lasts {result.duration_s:.1f} s; the limit is {settings.max_duration_s:g} s"
+        )
+    if result.width * result.height > settings.max_pixels:
+        raise OverLimits(
+            f"the frame is {result.width}x{result.height}; the limit is {settings.max_pixels} pixels"
+        )
+    planned = plan(result.width, result.height, result.rotation, options.qualities)
+    if not planned:
+        asked = ", ".join(q.value for q in options.qualities or ())
+        raise InvalidRequest(
+            f"none of the requested qualities ({asked}) fit a "
+            f"{result.display_width}x{result.display_height} source; vidq never upscales"
+        )
+    return result, planned

@@ -1,0 +1,248 @@
+"""Video use cases: record an accepted upload, read, list, delete, retry a rendition.
+
+Every state change and the messages it causes are written in one transaction (the outbox), and
+a public event is numbered and recorded with it (``gateway/outbox.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gateway import repository as repo
+from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.outbox import append_event, enqueue
+from gateway.repository import Client, Conn
+from shared.commands import Sibling, TranscodeRendition
+from shared.ffmpeg import ProbeResult
+from shared.ids import new_id
+from shared.ladder import PlannedRendition, Quality
+from shared.messaging.codec import outgoing
+from shared.messaging.topology import TRANSCODE
+from shared.resources import TERMINAL_STATUSES, Rendition, Source, Thumbnail, Video
+
+
+def rendition_from_row(row: asyncpg.Record, base_url: str) -> Rendition:
+    ready = row["status"] == "ready"
+    return Rendition(
+        video_id=row["video_id"],
+        quality=row["quality"],
+        status=row["status"],
+        progress=round(float(row["progress"]), 1),
+        width=row["width"],
+        height=row["height"],
+        size_bytes=row["size_bytes"],
+        duration_s=row["duration_s"],
+        url=f"{base_url}/v1/videos/{row['video_id']}/renditions/{row['quality']}" if ready else None,
+        error=row["error"],
+        attempts=row["attempts"],
+    )
+
+
+def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], base_url: str) -> Video:
+    widths = sorted(row["thumbnail_widths"] or [], reverse=True)
+    thumb_url = f"{base_url}/v1/videos/{row['id']}/thumbnail"
+    return Video(
+        id=row["id"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        source=Source.model_validate(row["source"]),
+        renditions=[rendition_from_row(r, base_url) for r in renditions],
+        thumbnail=Thumbnail(
+            status=row["thumbnail_status"],
+            widths=widths,
+            urls=[f"{thumb_url}?width={w}" for w in widths],
+            error=row["thumbnail_error"],
+        ),
+        error=row["error"],
+        metadata=row["metadata"] or {},
+        callback_url=row["callback_url"],
+        notify_email=row["notify_email"],
+    )
+
+
+async def load_video(conn: Conn, row: asyncpg.Record, base_url: str) -> Video:
+    return video_from_rows(row, await repo.rendition_rows(conn, [row["id"]]), base_url)
+
+
+async def reload_video(conn: Conn, video_id: str, base_url: str) -> Video:
+    row = await repo.video_row_any(conn, video_id)
+    assert row is not None  # noqa: S101 - the caller holds the row lock
+    return await load_video(conn, row, base_url)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedUpload:
+    """An upload that streamed, probed and fitted the limits, waiting to be recorded."""
+
+    video_id: str
+    filename: str
+    size_bytes: int
+    probe: ProbeResult
+    plan: list[PlannedRendition]
+    metadata: dict[str, Any]
+    callback_url: str | None
+    notify_email: str | None
+
+
+def source_of(upload: AcceptedUpload) -> Source:
+    p = upload.probe
+    return Source(
+        filename=upload.filename,
+        size_bytes=upload.size_bytes,
+        width=p.display_width,
+        height=p.display_height,
+        duration_s=p.duration_s,
+        video_codec=p.video_codec,
+        audio_codec=p.audio_codec,
+        rotation=p.rotation,
+        frame_rate=p.frame_rate,
+        format_name=p.format_name,
+    )
+
+
+def transcode_command(
+    video_id: str, planned: PlannedRendition, source: Source, job_id: str
+) -> TranscodeRendition:
+    return TranscodeRendition(
+        job_id=job_id,
+        video_id=video_id,
+        quality=planned.quality,
+        width=planned.width,
+        height=planned.height,
+        has_audio=source.audio_codec is not None,
+        duration_s=source.duration_s,
+        dispatched_at=datetime.now(UTC),
+    )
+
+
+async def _enqueue_transcode(conn: Conn, command: TranscodeRendition) -> None:
+    message = outgoing(
+        command,
+        message_id=command.job_id,
+        type="transcode.rendition",
+        correlation_id=command.video_id,
+        app_id="gateway",
+    )
+    await enqueue(conn, TRANSCODE, command.quality.value, message)
+
+
+async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, base_url: str) -> Video:
+    """Insert the video and its planned renditions; queue ``video.uploaded`` and the encodes."""
+    async with conn.transaction():
+        source = source_of(upload)
+        await repo.insert_video(
+            conn,
+            video_id=upload.video_id,
+            client_id=client.id,
+            source=source.model_dump(mode="json"),
+            metadata=upload.metadata,
+            callback_url=upload.callback_url,
+            notify_email=upload.notify_email,
+        )
+        jobs: list[tuple[PlannedRendition, str]] = []
+        for position, planned in enumerate(upload.plan):
+            job_id = new_id("job")
+            jobs.append((planned, job_id))
+            await repo.insert_rendition(
+                conn,
+                video_id=upload.video_id,
+                quality=planned.quality.value,
+                position=position,
+                width=planned.width,
+                height=planned.height,
+                job_id=job_id,
+            )
+        video = await reload_video(conn, upload.video_id, base_url)
+        await append_event(conn, video_id=video.id, type_="video.uploaded", data=video)
+        # The lowest rung goes first: it finishes soonest, so the video is playable early.
+        siblings = [Sibling(job_id=j, quality=p.quality, width=p.width, height=p.height) for p, j in jobs]
+        for planned, job_id in reversed(jobs):
+            command = transcode_command(upload.video_id, planned, source, job_id).model_copy(
+                update={"siblings": tuple(s for s in siblings if s.job_id != job_id)}
+            )
+            await _enqueue_transcode(conn, command)
+    return video
+
+
+async def get_video(conn: Conn, client: Client, video_id: str, base_url: str) -> Video:
+    row = await repo.video_row(conn, video_id, client_id=client.id)
+    if row is None:
+        raise NotFound(f"no video {video_id!r}")
+    return await load_video(conn, row, base_url)
+
+
+def encode_cursor(created_at: datetime, video_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{video_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, video_id = text.split("|", 1)
+        return datetime.fromisoformat(stamp), video_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not one vidq gave out; use next_cursor from a listing") from exc
+
+
+async def list_videos(
+    conn: Conn, client: Client, *, status: str | None, cursor: str | None, limit: int, base_url: str
+) -> tuple[list[Video], str | None]:
+    after = decode_cursor(cursor) if cursor else None
+    rows = await repo.list_video_rows(conn, client.id, status=status, after=after, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    renditions = await repo.rendition_rows(conn, [r["id"] for r in page])
+    by_video: dict[str, list[asyncpg.Record]] = {}
+    for r in renditions:
+        by_video.setdefault(r["video_id"], []).append(r)
+    videos = [video_from_rows(row, by_video.get(row["id"], []), base_url) for row in page]
+    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more and page else None
+    return videos, next_cursor
+
+
+async def delete_video(conn: Conn, client: Client, video_id: str, base_url: str) -> None:
+    """Cancel what is in flight (``video.canceled``), then delete (``video.deleted``)."""
+    async with conn.transaction():
+        row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
+        if row is None:
+            raise NotFound(f"no video {video_id!r}")
+        if row["status"] not in TERMINAL_STATUSES:
+            await repo.cancel_open_parts(conn, video_id)
+            await repo.set_video_status(conn, video_id, "canceled", "canceled by the client")
+            video = await reload_video(conn, video_id, base_url)
+            await append_event(conn, video_id=video_id, type_="video.canceled", data=video)
+        video = await reload_video(conn, video_id, base_url)
+        await append_event(conn, video_id=video_id, type_="video.deleted", data=video)
+        await repo.mark_video_deleted(conn, video_id)
+
+
+async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: str, *, base_url: str) -> Video:
+    """Dispatch a failed rendition again under a new job id; the video is processing again."""
+    async with conn.transaction():
+        row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
+        if row is None:
+            raise NotFound(f"no video {video_id!r}")
+        if row["status"] == "canceled":
+            raise Conflict("the video was canceled; upload it again")
+        video = await load_video(conn, row, base_url)
+        current = next((r for r in video.renditions if r.quality == quality), None)
+        if current is None:
+            raise NotFound(f"video {video_id!r} has no {quality} rendition")
+        if current.status != "failed":
+            raise Conflict(f"rendition {quality} is {current.status}; only a failed rendition can be retried")
+        job_id = new_id("job")
+        await repo.update_rendition(
+            conn, video_id, quality, status="queued", progress=0.0, error=None, job_id=job_id, attempts=0
+        )
+        others_failed = any(r.status == "failed" for r in video.renditions if r.quality != quality)
+        if not others_failed and video.thumbnail.status != "failed":
+            await repo.set_video_status(conn, video_id, "processing", None)
+        planned = PlannedRendition(Quality(quality), current.width, current.height)
+        await _enqueue_transcode(conn, transcode_command(video_id, planned, video.source, job_id))
+        return await reload_video(conn, video_id, base_url)

@@ -1,0 +1,192 @@
+// The /v1 API from the browser: the stored key, JSON calls, uploads with progress, and the
+// server-sent event stream read with fetch().
+//
+// Every /v1 route wants "Authorization: Bearer <key>". EventSource, <video src> and <img src>
+// cannot send that header, so the event stream is read through fetch() and a stream reader, and
+// media are downloaded with fetch() and shown from blob: URLs. The key never goes into a URL.
+
+const KEY_ITEM = "vidq.apiKey";
+const TERMINAL_EVENTS = new Set(["video.ready", "video.failed", "video.canceled", "video.deleted"]);
+export const TERMINAL_STATUSES = new Set(["ready", "failed", "canceled"]);
+
+export const apiKey = {
+  get: () => localStorage.getItem(KEY_ITEM) ?? "",
+  set: (value) => localStorage.setItem(KEY_ITEM, value),
+  forget: () => localStorage.removeItem(KEY_ITEM),
+};
+
+/** A failed call: ``status`` is the HTTP status (0 for a network error), ``problem`` the RFC 9457 body. */
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || problem?.title || (status ? `HTTP ${status}` : "network error"));
+    this.name = "ApiError";
+    this.status = status;
+    this.problem = problem ?? null;
+  }
+}
+
+async function failure(response) {
+  let problem = null;
+  try {
+    problem = await response.json();
+  } catch {
+    // not a problem document (a proxy's error page, say): the status alone has to do
+  }
+  return new ApiError(response.status, problem);
+}
+
+const authorization = () => ({ Authorization: `Bearer ${apiKey.get()}` });
+
+/** A JSON call; resolves to the parsed body (null for 204), rejects with ApiError. */
+export async function request(path, { method = "GET", body, signal } = {}) {
+  const headers = { ...authorization(), Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
+    cache: "no-store",
+  });
+  if (!response.ok) throw await failure(response);
+  return response.status === 204 ? null : response.json();
+}
+
+export const videoPath = (videoId, ...rest) => ["/v1/videos", encodeURIComponent(videoId), ...rest].join("/");
+
+/**
+ * Download a file with the key and return a blob: URL for <video>/<img> (revoke it when done).
+ *
+ * The whole file is held in memory: right for thumbnails and for the renditions of the short
+ * clips this page is tested with, heavy for an hour of 2160p (signed, expiring media URLs would
+ * be the server-side answer to that, and would let the browser stream with Range requests).
+ */
+export async function blobUrl(path, { signal } = {}) {
+  const response = await fetch(path, { headers: authorization(), signal });
+  if (!response.ok) throw await failure(response);
+  return URL.createObjectURL(await response.blob());
+}
+
+/**
+ * POST /v1/videos as multipart with XMLHttpRequest, the one browser API that reports upload
+ * progress: ``onProgress(sentBytes, totalBytes)``. Resolves to the 202 body (the video).
+ */
+export function upload(file, fields, { onProgress, signal } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/v1/videos");
+    for (const [name, value] of Object.entries({ ...authorization(), Accept: "application/json" })) {
+      xhr.setRequestHeader(name, value);
+    }
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (event) => {
+      onProgress?.(event.loaded, event.lengthComputable ? event.total : file.size);
+    });
+    xhr.addEventListener("load", () => {
+      if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
+      else reject(new ApiError(xhr.status, xhr.response));
+    });
+    xhr.addEventListener("error", () => reject(new ApiError(0, { detail: "the upload failed: network error" })));
+    xhr.addEventListener("abort", () => reject(new DOMException("upload canceled", "AbortError")));
+    signal?.addEventListener("abort", () => xhr.abort(), { once: true });
+    const form = new FormData();
+    for (const [name, value] of Object.entries(fields)) {
+      if (value) form.append(name, value);
+    }
+    form.append("file", file, file.name);
+    xhr.send(form);
+  });
+}
+
+/** Parse a text/event-stream body into {id, type, data} events (data parsed as JSON). */
+async function* readEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let event = { id: "", type: "", data: [] };
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      // A "\r" at the very end may be the first half of "\r\n": keep it for the next chunk.
+      const text = buffer + value;
+      const held = text.endsWith("\r") ? 1 : 0;
+      const lines = text.slice(0, text.length - held).split(/\r\n|\r|\n/);
+      buffer = lines.pop() + (held ? "\r" : "");
+      for (const line of lines) {
+        if (line === "") {
+          if (event.data.length) {
+            yield { id: event.id, type: event.type || "message", data: JSON.parse(event.data.join("\n")) };
+          }
+          event = { id: event.id, type: "", data: [] };
+          continue;
+        }
+        if (line.startsWith(":")) continue; // keep-alive comment
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let fieldValue = colon < 0 ? "" : line.slice(colon + 1);
+        if (fieldValue.startsWith(" ")) fieldValue = fieldValue.slice(1);
+        if (field === "data") event.data.push(fieldValue);
+        else if (field === "id") event.id = fieldValue;
+        else if (field === "event") event.type = fieldValue;
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason ?? new DOMException("aborted", "AbortError"));
+      },
+      { once: true },
+    );
+  });
+}
+
+/**
+ * Follow a video's events (GET /v1/videos/{id}/events): the history after ``after`` first,
+ * then live ones, calling ``onEvent`` for each, until a terminal event. A dropped connection
+ * is resumed from the last sequence seen (the stream's ``id``), with a growing pause.
+ * Resolves to the last sequence; rejects on abort or a 4xx answer.
+ */
+export async function follow(videoId, onEvent, { after = 0, signal } = {}) {
+  let last = after;
+  let lastType = "";
+  let failures = 0;
+  for (;;) {
+    let received = 0;
+    try {
+      const response = await fetch(`${videoPath(videoId, "events")}?after=${last}`, {
+        headers: { ...authorization(), Accept: "text/event-stream" },
+        cache: "no-store",
+        signal,
+      });
+      if (!response.ok) throw await failure(response);
+      for await (const event of readEvents(response.body)) {
+        received += 1;
+        failures = 0;
+        last = Number(event.id) || last;
+        lastType = event.type;
+        onEvent(event);
+      }
+      if (TERMINAL_EVENTS.has(lastType)) return last;
+      if (!received) {
+        // The server ended at once with nothing new: the video is already finished.
+        const video = await request(videoPath(videoId), { signal });
+        if (TERMINAL_STATUSES.has(video.status)) return last;
+      }
+    } catch (error) {
+      if (signal?.aborted || (error instanceof ApiError && error.status >= 400 && error.status < 500)) {
+        throw error;
+      }
+    }
+    failures += 1;
+    await sleep(Math.min(500 * 2 ** failures, 15000), signal);
+  }
+}

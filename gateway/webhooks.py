@@ -1,0 +1,189 @@
+"""Webhook subscription use cases, and reading and retrying their delivery log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from gateway import delivery_log
+from gateway import repository as repo
+from gateway.auth import new_signing_secret
+from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.outbox import enqueue
+from gateway.repository import Client, Conn
+from gateway.schemas import (
+    AttemptPublic,
+    DeliveryPublic,
+    WebhookCreate,
+    WebhookPublic,
+    WebhookUpdate,
+    WebhookWithSecret,
+)
+from gateway.videos import decode_cursor, encode_cursor
+from shared.commands import Command, DeliverWebhook, ReplayWebhook, SendTestEvent
+from shared.events import unknown_patterns
+from shared.ids import new_id
+from shared.messaging.codec import outgoing
+from shared.messaging.topology import DELIVERIES
+
+#: How long the previous secret keeps signing after a rotation.
+ROTATION_GRACE = timedelta(hours=24)
+
+
+def _public(row: asyncpg.Record) -> WebhookPublic:
+    return WebhookPublic.model_validate(dict(row))
+
+
+def _check_patterns(events: list[str]) -> list[str]:
+    cleaned = [e.strip() for e in events if e.strip()]
+    if not cleaned:
+        raise InvalidRequest("events needs at least one pattern, e.g. video.* or *")
+    bad = unknown_patterns(cleaned)
+    if bad:
+        raise InvalidRequest(f"pattern(s) {', '.join(bad)} match no event type")
+    return cleaned
+
+
+async def create_webhook(conn: Conn, client: Client, body: WebhookCreate) -> WebhookWithSecret:
+    row = await repo.insert_webhook(
+        conn,
+        webhook_id=new_id("whk"),
+        client_id=client.id,
+        url=str(body.url),
+        events=_check_patterns(body.events),
+        description=body.description,
+        secret=new_signing_secret(),
+    )
+    return WebhookWithSecret.model_validate(dict(row))
+
+
+async def list_webhooks(conn: Conn, client: Client) -> list[WebhookPublic]:
+    return [_public(row) for row in await repo.webhook_rows(conn, client.id)]
+
+
+async def _owned(conn: Conn, client: Client, webhook_id: str) -> asyncpg.Record:
+    row = await repo.webhook_row(conn, webhook_id, client.id)
+    if row is None:
+        raise NotFound(f"no webhook {webhook_id!r}")
+    return row
+
+
+async def get_webhook(conn: Conn, client: Client, webhook_id: str) -> WebhookPublic:
+    return _public(await _owned(conn, client, webhook_id))
+
+
+async def update_webhook(conn: Conn, client: Client, webhook_id: str, body: WebhookUpdate) -> WebhookPublic:
+    await _owned(conn, client, webhook_id)
+    fields: dict[str, object] = {}
+    if body.url is not None:
+        fields["url"] = str(body.url)
+    if body.events is not None:
+        fields["events"] = _check_patterns(body.events)
+    if body.description is not None:
+        fields["description"] = body.description
+    if body.enabled is not None:
+        fields["enabled"] = body.enabled
+        fields["disabled_reason"] = None if body.enabled else "disabled by the client"
+    if not fields:
+        return await get_webhook(conn, client, webhook_id)
+    row = await repo.update_webhook(conn, webhook_id, **fields)
+    assert row is not None  # noqa: S101 - checked above
+    return _public(row)
+
+
+async def delete_webhook(conn: Conn, client: Client, webhook_id: str) -> None:
+    await _owned(conn, client, webhook_id)
+    await repo.delete_webhook(conn, webhook_id)
+
+
+async def rotate_secret(conn: Conn, client: Client, webhook_id: str) -> WebhookWithSecret:
+    """A new secret; the old one keeps signing beside it for :data:`ROTATION_GRACE`."""
+    row = await _owned(conn, client, webhook_id)
+    updated = await repo.update_webhook(
+        conn,
+        webhook_id,
+        secret=new_signing_secret(),
+        previous_secret=row["secret"],
+        previous_secret_expires_at=datetime.now(UTC) + ROTATION_GRACE,
+    )
+    assert updated is not None  # noqa: S101 - checked above
+    return WebhookWithSecret.model_validate(dict(updated))
+
+
+async def list_deliveries(
+    conn: Conn,
+    client: Client,
+    webhook_id: str,
+    *,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+    event_id: str | None = None,
+    video_id: str | None = None,
+) -> tuple[list[DeliveryPublic], str | None]:
+    await _owned(conn, client, webhook_id)
+    before = decode_cursor(cursor) if cursor else None
+    rows = await delivery_log.deliveries(
+        conn, webhook_id, status=status, before=before, limit=limit + 1, event_id=event_id, video_id=video_id
+    )
+    page, more = rows[:limit], len(rows) > limit
+    by_delivery: dict[str, list[AttemptPublic]] = {}
+    for attempt in await delivery_log.attempts(conn, [r["id"] for r in page]):
+        by_delivery.setdefault(attempt["delivery_id"], []).append(AttemptPublic.model_validate(dict(attempt)))
+    items = [
+        DeliveryPublic.model_validate({**dict(r), "attempt_log": by_delivery.get(r["id"], [])}) for r in page
+    ]
+    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more and page else None
+    return items, next_cursor
+
+
+async def retry_delivery(conn: Conn, client: Client, webhook_id: str, delivery_id: str) -> None:
+    """Ask the notifier to attempt a delivery again now (whatever its state)."""
+    await _owned(conn, client, webhook_id)
+    if await delivery_log.delivery(conn, delivery_id, webhook_id) is None:
+        raise NotFound(f"no delivery {delivery_id!r} for webhook {webhook_id!r}")
+    await _enabled(conn, client, webhook_id)
+    await _ask_notifier(conn, "webhook", DeliverWebhook(delivery_id=delivery_id, manual=True))
+
+
+#: The AMQP ``type`` of each request to the notifier, as ops see it in the management UI.
+_TYPES = {"webhook": "webhook.deliver", "replay": "webhook.replay", "test": "webhook.test"}
+
+
+async def _ask_notifier(conn: Conn, routing_key: str, command: Command) -> None:
+    message = outgoing(
+        command,
+        message_id=new_id("msg"),
+        type=_TYPES[routing_key],
+        correlation_id=None,
+        app_id="gateway",
+    )
+    await enqueue(conn, DELIVERIES, routing_key, message)
+
+
+async def _enabled(conn: Conn, client: Client, webhook_id: str) -> None:
+    if not (await _owned(conn, client, webhook_id))["enabled"]:
+        raise Conflict("the webhook is disabled; enable it first (PATCH enabled: true)")
+
+
+async def replay(
+    conn: Conn, client: Client, webhook_id: str, *, since: datetime, until: datetime | None, failed_only: bool
+) -> None:
+    """Ask the notifier to send the endpoint its events of ``[since, until)`` again."""
+    await _enabled(conn, client, webhook_id)
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidRequest(f"{name} needs a time zone, e.g. 2026-11-22T10:00:00Z")
+    if until is not None and until <= since:
+        raise InvalidRequest("until must be after since")
+    command = ReplayWebhook(webhook_id=webhook_id, since=since, until=until, failed_only=failed_only)
+    await _ask_notifier(conn, "replay", command)
+
+
+async def send_test(conn: Conn, client: Client, webhook_id: str) -> SendTestEvent:
+    """Ask the notifier to send the endpoint a ``webhook.test`` event; returns its ids."""
+    await _enabled(conn, client, webhook_id)
+    command = SendTestEvent(webhook_id=webhook_id, event_id=new_id("evt"), delivery_id=new_id("dlv"))
+    await _ask_notifier(conn, "test", command)
+    return command

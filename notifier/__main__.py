@@ -1,0 +1,5 @@
+import uvloop
+
+from notifier.app import main
+
+uvloop.run(main())

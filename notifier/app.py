@@ -1,0 +1,99 @@
+"""The notifier service: webhook fan-out, webhook deliveries and email."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+from notifier.delivery_log import DeliveryLog
+from notifier.email import SmtpEmailSender
+from notifier.handlers import (
+    NotifierDeps,
+    delivery_given_up,
+    handle_deliver_webhook,
+    handle_event_for_email,
+    handle_event_for_webhooks,
+    handle_webhook_request,
+)
+from notifier.settings import NotifierSettings
+from notifier.webhook import EndpointLimiter, WebhookSender, guarded_client
+from shared.commands import WEBHOOK_REQUEST, DeliverWebhook
+from shared.db import create_pool, migrate_all
+from shared.events import ANY_EVENT, VideoFailed, VideoReady
+from shared.logging import configure_logging
+from shared.messaging.consumer import Route
+from shared.messaging.publisher import AmqpPublisher
+from shared.messaging.topology import (
+    NOTIFIER_DELIVERIES,
+    NOTIFIER_EMAIL,
+    NOTIFIER_REQUESTS,
+    NOTIFIER_WEBHOOKS,
+    Topology,
+    build,
+)
+from shared.metrics import serve_metrics
+from shared.runtime import Consumers, connect, run_until_stopped
+
+log = logging.getLogger(__name__)
+
+EMAIL_EVENTS: TypeAdapter[VideoReady | VideoFailed] = TypeAdapter(
+    Annotated[VideoReady | VideoFailed, Field(discriminator="type")]
+)
+
+
+def routes(settings: NotifierSettings, topology: Topology) -> tuple[Route[Any, NotifierDeps], ...]:
+    return (
+        Route(topology.queue(NOTIFIER_WEBHOOKS), ANY_EVENT, handle_event_for_webhooks, prefetch=50),
+        Route(
+            topology.queue(NOTIFIER_DELIVERIES),
+            DeliverWebhook,
+            handle_deliver_webhook,
+            on_failure=delivery_given_up,
+            prefetch=settings.notifier_concurrency,
+        ),
+        Route(topology.queue(NOTIFIER_REQUESTS), WEBHOOK_REQUEST, handle_webhook_request, prefetch=5),
+        Route(topology.queue(NOTIFIER_EMAIL), EMAIL_EVENTS, handle_event_for_email, prefetch=10),
+    )
+
+
+async def main() -> None:
+    settings = NotifierSettings()
+    configure_logging("notifier", settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    await migrate_all(settings, ("notifier",))
+    # the notifier never changes session state, so a released connection needs no reset
+    pool = await create_pool(settings, reset_sessions=False)
+    connection = await connect(str(settings.amqp_url), "notifier")
+    client = guarded_client(settings)
+    try:
+        publisher = await AmqpPublisher.open(connection)
+        topology = build(settings)
+        deps = NotifierDeps(
+            settings=settings,
+            topology=topology,
+            pool=pool,
+            publisher=publisher,
+            sender=WebhookSender(
+                client, timeout=settings.webhook_timeout_s, log_bytes=settings.webhook_response_log_bytes
+            ),
+            email=SmtpEmailSender(settings.smtp_url, settings.smtp_from, timeout=settings.smtp_timeout_s),
+            log=DeliveryLog(pool, lease_s=settings.webhook_timeout_s + 30),
+            limiter=EndpointLimiter(
+                settings.notifier_endpoint_concurrency, patience=settings.notifier_endpoint_wait_s
+            ),
+        )
+        consumers = Consumers(
+            service="notifier",
+            connection=connection,
+            topology=topology,
+            routes=routes(settings, topology),
+            deps=deps,
+            publisher=publisher,
+        )
+        await run_until_stopped(consumers, grace=settings.shutdown_grace_s)
+    finally:
+        await client.aclose()
+        await connection.close()
+        await pool.close()

@@ -1,0 +1,338 @@
+"""Notifier handlers: fan events out to endpoints, deliver each one, email the video's owner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from notifier import lookups
+from notifier import repository as repo
+from notifier.delivery_log import DeliveryLog
+from notifier.email import Email, EmailSender, render, render_endpoint_disabled
+from notifier.settings import NotifierSettings
+from notifier.signing import headers as signed_headers
+from notifier.webhook import DeliveryResult, EndpointLimiter, WebhookSender
+from shared.commands import DeliverWebhook, ReplayWebhook, SendTestEvent
+from shared.db import db_errors_are_transient, map_asyncpg_errors
+from shared.errors import (
+    Deferred,
+    ForbiddenDestination,
+    PermanentError,
+    PipelineError,
+    RetriesExhausted,
+    TransientError,
+)
+from shared.events import AnyEvent, VideoFailed, VideoReady
+from shared.ids import event_id as derived_id
+from shared.ids import new_id
+from shared.messaging.codec import outgoing
+from shared.messaging.consumer import choose_delay
+from shared.messaging.publisher import Publisher
+from shared.messaging.topology import DELIVERIES, NOTIFIER_DELIVERIES, Topology
+from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_SECONDS
+from shared.reports import WebhookDisabledReport, publish_report
+
+log = logging.getLogger(__name__)
+
+CALLBACK = "callback"
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierDeps:
+    settings: NotifierSettings
+    topology: Topology
+    pool: asyncpg.Pool
+    publisher: Publisher
+    sender: WebhookSender
+    email: EmailSender
+    limiter: EndpointLimiter
+    log: DeliveryLog
+
+
+async def _send_commands(deps: NotifierDeps, delivery_ids: list[str]) -> None:
+    """One DeliverWebhook per delivery, published together (their confirms overlap)."""
+
+    async def send(delivery_id: str) -> None:
+        command = DeliverWebhook(delivery_id=delivery_id)
+        message = outgoing(
+            command, message_id=new_id("msg"), type="webhook.deliver", correlation_id=None, app_id="notifier"
+        )
+        await deps.publisher.publish(DELIVERIES, "webhook", message)
+
+    await asyncio.gather(*(send(delivery_id) for delivery_id in delivery_ids))
+
+
+@db_errors_are_transient
+async def handle_event_for_webhooks(event: AnyEvent, deps: NotifierDeps) -> None:
+    """Record the event and one delivery per matching endpoint (and the callback_url).
+
+    Idempotent on the event id: a redelivered event adds no delivery, and only re-sends the
+    commands of deliveries no attempt has touched. Publishes one DeliverWebhook per delivery.
+    Two round trips: who listens, then the event and its deliveries in one statement.
+    """
+    with map_asyncpg_errors():
+        async with deps.pool.acquire() as conn:
+            audience = await lookups.audience(conn, event.video_id)
+            if audience is None:
+                log.warning("event %s for an unknown video; nobody to notify", event.id)
+                return
+            target = audience.target
+            deliveries = [
+                repo.NewDelivery(new_id("dlv"), e.webhook_id, e.webhook_id, e.url)
+                for e in audience.endpoints(event.type)
+            ]
+            if target.callback_url:
+                deliveries.append(repo.NewDelivery(new_id("dlv"), CALLBACK, None, target.callback_url))
+            if not deliveries:
+                return
+            untried = await repo.record_event(
+                conn,
+                event_id=event.id,
+                type_=event.type,
+                video_id=event.video_id,
+                client_id=target.client_id,
+                occurred_at=event.timestamp,
+                body=event.model_dump_json().encode(),
+                deliveries=deliveries,
+            )
+    await _send_commands(deps, untried)
+
+
+def _next_attempt(deps: NotifierDeps, automatic_attempts: int, retry_after: float | None) -> datetime | None:
+    delays = deps.topology.queue(NOTIFIER_DELIVERIES).retry_delays
+    if automatic_attempts >= len(delays):
+        return None
+    return datetime.now(UTC) + timedelta(seconds=choose_delay(delays, automatic_attempts, retry_after))
+
+
+@db_errors_are_transient
+async def handle_deliver_webhook(cmd: DeliverWebhook, deps: NotifierDeps) -> None:
+    """POST one event to one endpoint, signed; every attempt goes to the delivery log.
+
+    Idempotent: a settled delivery, or one another attempt holds, is skipped. A failed attempt
+    raises TransientError, so the consumer policy retries it on the webhook schedule (honouring
+    Retry-After); a manual retry is one attempt only. Two writes on the way, each shared with
+    the deliveries in flight at the same moment (``notifier/delivery_log.py``): the lease (which
+    also reads the secrets), then the attempt with the delivery's new state.
+    """
+    with map_asyncpg_errors():
+        row = await deps.log.lease(cmd.delivery_id, manual=cmd.manual)
+        if row is None:
+            if await repo.delivery_in_flight(deps.pool, cmd.delivery_id):
+                # Another attempt holds it (or held it when its notifier died): look again later.
+                raise Deferred(f"delivery {cmd.delivery_id} is held by another attempt")
+            return  # settled already
+        if row["secrets"] is None:
+            await repo.give_up_delivery(deps.pool, cmd.delivery_id, "the endpoint was disabled or deleted")
+            return
+    slot = await deps.limiter.acquire(row["url"])
+    if slot is None:
+        with map_asyncpg_errors():
+            await repo.release_lease(deps.pool, cmd.delivery_id)
+        raise Deferred(f"{row['url']} has {deps.limiter.limit} deliveries in flight")
+    body = bytes(row["body"])
+    headers = signed_headers(row["secrets"], row["event_id"], int(time.time()), body)
+    try:
+        result = await deps.sender.send(row["url"], body, headers)
+    except ForbiddenDestination as exc:
+        result = DeliveryResult(None, 0, str(exc))
+        await _record(deps, cmd, result, status="failed", error=str(exc))
+        WEBHOOK_DELIVERIES.labels("forbidden").inc()
+        raise
+    finally:
+        deps.limiter.release(slot)
+    WEBHOOK_SECONDS.observe(result.latency_ms / 1000)
+    WEBHOOK_DELIVERIES.labels("success" if result.ok else "failure").inc()
+    await _settle(cmd, row, result, deps)
+
+
+async def _record(
+    deps: NotifierDeps,
+    cmd: DeliverWebhook,
+    result: DeliveryResult,
+    *,
+    status: str,
+    error: str | None,
+    next_attempt_at: datetime | None = None,
+) -> None:
+    with map_asyncpg_errors():
+        await deps.log.record(
+            repo.Attempt(cmd.delivery_id, result, cmd.manual, status, error, next_attempt_at=next_attempt_at)
+        )
+
+
+async def _settle(
+    cmd: DeliverWebhook, row: asyncpg.Record, result: DeliveryResult, deps: NotifierDeps
+) -> None:
+    """Log the attempt with the delivery's new state, then act on it (disable, retry, give up)."""
+    if result.status_code == GONE:
+        reason = f"it answered 410 Gone to {row['event_type']} {row['event_id']}"
+        await _record(deps, cmd, result, status="failed", error=reason)
+        await _gone(reason, cmd.delivery_id, row, deps)
+        return
+    if result.ok:
+        await _record(deps, cmd, result, status="succeeded", error=None)
+        return
+    automatic = int(row["automatic_attempts"]) + (0 if cmd.manual else 1)
+    next_at = None if cmd.manual else _next_attempt(deps, automatic - 1, result.retry_after)
+    status = "pending" if next_at is not None else ("failed" if not cmd.manual else row["status"])
+    await _record(deps, cmd, result, status=status, error=result.error, next_attempt_at=next_at)
+    if cmd.manual:
+        return
+    with map_asyncpg_errors():
+        if row["webhook_id"] is not None and await _failing_for_too_long(row, deps):
+            return
+    if next_at is None:
+        # Given up: recorded in the delivery log above, and parked in the DLQ for ops.
+        raise RetriesExhausted(f"gave up on {row['url']} after {automatic} attempts: {result.error}")
+    raise TransientError(f"{row['url']} answered {result.error}", retry_after=result.retry_after)
+
+
+GONE = 410
+
+
+async def _gone(reason: str, delivery_id: str, row: asyncpg.Record, deps: NotifierDeps) -> None:
+    """410 Gone: the receiver wants nothing more; have the gateway disable the endpoint."""
+    if row["webhook_id"] is not None:  # a video's callback_url has nothing to disable
+        await _disable(
+            row, reason, notice=derived_id(row["webhook_id"], "webhook.disabled", delivery_id), deps=deps
+        )
+
+
+async def _failing_for_too_long(row: asyncpg.Record, deps: NotifierDeps) -> bool:
+    """Disable an endpoint whose every attempt has failed for ``webhook_disable_after_s``."""
+    since = await repo.failing_since(deps.pool, row["webhook_id"])
+    limit = deps.settings.webhook_disable_after_s
+    if since is None or (datetime.now(UTC) - since).total_seconds() < limit:
+        return False
+    reason = f"no delivery to it has succeeded since {since.isoformat(timespec='seconds')}"
+    await repo.give_up_delivery(deps.pool, row["id"], f"endpoint disabled: {reason}")
+    await _disable(
+        row, reason, notice=derived_id(row["webhook_id"], "webhook.disabled", since.isoformat()), deps=deps
+    )
+    return True
+
+
+async def _disable(row: asyncpg.Record, reason: str, *, notice: str, deps: NotifierDeps) -> None:
+    """Have the gateway disable the endpoint, and tell its owner by email (once per notice)."""
+    report = WebhookDisabledReport(
+        id=notice, timestamp=datetime.now(UTC), webhook_id=row["webhook_id"], reason=reason
+    )
+    await publish_report(deps.publisher, report, app_id="notifier")
+    log.warning("endpoint %s disabled: %s", row["url"], reason)
+    for recipient in await lookups.client_emails(deps.pool, row["client_id"]):
+        await _email_once(
+            deps, notice, recipient, render_endpoint_disabled(row["url"], reason, recipient, notice)
+        )
+
+
+@db_errors_are_transient
+async def delivery_given_up(cmd: DeliverWebhook, error: PipelineError, deps: NotifierDeps) -> None:
+    """on_failure: the schedule is used up (or the endpoint is forbidden): mark it failed."""
+    await repo.give_up_delivery(deps.pool, cmd.delivery_id, str(error))
+
+
+#: How long a send holds its email, in SMTP timeouts: aiosmtplib's timeout applies to each
+#: command of the conversation (connect, EHLO, MAIL, RCPT, DATA …), not to the whole send.
+EMAIL_HOLD_FACTOR = 10
+
+
+async def _email_once(deps: NotifierDeps, key: str, recipient: str, message: Email) -> None:
+    """Send ``message`` unless the email log says it went (or was refused) already.
+
+    A send holds the email in the log while it runs, so a copy of the same event handled at the
+    same moment waits (is deferred) instead of sending it too. A permanent refusal is recorded
+    and not retried; a transient failure raises, so the message that asked for the email is
+    retried.
+    """
+    hold = EMAIL_HOLD_FACTOR * deps.settings.smtp_timeout_s
+    with map_asyncpg_errors():
+        if not await repo.claim_email(deps.pool, key, recipient, hold):
+            if await repo.email_status(deps.pool, key, recipient) == "sending":
+                # Another send holds it (or held it when its notifier died): look again later.
+                raise Deferred(f"the email of {key} to {recipient} is held by another send")
+            return  # sent or refused already
+    try:
+        await deps.email.send(message)
+    except PermanentError as exc:
+        await repo.email_settled(deps.pool, key, recipient, "failed", str(exc))
+        log.warning("email to %s refused for good: %s", recipient, exc)
+        return
+    except TransientError as exc:
+        await repo.email_settled(deps.pool, key, recipient, "sending", str(exc))
+        raise
+    await repo.email_settled(deps.pool, key, recipient, "sent", None)
+
+
+@db_errors_are_transient
+async def handle_event_for_email(event: VideoReady | VideoFailed, deps: NotifierDeps) -> None:
+    """Email the video's ``notify_email`` and the client's addresses; never twice for one event.
+
+    Idempotent on (event id, recipient) through the email log.
+    """
+    with map_asyncpg_errors():
+        target = await lookups.video_target(deps.pool, event.video_id)
+    for recipient in target.recipients if target else []:
+        await _email_once(deps, event.id, recipient, render(event, recipient))
+
+
+def _test_event(cmd: SendTestEvent, endpoint: lookups.Subscription) -> lookups.LoggedEvent:
+    now = datetime.now(UTC)
+    body = {
+        "id": cmd.event_id,
+        "type": "webhook.test",
+        "timestamp": now.isoformat(),
+        "sequence": 0,
+        "data": {"webhook_id": endpoint.webhook_id, "message": "A test event from vidq."},
+    }
+    return lookups.LoggedEvent(cmd.event_id, "webhook.test", "", now, json.dumps(body).encode())
+
+
+@db_errors_are_transient
+async def handle_webhook_request(cmd: ReplayWebhook | SendTestEvent, deps: NotifierDeps) -> None:
+    """Replay an endpoint's events, or send it a test event; publishes one DeliverWebhook each.
+
+    Idempotent: deliveries are keyed on (event, endpoint), and a redelivered request restarts only
+    deliveries no attempt has touched since.
+    """
+    with map_asyncpg_errors():
+        endpoint = await lookups.subscription(deps.pool, cmd.webhook_id)
+        if endpoint is None:
+            log.info("webhook %s is disabled or gone; request dropped", cmd.webhook_id)
+            return
+        if isinstance(cmd, SendTestEvent):
+            events, failed_only = [_test_event(cmd, endpoint)], False
+        else:
+            logged = await lookups.client_events(deps.pool, endpoint.client_id, cmd.since, cmd.until)
+            events, failed_only = [e for e in logged if endpoint.wants(e.type)], cmd.failed_only
+        started: list[str] = []
+        async with deps.pool.acquire() as conn, conn.transaction():
+            for event in events:
+                await repo.insert_event(
+                    conn,
+                    event_id=event.id,
+                    type_=event.type,
+                    video_id=event.video_id,
+                    client_id=endpoint.client_id,
+                    occurred_at=event.occurred_at,
+                    body=event.body,
+                )
+                delivery = await repo.restart_delivery(
+                    conn,
+                    delivery_id=cmd.delivery_id if isinstance(cmd, SendTestEvent) else new_id("dlv"),
+                    event_id=event.id,
+                    client_id=endpoint.client_id,
+                    webhook_id=endpoint.webhook_id,
+                    url=endpoint.url,
+                    failed_only=failed_only,
+                )
+                if delivery is not None:
+                    started.append(delivery)
+    log.info("%s for webhook %s: %d deliveries", cmd.kind, cmd.webhook_id, len(started))
+    await _send_commands(deps, started)

@@ -1,0 +1,283 @@
+"""The notifier's own SQL: received events, deliveries and their attempts, the email log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from notifier.lookups import SIGNING_SECRETS_SQL
+from notifier.webhook import DeliveryResult
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+async def insert_event(
+    conn: Conn,
+    *,
+    event_id: str,
+    type_: str,
+    video_id: str,
+    client_id: str,
+    occurred_at: datetime,
+    body: bytes,
+) -> None:
+    await conn.execute(
+        """INSERT INTO notifier_events (id, type, video_id, client_id, occurred_at, body)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING""",
+        event_id,
+        type_,
+        video_id,
+        client_id,
+        occurred_at,
+        body,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    id: str
+    target: str  # a webhook id, or 'callback'
+    webhook_id: str | None
+    url: str
+
+
+async def record_event(
+    conn: Conn,
+    *,
+    event_id: str,
+    type_: str,
+    video_id: str,
+    client_id: str,
+    occurred_at: datetime,
+    body: bytes,
+    deliveries: Sequence[NewDelivery],
+) -> list[str]:
+    """Record an event and one pending delivery per target, in one statement (one commit).
+
+    Idempotent on the event id and on (event, target). Returns the deliveries no attempt has
+    touched: the new ones, and those of an earlier copy of the event whose command may be lost.
+    """
+    rows = await conn.fetch(
+        """WITH event AS (
+               INSERT INTO notifier_events (id, type, video_id, client_id, occurred_at, body)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING),
+           added AS (
+               INSERT INTO webhook_deliveries (id, event_id, client_id, target, webhook_id, url, status)
+               SELECT n.id, $1, $4, n.target, n.webhook_id, n.url, 'pending'
+               FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) AS n(id, target, webhook_id, url)
+               ON CONFLICT (event_id, target) DO NOTHING
+               RETURNING id)
+           SELECT id FROM added
+           UNION
+           SELECT id FROM webhook_deliveries WHERE event_id = $1 AND status = 'pending' AND attempts = 0""",
+        event_id,
+        type_,
+        video_id,
+        client_id,
+        occurred_at,
+        body,
+        [d.id for d in deliveries],
+        [d.target for d in deliveries],
+        [d.webhook_id for d in deliveries],
+        [d.url for d in deliveries],
+    )
+    return [r["id"] for r in rows]
+
+
+async def restart_delivery(
+    conn: Conn,
+    *,
+    delivery_id: str,
+    event_id: str,
+    client_id: str,
+    webhook_id: str,
+    url: str,
+    failed_only: bool,
+) -> str | None:
+    """A delivery of the event to the endpoint, (re)started with a fresh retry schedule.
+
+    Returns its id, or ``None`` if it is being retried already, or (``failed_only``) did not
+    fail. A pending delivery no attempt has touched is returned too: the command that would have
+    started it may be lost (a redelivered request), and a duplicate command is harmless.
+    """
+    if failed_only:
+        value = await conn.fetchval(
+            """UPDATE webhook_deliveries
+               SET status = 'pending', chain_started_at = now(), next_attempt_at = NULL,
+                   completed_at = NULL, url = $3, updated_at = now()
+               WHERE event_id = $1 AND target = $2
+                 AND (status = 'failed' OR (status = 'pending' AND next_attempt_at IS NULL
+                                            AND (lease_until IS NULL OR lease_until < now())))
+               RETURNING id""",
+            event_id,
+            webhook_id,
+            url,
+        )
+    else:
+        value = await conn.fetchval(
+            """INSERT INTO webhook_deliveries (id, event_id, client_id, target, webhook_id, url, status)
+               VALUES ($1, $2, $3, $4, $4, $5, 'pending')
+               ON CONFLICT (event_id, target) DO UPDATE SET
+                   status = 'pending', chain_started_at = now(), next_attempt_at = NULL, completed_at = NULL,
+                   url = EXCLUDED.url, updated_at = now()
+               WHERE webhook_deliveries.status <> 'pending'
+                  OR (webhook_deliveries.next_attempt_at IS NULL
+                      AND (webhook_deliveries.lease_until IS NULL OR webhook_deliveries.lease_until < now()))
+               RETURNING id""",
+            delivery_id,
+            event_id,
+            client_id,
+            webhook_id,
+            url,
+        )
+    return None if value is None else str(value)
+
+
+async def lease_deliveries(
+    conn: Conn, delivery_ids: Sequence[str], seconds: float, *, manual: bool
+) -> dict[str, asyncpg.Record]:
+    """Hold deliveries for one attempt each; those settled, or held by another attempt, are left out.
+
+    Each row carries what its attempt needs: the event's body and type, the automatic attempts
+    made in the current chain, and ``secrets`` to sign with (NULL when the endpoint is disabled
+    or gone; see ``lookups.SIGNING_SECRETS_SQL``). Rows are locked in id order, so two batches
+    that share a delivery never deadlock.
+    """
+    rows = await conn.fetch(
+        f"""WITH held AS (
+                SELECT id FROM webhook_deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
+            UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $2)
+            FROM held, notifier_events e
+            WHERE d.id = held.id AND e.id = d.event_id AND (d.status = 'pending' OR $3)
+              AND (d.lease_until IS NULL OR d.lease_until < now())
+            RETURNING d.*, e.body, e.type AS event_type,
+              (SELECT count(*) FROM webhook_attempts a
+               WHERE a.delivery_id = d.id AND NOT a.manual
+                 AND a.attempted_at >= d.chain_started_at) AS automatic_attempts,
+              {SIGNING_SECRETS_SQL} AS secrets""",  # noqa: S608 - a constant, not input
+        list(delivery_ids),
+        seconds,
+        manual,
+    )
+    return {row["id"]: row for row in rows}
+
+
+async def failing_since(pool: asyncpg.Pool, webhook_id: str) -> datetime | None:
+    """When the endpoint's current run of failed attempts began (``None`` if its last succeeded)."""
+    value = await pool.fetchval(
+        """WITH attempts AS (
+               SELECT a.attempted_at, a.status_code FROM webhook_attempts a
+               JOIN webhook_deliveries d ON d.id = a.delivery_id
+               WHERE d.webhook_id = $1)
+           SELECT min(attempted_at) FROM attempts
+           WHERE attempted_at > coalesce(
+               (SELECT max(attempted_at) FROM attempts WHERE status_code BETWEEN 200 AND 299),
+               '-infinity')""",
+        webhook_id,
+    )
+    return value if isinstance(value, datetime) else None
+
+
+async def delivery_in_flight(pool: asyncpg.Pool, delivery_id: str) -> bool:
+    """Whether a still pending delivery is held by an attempt's lease."""
+    value = await pool.fetchval(
+        "SELECT status = 'pending' AND lease_until > now() FROM webhook_deliveries WHERE id = $1", delivery_id
+    )
+    return bool(value)
+
+
+async def release_lease(pool: asyncpg.Pool, delivery_id: str) -> None:
+    await pool.execute("UPDATE webhook_deliveries SET lease_until = NULL WHERE id = $1", delivery_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt's outcome, and the state its delivery moves to."""
+
+    delivery_id: str
+    result: DeliveryResult
+    manual: bool
+    status: str  # pending (a retry is scheduled), succeeded or failed
+    error: str | None
+    next_attempt_at: datetime | None = None
+
+
+async def record_attempts(conn: Conn, attempts: Sequence[Attempt]) -> None:
+    """Log attempts and settle their deliveries, in one statement (one commit)."""
+    ordered = sorted(attempts, key=lambda a: a.delivery_id)
+    await conn.execute(
+        """WITH a AS (
+               SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[], $6::bool[],
+                                    $7::text[], $8::text[], $9::timestamptz[])
+                   AS a(delivery_id, status_code, latency_ms, error, response_body, manual,
+                        status, last_error, next_attempt_at)),
+           logged AS (
+               INSERT INTO webhook_attempts
+                   (delivery_id, status_code, latency_ms, error, response_body, manual)
+               SELECT delivery_id, status_code, latency_ms, error, response_body, manual FROM a)
+           UPDATE webhook_deliveries d
+           SET status = a.status, attempts = d.attempts + 1, last_status_code = a.status_code,
+               last_error = a.last_error, next_attempt_at = a.next_attempt_at, lease_until = NULL,
+               updated_at = now(), completed_at = CASE WHEN a.status = 'pending' THEN NULL ELSE now() END
+           FROM a WHERE d.id = a.delivery_id""",
+        [a.delivery_id for a in ordered],
+        [a.result.status_code for a in ordered],
+        [a.result.latency_ms for a in ordered],
+        [a.result.error for a in ordered],
+        [a.result.response_body for a in ordered],
+        [a.manual for a in ordered],
+        [a.status for a in ordered],
+        [a.error for a in ordered],
+        [a.next_attempt_at for a in ordered],
+    )
+
+
+async def give_up_delivery(pool: asyncpg.Pool, delivery_id: str, error: str) -> None:
+    await pool.execute(
+        """UPDATE webhook_deliveries SET status = 'failed', last_error = $2, next_attempt_at = NULL,
+                  lease_until = NULL, completed_at = now(), updated_at = now()
+           WHERE id = $1 AND status = 'pending'""",
+        delivery_id,
+        error[:2000],
+    )
+
+
+async def email_status(pool: asyncpg.Pool, event_id: str, recipient: str) -> str | None:
+    value = await pool.fetchval(
+        "SELECT status FROM email_log WHERE event_id = $1 AND recipient = $2", event_id, recipient
+    )
+    return None if value is None else str(value)
+
+
+async def claim_email(pool: asyncpg.Pool, event_id: str, recipient: str, seconds: float) -> bool:
+    """Hold an email for one send; ``False`` if it was sent or refused, or another send holds it."""
+    value = await pool.fetchval(
+        """INSERT INTO email_log (event_id, recipient, status, attempts, lease_until)
+           VALUES ($1, $2, 'sending', 1, now() + make_interval(secs => $3))
+           ON CONFLICT (event_id, recipient) DO UPDATE
+           SET attempts = email_log.attempts + 1, lease_until = EXCLUDED.lease_until
+           WHERE email_log.status = 'sending'
+             AND (email_log.lease_until IS NULL OR email_log.lease_until < now())
+           RETURNING true""",
+        event_id,
+        recipient,
+        seconds,
+    )
+    return bool(value)
+
+
+async def email_settled(
+    pool: asyncpg.Pool, event_id: str, recipient: str, status: str, error: str | None
+) -> None:
+    await pool.execute(
+        """UPDATE email_log SET status = $3, error = $4, lease_until = NULL,
+                  sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END
+           WHERE event_id = $1 AND recipient = $2""",
+        event_id,
+        recipient,
+        status,
+        error,
+    )

@@ -1,0 +1,42 @@
+"""Notifier settings: SMTP, webhook delivery and the destination allowlist."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode
+
+from shared.settings import ServiceSettings
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class NotifierSettings(ServiceSettings):
+    #: ``smtp://[user:password@]host:port`` (``?starttls=true`` to upgrade) or ``smtps://`` (TLS).
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    smtp_from: str = "vidq <vidq@localhost>"
+    smtp_timeout_s: float = 30.0
+    #: Hosts, IPs or CIDR networks that webhooks may reach although they are private, loopback
+    #: or link-local (e.g. ``127.0.0.1,10.0.0.0/8,hooks.internal``). Empty: public addresses only.
+    webhook_allow_hosts: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)] = ()
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    #: Bytes of a receiver's response body kept in the delivery log.
+    webhook_response_log_bytes: int = 2048
+    #: Deliveries attempted at once by this process (the deliveries queue's prefetch). Each
+    #: endpoint has at most ``notifier_endpoint_concurrency`` of them, so a generous value costs a
+    #: hanging endpoint nothing and lets fast ones share the load (and the writes to the log).
+    notifier_concurrency: int = Field(default=200, ge=1)
+    notifier_max_connections: int = Field(default=200, ge=1)
+    #: Deliveries in flight to one endpoint (URL) at once in this process; more
+    #: wait in the shortest delay queue, so one slow endpoint never holds the others' slots.
+    notifier_endpoint_concurrency: int = Field(default=10, ge=1)
+    #: How long a delivery may wait for one of those slots while the endpoint is answering (its
+    #: slots turn over); a delivery to an endpoint that is not is deferred at once.
+    notifier_endpoint_wait_s: float = Field(default=0.5, ge=0)
+    #: An endpoint with no successful delivery for this long is disabled and its owner emailed.
+    webhook_disable_after_s: float = Field(default=5 * 86400, gt=0)

@@ -1,0 +1,302 @@
+"""The webhook client's HTTP/1.1 transport: pooled connections, only to allowed addresses.
+
+An ``httpx`` transport (``WebhookSender`` still takes an ``httpx.AsyncClient``, so tests inject
+``httpx.MockTransport``). httpx's default transport, httpcore over anyio, scans and polls every
+pooled connection on every request, which was most of a delivery's client-side CPU; this one
+keeps idle connections per origin (the most recently used first), parses answers with
+httptools (uvicorn's C parser) on a plain asyncio protocol, and connects through
+``DestinationGuard.resolve`` to the very address that was checked, so a name that rebinds to
+127.0.0.1 between check and connect is still refused (TLS verifies and sends SNI for the name).
+
+A connection returns to the pool only when its answer was read to the end and both sides keep
+it alive; anything else (an error, a timeout, a body left unread) closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
+
+import httptools
+import httpx
+
+from notifier.destinations import DestinationGuard
+
+Origin = tuple[str, str, int]
+#: ``loop.create_connection`` as the transport calls it (tests pass a recording stand-in).
+Connector = Callable[..., Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]]
+
+_PAUSE_ABOVE = 256 * 1024  # bytes of an answer held unread before the socket is paused
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: a request is written whole, its answer parsed as it arrives."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.paused = False
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.error: Exception | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # a stream transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.error = httpx.RemoteProtocolError(f"malformed answer: {exc}")
+        if self.buffered > _PAUSE_ABOVE and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - the protocol's signature
+        self.closed = True
+        self._wake()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.head_done = self.status >= 200  # noqa: PLR2004 - 1xx answers are skipped
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.head_done:
+            self.complete = True
+            self.keep_alive = self.parser.should_keep_alive()
+
+    # used by the transport
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def usable(self, now: float, expiry: float) -> bool:
+        return not self.closed and now - self.idle_since < expiry
+
+    def send(self, head: bytes, body: bytes) -> None:
+        self._reset()
+        if self.transport is None or self.closed:
+            raise httpx.WriteError("the connection is closed")
+        self.transport.write(head + body)
+
+    async def answer(self) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Wait for the status line and headers of the answer."""
+        while not self.head_done:
+            self._raise_if_broken("without answering")
+            await self._wait()
+        return self.status, self.headers
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The answer's body, as it arrives (ends early, unmarked, if the server closes)."""
+        while True:
+            while self.chunks:
+                chunk = self.chunks.popleft()
+                self.buffered -= len(chunk)
+                yield chunk
+            if self.complete:
+                return
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                return  # a body delimited by the connection's end (or cut short): not reusable
+            if self.paused and self.transport is not None:
+                self.paused = False
+                self.transport.resume_reading()
+            await self._wait()
+
+    def _raise_if_broken(self, when: str) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.closed:
+            raise httpx.RemoteProtocolError(f"the server closed the connection {when}")
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body; closing it hands the connection back (or closes it)."""
+
+    def __init__(self, pool: WebhookTransport, origin: Origin, connection: _Connection) -> None:
+        self.pool = pool
+        self.origin = origin
+        self.connection = connection
+        self.done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.connection.body():
+            yield chunk
+
+    async def aclose(self) -> None:
+        if not self.done:
+            self.done = True
+            self.pool.check_in(self.origin, self.connection)
+
+
+def _head(request: httpx.Request) -> bytes:
+    """Request line and headers; refuses anything that could split the request."""
+    target = request.url.raw_path
+    parts = [request.method.encode(), target]
+    for name, value in request.headers.raw:
+        parts += [name, value]
+    if any(b"\r" in part or b"\n" in part for part in parts) or b" " in target:
+        raise httpx.LocalProtocolError("a header or the URL holds a line break or a space")
+    lines = [b"%s %s HTTP/1.1" % (parts[0], target)]
+    lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class WebhookTransport(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 to webhook endpoints, at most ``max_connections`` open at once."""
+
+    def __init__(
+        self,
+        guard: DestinationGuard,
+        *,
+        ssl_context: ssl.SSLContext,
+        max_connections: int = 200,
+        keepalive_expiry: float = 30.0,
+        connector: Connector | None = None,
+    ) -> None:
+        self.guard = guard
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        self.keepalive_expiry = keepalive_expiry
+        self.connector = connector
+        self.open = 0
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._freed = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        head, body = _head(request), await request.aread()
+        connection = await self._check_out(origin)
+        try:
+            connection.send(head, body)
+            status, headers = await connection.answer()
+        except BaseException:
+            self._discard(connection)
+            raise
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=_Body(self, origin, connection),
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    def check_in(self, origin: Origin, connection: _Connection) -> None:
+        """Take a connection back after its answer: pooled if reusable, else closed."""
+        if connection.complete and connection.keep_alive and not connection.closed:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(origin, []).append(connection)
+            return
+        self._discard(connection)
+
+    async def aclose(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+        self.open = 0
+
+    async def _check_out(self, origin: Origin) -> _Connection:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.usable(now, self.keepalive_expiry):
+                return connection
+            self._discard(connection)
+        while self.open >= self.max_connections:
+            if not self._evict_one_idle():
+                self._freed.clear()
+                await self._freed.wait()
+        self.open += 1
+        try:
+            return await self._connect(origin)
+        except BaseException:
+            self._closed_one()
+            raise
+
+    async def _connect(self, origin: Origin) -> _Connection:
+        scheme, host, port = origin
+        tls = scheme == "https"
+        connect = self.connector or asyncio.get_running_loop().create_connection
+        error: Exception | None = None
+        for address in await self.guard.resolve(host, port):
+            try:
+                _, protocol = await connect(
+                    _Connection,
+                    address,
+                    port,
+                    ssl=self.ssl_context if tls else None,
+                    server_hostname=host if tls else None,
+                )
+            except OSError as exc:
+                error = exc
+                continue
+            if isinstance(protocol, _Connection):
+                return protocol
+        raise httpx.ConnectError(f"cannot connect to {host}:{port}: {error}")
+
+    def _discard(self, connection: _Connection) -> None:
+        connection.close()
+        self._closed_one()
+
+    def _closed_one(self) -> None:
+        self.open -= 1
+        self._freed.set()
+
+    def _evict_one_idle(self) -> bool:
+        """Close the longest idle connection of any origin (to open one elsewhere)."""
+        oldest: tuple[float, Origin] | None = None
+        for origin, connections in self._idle.items():
+            if connections and (oldest is None or connections[0].idle_since < oldest[0]):
+                oldest = (connections[0].idle_since, origin)
+        if oldest is None:
+            return False
+        self._discard(self._idle[oldest[1]].pop(0))
+        return True

@@ -1,0 +1,181 @@
+"""Sending one webhook: POST, time it, keep the start of the answer, never follow redirects.
+
+``WebhookSender`` takes an ``httpx.AsyncClient`` so tests can inject ``httpx.MockTransport``;
+:func:`guarded_client` builds the real one (``notifier/transport.py``), whose connections go
+only where ``notifier/destinations.py`` allows. The outcome is data (:class:`DeliveryResult`);
+deciding to retry is the handler's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from notifier.destinations import DestinationGuard
+from notifier.settings import NotifierSettings
+from notifier.transport import WebhookTransport
+from shared.errors import ForbiddenDestination
+
+USER_AGENT = "vidq-webhooks/1.0 (+https://www.standardwebhooks.com)"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+    response_body: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300  # noqa: PLR2004
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class WebhookSender:
+    def __init__(self, client: httpx.AsyncClient, *, timeout: float = 15.0, log_bytes: int = 2048) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.log_bytes = log_bytes
+
+    async def send(self, url: str, body: bytes, headers: dict[str, str]) -> DeliveryResult:
+        """POST ``body``; any answer or failure is a result, except a forbidden destination."""
+        started = time.perf_counter()
+
+        def elapsed() -> int:
+            return int((time.perf_counter() - started) * 1000)
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.client.stream(
+                    "POST", url, content=body, headers={"content-type": "application/json", **headers}
+                ) as response:
+                    kept = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        kept += chunk
+                        if len(kept) >= self.log_bytes:
+                            break
+                    return DeliveryResult(
+                        status_code=response.status_code,
+                        latency_ms=elapsed(),
+                        error=None if response.is_success else f"HTTP {response.status_code}",
+                        response_body=kept[: self.log_bytes].decode(errors="replace"),
+                        retry_after=parse_retry_after(response.headers.get("retry-after")),
+                    )
+        except ForbiddenDestination:
+            raise
+        except TimeoutError:
+            return DeliveryResult(None, elapsed(), f"no answer within {self.timeout:g} s")
+        except httpx.HTTPError as exc:
+            return DeliveryResult(None, elapsed(), f"{type(exc).__name__}: {exc}"[:500])
+
+
+class EndpointLimiter:
+    """Counts deliveries in flight per endpoint (its URL) in this process.
+
+    An endpoint has at most ``limit`` deliveries in flight. Another one may wait up to
+    ``patience`` seconds for a slot, but only while the endpoint is lively: a request to it
+    started or ended less than ``patience`` ago. Slots of a fast endpoint turn over in
+    milliseconds, so its deliveries wait a moment instead of being deferred; a hanging endpoint
+    shows no such sign, so deliveries to it are refused at once and never hold a consumer slot
+    waiting. A freed slot goes to the longest waiting delivery.
+    """
+
+    def __init__(self, limit: int, patience: float = 0.0) -> None:
+        self.limit = limit
+        self.patience = patience
+        self.active: dict[str, int] = {}
+        self._activity: dict[str, float] = {}
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+
+    def try_acquire(self, url: str) -> str | None:
+        """Take a slot for the endpoint ``url``; ``None`` when it already has ``limit`` in flight."""
+        key = url
+        if self.active.get(key, 0) >= self.limit:
+            return None
+        self.active[key] = self.active.get(key, 0) + 1
+        self._activity[key] = time.monotonic()
+        return key
+
+    async def acquire(self, url: str) -> str | None:
+        """Take a slot, waiting up to ``patience`` for one while the endpoint is lively."""
+        key = self.try_acquire(url)
+        if key is not None or not self._lively(url):
+            return key
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(url, deque())
+        waiters.append(waiter)
+        try:
+            await asyncio.wait({waiter}, timeout=self.patience)
+        except asyncio.CancelledError:
+            if waiter.done():
+                self.release(url)  # the slot was handed over just as we were cancelled
+            self._forget(url, waiter)
+            raise
+        if waiter.done():
+            return url
+        self._forget(url, waiter)
+        return None
+
+    def release(self, key: str) -> None:
+        self._activity[key] = time.monotonic()
+        waiters = self._waiters.get(key)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to it, still counted
+                return
+        self._waiters.pop(key, None)
+        self.active[key] -= 1
+        if not self.active[key]:
+            del self.active[key]
+            self._activity.pop(key, None)
+
+    def _lively(self, key: str) -> bool:
+        return time.monotonic() - self._activity.get(key, -math.inf) < self.patience
+
+    def _forget(self, key: str, waiter: asyncio.Future[None]) -> None:
+        waiter.cancel()
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            with contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[key]
+
+
+def guarded_client(settings: NotifierSettings) -> httpx.AsyncClient:
+    """One pooled client for every endpoint, connecting only to allowed addresses."""
+    transport = WebhookTransport(
+        DestinationGuard(settings.webhook_allow_hosts),
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=settings.notifier_max_connections,
+        keepalive_expiry=30.0,
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        follow_redirects=False,
+        headers={"user-agent": USER_AGENT},
+        timeout=settings.webhook_timeout_s,
+    )

@@ -1,0 +1,142 @@
+"""PostgreSQL through asyncpg: the pool, the migration runner and error translation.
+
+Repositories are modules of ``async def`` functions that take a connection; transactions are
+opened by the use case (``async with conn.transaction():``), never inside a repository function.
+Migrations are numbered SQL files under ``deploy/migrations/<owner>/`` applied at start-up by the
+owning service, under an advisory lock so that replicas starting together apply them once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+
+from shared.backoff import until_reachable
+from shared.errors import TransientError
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x76696471  # "vidq": one advisory lock key for every owner's migrations
+
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without a reset query (asyncpg still rolls back an open transaction)."""
+
+
+async def create_pool(
+    settings: ServiceSettings, *, give_up_after: float = 60.0, reset_sessions: bool = True
+) -> asyncpg.Pool:
+    """Open the pool, retrying while the database is not reachable yet.
+
+    By default a connection's session is reset on release (``UNLISTEN *``, ``RESET ALL``,
+    advisory locks released), which is one more round trip per use. A service that never
+    changes session state (no LISTEN, SET or advisory lock on pooled connections) passes
+    ``reset_sessions=False`` and saves it.
+    """
+
+    async def attempt() -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            str(settings.database_url),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            command_timeout=settings.db_command_timeout_s,
+            init=_init_connection,
+            reset=None if reset_sessions else _keep_session,
+        )
+        assert pool is not None  # noqa: S101 - asyncpg types the pool as optional
+        return pool
+
+    return await until_reachable(
+        attempt, errors=TRANSIENT_DB_ERRORS, what="database", give_up_after=give_up_after
+    )
+
+
+@contextmanager
+def map_asyncpg_errors() -> Iterator[None]:
+    """Translate connection-level database failures into :class:`TransientError`."""
+    try:
+        yield
+    except TRANSIENT_DB_ERRORS as exc:
+        raise TransientError(f"database unavailable: {exc!r}") from exc
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def db_errors_are_transient(handler: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Make a message handler's database outages ``TransientError``s (retried, not parked)."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with map_asyncpg_errors():
+            return await handler(*args, **kwargs)
+
+    return wrapper
+
+
+async def migrate(conn: asyncpg.Connection, owner: str, directory: Path) -> list[str]:
+    """Apply ``directory/<owner>/NNNN_*.sql`` files not applied yet; returns their names."""
+    files = sorted((directory / owner).glob("*.sql"))
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS vidq_migrations (
+                   owner text NOT NULL, name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (owner, name))"""
+        )
+        done = {
+            r["name"] for r in await conn.fetch("SELECT name FROM vidq_migrations WHERE owner = $1", owner)
+        }
+        for path in files:
+            if path.name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO vidq_migrations (owner, name) VALUES ($1, $2)", owner, path.name
+                )
+            applied.append(path.name)
+            log.info("applied migration %s/%s", owner, path.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied
+
+
+async def migrate_all(settings: ServiceSettings, owners: tuple[str, ...]) -> None:
+    """Apply the migrations of ``owners`` over one short-lived connection."""
+    conn: Any = await asyncpg.connect(str(settings.database_url))
+    try:
+        for owner in owners:
+            await migrate(conn, owner, settings.migrations_dir)
+    finally:
+        await conn.close()

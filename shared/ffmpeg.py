@@ -1,0 +1,287 @@
+"""ffprobe and ffmpeg as asyncio subprocesses, with their failures mapped to vidq errors.
+
+* :func:`probe` → :class:`ProbeResult`, or :class:`~shared.errors.InvalidSource` saying why the
+  file is not a usable video (audio only, a still image, no duration, unreadable).
+* :func:`run` runs an ffmpeg command built elsewhere (ffmpeg-python builds them), reads its
+  ``-progress pipe:1`` output, and kills it on cancellation, on a stall (no progress for
+  ``stall_timeout`` seconds) or past ``timeout``. Exit status != 0 → ``EncodeFailed`` with the
+  end of stderr; killed or timed out → ``TransientError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from shared.errors import EncodeFailed, InvalidSource, TransientError
+from shared.ladder import display_size
+
+log = logging.getLogger(__name__)
+
+_STILL_IMAGE_FORMATS = {"image2", "mjpeg", "gif_pipe", "apng"}
+_STDERR_TAIL = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What vidq needs to know about a source. ``width``/``height`` are as stored."""
+
+    format_name: str
+    duration_s: float
+    width: int
+    height: int
+    rotation: int
+    video_codec: str
+    pix_fmt: str | None
+    frame_rate: float | None
+    audio_codec: str | None
+    bit_rate: int | None = None
+
+    @property
+    def display_width(self) -> int:
+        return display_size(self.width, self.height, self.rotation)[0]
+
+    @property
+    def display_height(self) -> int:
+        return display_size(self.width, self.height, self.rotation)[1]
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return round(float(side["rotation"])) % 360
+    rotate = (stream.get("tags") or {}).get("rotate")
+    return round(float(rotate)) % 360 if rotate else 0
+
+
+def _rate(text: str | None) -> float | None:
+    try:
+        value = Fraction(text or "0/0")
+    except (ValueError, ZeroDivisionError):
+        return None
+    return round(float(value), 3) if value > 0 else None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_probe(data: dict[str, Any]) -> ProbeResult:
+    """Interpret ``ffprobe -show_format -show_streams -of json`` output (pure)."""
+    streams = data.get("streams") or []
+    fmt = data.get("format") or {}
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    if not videos:
+        if audios:
+            raise InvalidSource("the file has audio but no video stream")
+        raise InvalidSource("no video stream found")
+    format_name = str(fmt.get("format_name", ""))
+    if format_name in _STILL_IMAGE_FORMATS or format_name.endswith("_pipe"):
+        raise InvalidSource(f"a still image ({format_name}), not a video")
+    video = videos[0]
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if width <= 0 or height <= 0:
+        raise InvalidSource("the video stream has no frame size")
+    duration = _float(fmt.get("duration")) or _float(video.get("duration"))
+    if not duration or duration <= 0:
+        raise InvalidSource("the video has no duration (a single frame, or truncated)")
+    return ProbeResult(
+        format_name=format_name,
+        duration_s=round(duration, 3),
+        width=width,
+        height=height,
+        rotation=_rotation(video),
+        video_codec=str(video.get("codec_name", "unknown")),
+        pix_fmt=video.get("pix_fmt"),
+        frame_rate=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
+        audio_codec=str(audios[0].get("codec_name", "unknown")) if audios else None,
+        bit_rate=int(fmt["bit_rate"]) if str(fmt.get("bit_rate", "")).isdigit() else None,
+    )
+
+
+async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
+    """Start ``argv`` with stdout and stderr piped; a missing binary is a transient error."""
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError as exc:
+        raise TransientError(f"{argv[0]} is not installed") from exc
+
+
+async def _communicate(argv: list[str], timeout: float) -> tuple[int, bytes, bytes]:
+    proc = await _spawn(argv)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out, err
+
+
+async def probe(path: Path, *, timeout: float = 60.0, ffprobe: str = "ffprobe") -> ProbeResult:
+    """Probe a local file.
+
+    Raises:
+        InvalidSource: the file is not a usable video (the message says why).
+        TransientError: ffprobe is missing or timed out.
+    """
+    argv = [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
+    try:
+        code, out, err = await _communicate(argv, timeout)
+    except TimeoutError as exc:
+        raise TransientError(f"ffprobe did not finish within {timeout:.0f} s") from exc
+    if code != 0:
+        reason = err.decode(errors="replace").strip().splitlines()
+        detail = reason[-1] if reason else f"ffprobe exited with status {code}"
+        if "Invalid data found" in detail:
+            detail = "not a video file ffmpeg can read"
+        raise InvalidSource(detail.removeprefix(f"{path}: "))
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise InvalidSource("ffprobe gave unreadable output") from exc
+    return parse_probe(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One block of ffmpeg's ``-progress`` output."""
+
+    out_time_s: float
+    speed: float | None
+    frame: int | None
+    done: bool
+
+
+def parse_progress_block(fields: dict[str, str]) -> Progress:
+    """Turn the ``key=value`` lines of one progress block into a :class:`Progress` (pure)."""
+    micros = fields.get("out_time_us") or fields.get("out_time_ms") or "0"
+    try:
+        out_time = max(0.0, int(micros) / 1_000_000)
+    except ValueError:
+        out_time = 0.0
+    speed_text = fields.get("speed", "").strip().rstrip("x")
+    frame_text = fields.get("frame", "")
+    return Progress(
+        out_time_s=out_time,
+        speed=_float(speed_text) if speed_text not in ("", "N/A") else None,
+        frame=int(frame_text) if frame_text.isdigit() else None,
+        done=fields.get("progress") == "end",
+    )
+
+
+OnProgress = Callable[[Progress], Awaitable[None]]
+
+
+class _Watch:
+    def __init__(self) -> None:
+        self.last_progress = asyncio.get_running_loop().time()
+        self.stderr: deque[str] = deque(maxlen=200)
+
+
+async def _read_progress(stream: asyncio.StreamReader, watch: _Watch, on_progress: OnProgress | None) -> None:
+    fields: dict[str, str] = {}
+    async for raw in stream:
+        key, _, value = raw.decode(errors="replace").strip().partition("=")
+        fields[key] = value
+        if key == "progress":
+            watch.last_progress = asyncio.get_running_loop().time()
+            if on_progress is not None:
+                await on_progress(parse_progress_block(fields))
+            fields = {}
+
+
+async def _read_stderr(stream: asyncio.StreamReader, watch: _Watch) -> None:
+    async for raw in stream:
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            watch.stderr.append(line)
+
+
+async def _supervise(
+    readers: asyncio.Future[Any], watch: _Watch, timeout: float | None, stall_timeout: float | None
+) -> str | None:
+    """Wait for ffmpeg's output to end; return why it must be killed, if it must."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tick = 1.0 if stall_timeout is None else min(1.0, stall_timeout / 4)
+    while not readers.done():
+        await asyncio.wait({readers}, timeout=tick)
+        now = loop.time()
+        if timeout is not None and now - started > timeout:
+            return f"ffmpeg ran past its {timeout:.0f} s limit"
+        if stall_timeout is not None and now - watch.last_progress > stall_timeout:
+            return f"ffmpeg made no progress for {stall_timeout:.0f} s"
+    readers.result()  # a failing progress callback surfaces here
+    return None
+
+
+async def run(
+    argv: list[str],
+    *,
+    timeout: float | None = None,
+    stall_timeout: float | None = None,
+    on_progress: OnProgress | None = None,
+) -> list[str]:
+    """Run ffmpeg to completion and return the last lines it wrote to stderr (its warnings).
+
+    See the module docstring for what each failure raises.
+    """
+    proc = await _spawn(argv)
+    assert proc.stdout is not None  # noqa: S101 - PIPE given above
+    assert proc.stderr is not None  # noqa: S101
+    watch = _Watch()
+    readers = asyncio.gather(
+        _read_progress(proc.stdout, watch, on_progress), _read_stderr(proc.stderr, watch)
+    )
+    try:
+        killed_for = await _supervise(readers, watch, timeout, stall_timeout)
+        if killed_for is not None:
+            proc.kill()
+        code = await proc.wait()
+    except BaseException:
+        # Canceled (video deleted, lease lost, shutdown) or a progress callback failed:
+        # never leave an ffmpeg running behind us.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    finally:
+        readers.cancel()
+        with contextlib.suppress(BaseException):
+            await readers
+    if killed_for is not None:
+        raise TransientError(killed_for)
+    if code < 0:
+        raise TransientError(f"ffmpeg was killed by signal {-code}")
+    if code != 0:
+        tail = "\n".join(watch.stderr)[-_STDERR_TAIL:]
+        last = watch.stderr[-1] if watch.stderr else "no message"
+        raise EncodeFailed(f"ffmpeg exited with status {code}: {last}", stderr_tail=tail)
+    return list(watch.stderr)

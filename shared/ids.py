@@ -1,0 +1,27 @@
+"""Prefixed identifiers: ``vid_`` videos, ``evt_`` events, ``whk_`` webhooks, ``job_`` jobs.
+
+New ids start with the creation time in milliseconds (hex), so they sort by age, and end with
+64 random bits. Event ids of workers are deterministic (:func:`event_id`): a redelivered command
+republishes the *same* ``rendition.completed`` id, and consumers deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+PREFIXES = frozenset({"vid", "evt", "whk", "job", "cli", "key", "dlv", "msg"})
+
+
+def new_id(prefix: str) -> str:
+    """Return a new time-sortable id such as ``vid_0193b0c2f4a1c3e5d7f9a1b2c3d4``."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+
+
+def event_id(*parts: str) -> str:
+    """Return a deterministic event id for the given parts (same parts → same id)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"evt_{digest[:32]}"

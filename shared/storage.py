@@ -1,0 +1,108 @@
+"""Where media lives: a small interface, and the local-directory implementation.
+
+Keys are built here from validated ids only (``videos/<video_id>/renditions/720p.mp4``): a
+client's filename never becomes a path. Writers get a temporary file on the same file system and
+the result appears under its key by an atomic rename once complete, so a reader (or a client
+downloading) never sees a half-written file. An S3-compatible backend implements the same
+protocol (``local_path`` then downloads to a cache, ``writer`` uploads on commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+_VIDEO_ID = re.compile(r"^vid_[0-9a-f]{12,64}$")
+_QUALITY = re.compile(r"^\d{3,4}p$")
+
+
+def _video_dir(video_id: str) -> str:
+    if not _VIDEO_ID.match(video_id):
+        raise ValueError(f"not a video id: {video_id!r}")
+    return f"videos/{video_id}"
+
+
+def source_key(video_id: str) -> str:
+    return f"{_video_dir(video_id)}/source"
+
+
+def rendition_key(video_id: str, quality: str) -> str:
+    if not _QUALITY.match(quality):
+        raise ValueError(f"not a quality: {quality!r}")
+    return f"{_video_dir(video_id)}/renditions/{quality}.mp4"
+
+
+def thumbnail_key(video_id: str, width: int) -> str:
+    return f"{_video_dir(video_id)}/thumbnails/{int(width)}.jpg"
+
+
+def video_prefix(video_id: str) -> str:
+    return _video_dir(video_id)
+
+
+class Storage(Protocol):
+    """What services need from media storage."""
+
+    def local_path(self, key: str) -> Path:
+        """A local file path for reading ``key`` (ffmpeg input, HTTP file response)."""
+        ...
+
+    def writer(self, key: str, suffix: str = "") -> contextlib.AbstractAsyncContextManager[Path]:
+        """A temporary path to write; on a clean exit it becomes ``key`` atomically."""
+        ...
+
+    async def exists(self, key: str) -> bool: ...
+    async def size(self, key: str) -> int: ...
+    async def delete(self, key: str) -> None: ...
+    async def delete_prefix(self, prefix: str) -> None: ...
+
+
+class LocalStorage:
+    """Media under one directory (``VIDQ_STORAGE_DIR``); temporary files under ``tmp/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.tmp = self.root / "tmp"
+
+    def local_path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"key escapes the storage root: {key!r}")
+        return path
+
+    def temp_path(self, suffix: str = "") -> Path:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        return self.tmp / f"{secrets.token_hex(12)}{suffix}"
+
+    @contextlib.asynccontextmanager
+    async def writer(self, key: str, suffix: str = "") -> AsyncIterator[Path]:
+        final = self.local_path(key)
+        temp = self.temp_path(suffix)
+        try:
+            yield temp
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    async def exists(self, key: str) -> bool:
+        return self.local_path(key).is_file()
+
+    async def size(self, key: str) -> int:
+        return self.local_path(key).stat().st_size
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.local_path(key).unlink()
+
+    async def delete_prefix(self, prefix: str) -> None:
+        path = self.local_path(prefix)
+        await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""Webhook behaviour end to end: test events, 410 Gone, secret rotation, replay, Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.e2e.harness import read_sse, until
+from tests.e2e.stack import Running
+from tests.media import make_clip
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def _hook(api: httpx.AsyncClient, running: Running, path: str, events: list[str]) -> dict[str, str]:
+    response = await api.post("/v1/webhooks", json={"url": f"{running.receiver_url}{path}", "events": events})
+    assert response.status_code == 201, response.text
+    hook: dict[str, str] = response.json()
+    return hook
+
+
+async def _log_when(
+    api: httpx.AsyncClient, webhook_id: str, ok: Any, timeout: float = 30
+) -> list[dict[str, Any]]:
+    """The delivery log once ``ok(rows)`` holds (it is written just after the receiver answers)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows: list[dict[str, Any]] = (await api.get(f"/v1/webhooks/{webhook_id}/deliveries")).json()["data"]
+        if ok(rows) or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.1)
+
+
+async def _ready_video(api: httpx.AsyncClient, tmp_path: Path) -> str:
+    clip = make_clip(tmp_path / "clip.mp4", width=320, height=180, duration=1)
+    with clip.open("rb") as f:
+        video = (await api.post("/v1/videos", files={"file": ("clip.mp4", f)})).json()
+    events = await read_sse(api, f"/v1/videos/{video['id']}/events")
+    assert events[-1].event == "video.ready"
+    return str(video["id"])
+
+
+async def test_a_test_event_reaches_the_endpoint_and_the_delivery_log(running: Running) -> None:
+    async with running.client() as api:
+        hook = await _hook(api, running, "/test-target", ["video.ready"])
+        sent = await api.post(f"/v1/webhooks/{hook['id']}/test")
+        assert sent.status_code == 202
+        ids = sent.json()
+        await until(lambda: running.receiver.at("/test-target", "webhook.test"))
+        request = running.receiver.at("/test-target", "webhook.test")[0]
+        Webhook(hook["secret"]).verify(request.body, request.headers)
+        assert request.headers["webhook-id"] == ids["event_id"]
+        log = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
+        assert [d["id"] for d in log] == [ids["delivery_id"]]
+        assert log[0]["event_type"] == "webhook.test"
+        assert log[0]["attempt_log"][0]["status_code"] == 200
+
+
+async def test_410_gone_disables_the_endpoint(running: Running) -> None:
+    running.receiver.script["/gone"] = [(410, {})]
+    async with running.client() as api:
+        hook = await _hook(api, running, "/gone", ["*"])
+        assert (await api.post(f"/v1/webhooks/{hook['id']}/test")).status_code == 202
+        state: dict[str, object] = {}
+        deadline = asyncio.get_running_loop().time() + 30
+        while asyncio.get_running_loop().time() < deadline:
+            state = (await api.get(f"/v1/webhooks/{hook['id']}")).json()
+            if state["enabled"] is False:
+                break
+            await asyncio.sleep(0.1)
+        assert state["enabled"] is False
+        assert "410" in str(state["disabled_reason"])
+        assert len(running.receiver.at("/gone")) == 1  # never retried
+        refused = await api.post(f"/v1/webhooks/{hook['id']}/test")
+        assert refused.status_code == 409
+
+
+async def test_after_a_rotation_both_secrets_sign_during_the_grace_period(running: Running) -> None:
+    async with running.client() as api:
+        hook = await _hook(api, running, "/rotated", ["video.ready"])
+        rotated = (await api.post(f"/v1/webhooks/{hook['id']}/rotate-secret")).json()
+        assert rotated["secret"] != hook["secret"]
+        assert (await api.post(f"/v1/webhooks/{hook['id']}/test")).status_code == 202
+        await until(lambda: running.receiver.at("/rotated", "webhook.test"))
+        request = running.receiver.at("/rotated", "webhook.test")[0]
+        assert len(request.headers["webhook-signature"].split()) == 2
+        Webhook(hook["secret"]).verify(request.body, request.headers)  # the old secret still works
+        Webhook(rotated["secret"]).verify(request.body, request.headers)  # and so does the new one
+        with pytest.raises(WebhookVerificationError):
+            Webhook("whsec_" + "A" * 32).verify(request.body, request.headers)
+
+
+async def test_replay_sends_the_endpoints_events_again(running: Running, tmp_path: Path) -> None:
+    async with running.client() as api:
+        since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        hook = await _hook(api, running, "/replayed", ["video.ready"])
+        video_id = await _ready_video(api, tmp_path)
+        await until(lambda: running.receiver.at("/replayed", "video.ready"))
+        first = running.receiver.at("/replayed", "video.ready")[0]
+        assert first.json()["data"]["id"] == video_id
+
+        replay = await api.post(f"/v1/webhooks/{hook['id']}/replay", params={"since": since})
+        assert replay.status_code == 202
+        await until(lambda: len(running.receiver.at("/replayed", "video.ready")) >= 2)
+        again = running.receiver.at("/replayed", "video.ready")[1]
+        assert again.headers["webhook-id"] == first.headers["webhook-id"]  # the same event, sent again
+        Webhook(hook["secret"]).verify(again.body, again.headers)
+
+        naive = await api.post(f"/v1/webhooks/{hook['id']}/replay", params={"since": "2026-01-01T00:00:00"})
+        assert naive.status_code == 422
+
+
+async def test_retry_after_is_honoured(running: Running) -> None:
+    # The schedule here is 1 s, 2 s, 3 s; the receiver asks for 2 s, so the 1 s step is skipped.
+    running.receiver.script["/busy"] = [(429, {"retry-after": "2"})]
+    async with running.client() as api:
+        hook = await _hook(api, running, "/busy", ["video.ready"])
+        assert (await api.post(f"/v1/webhooks/{hook['id']}/test")).status_code == 202
+        await until(lambda: len(running.receiver.at("/busy")) >= 2, timeout=30)
+    indexes = [i for i, r in enumerate(running.receiver.requests) if r.path == "/busy"]
+    gap = running.receiver.times[indexes[1]] - running.receiver.times[indexes[0]]
+    assert gap >= 1.9
+
+
+async def test_a_delivery_given_up_is_in_the_log_and_the_dead_letter_queue(running: Running) -> None:
+    running.receiver.fail["/down"] = 1000  # never recovers; the schedule here is 1 s, 2 s, 3 s
+    async with running.client() as api:
+        hook = await _hook(api, running, "/down", ["video.ready"])
+        sent = (await api.post(f"/v1/webhooks/{hook['id']}/test")).json()
+        log = await _log_when(
+            api, hook["id"], lambda rows: rows and rows[0]["status"] == "failed", timeout=40
+        )
+    [delivery] = log
+    assert delivery["id"] == sent["delivery_id"]
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 500, 500, 500]
+    assert delivery["next_attempt_at"] is None
+    connection = await aio_pika.connect(running.env["VIDQ_AMQP_URL"])
+    async with connection, connection.channel() as channel:
+        dlq = await channel.get_queue("vidq.notifier.deliveries.dlq", ensure=True)
+        dead = None
+        for _ in range(50):
+            dead = await dlq.get(no_ack=True, fail=False)
+            if dead is not None:
+                break
+            await asyncio.sleep(0.1)
+    assert dead is not None
+    assert dead.headers["vidq-dead-letter-reason"] == "retries-exhausted"
+    assert json.loads(dead.body)["delivery_id"] == sent["delivery_id"]

@@ -1,0 +1,912 @@
+"""The REST contract of the gateway, in process, on the real PostgreSQL and RabbitMQ test vhost.
+
+``create_app`` runs with its whole lifespan (migrations, pool, broker connection, projection
+consumer, outbox relay, live hub) and is driven through httpx's ASGI transport. No worker runs,
+so videos stay queued: these tests check what the API answers and what it leaves in the database,
+the outbox and storage, not the media work.
+
+Every test gets its own database state (``db`` truncates), storage folder and gateway, but the
+tests of this module share one vhost, bootstrapped once: declaring the whole topology and its
+policies takes about a second, which per test would make this file slow. Nothing here reads a
+queue, so what accumulates in them between tests does not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from gateway.auth import create_client_with_key
+from gateway.repository import Client
+from gateway.settings import GatewaySettings
+from shared.bootstrap import Management, bootstrap_broker
+from shared.ids import new_id
+from shared.settings import AdminSettings
+from tests.integration.conftest import FAST_RETRIES
+from tests.media import make_clip
+from tests.realdeps import ADMIN_URL, amqp_url_for, unique
+from tests.settings import make
+
+PROBLEM = "application/problem+json"
+
+#: Values for the path parameters of every ``/v1`` route (none of them exists).
+PATH_VALUES = {
+    "video_id": "vid_000000000000000000000000",
+    "quality": "360p",
+    "webhook_id": "whk_000000000000000000000000",
+    "delivery_id": "dlv_000000000000000000000000",
+}
+
+
+# -- clips ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clips:
+    landscape: Path  # 640x360, 1 s, with audio (~230 kB)
+    portrait: Path  # 360x640, no audio
+    rotated: Path  # stored 320x240 with 90° rotation metadata: displayed 240x320
+    tiny: Path  # 160x120, 0.2 s (~11 kB): quick to upload many times
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    folder = tmp_path_factory.mktemp("clips")
+    return Clips(
+        landscape=make_clip(folder / "landscape.mp4", width=640, height=360),
+        portrait=make_clip(folder / "portrait.mp4", width=360, height=640, audio=False),
+        rotated=make_clip(folder / "rotated.mp4", width=320, height=240, rotate=90, audio=False),
+        tiny=make_clip(folder / "tiny.mp4", width=160, height=120, duration=0.2, audio=False),
+    )
+
+
+# -- the broker, the app and its callers ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_vhost() -> Iterator[str]:
+    """One vhost for this module, with the policies applied and the whole topology declared."""
+    name = unique("vidq-test-")
+    url = amqp_url_for(name)
+    settings = make(AdminSettings, amqp_url=url, broker_admin_url=ADMIN_URL, **FAST_RETRIES)
+    asyncio.run(bootstrap_broker(settings))
+    yield url
+
+    async def delete() -> None:
+        async with Management(ADMIN_URL) as api:
+            await api.delete_vhost(name)
+
+    asyncio.run(delete())
+
+
+@pytest.fixture
+def vhost(module_vhost: str) -> str:
+    """Overrides the per-test vhost of ``conftest.py``: ``settings_for`` points at the module's."""
+    return module_vhost
+
+
+@pytest.fixture
+def broker(settings_for: Callable[..., AdminSettings]) -> AdminSettings:
+    """Overrides ``conftest.py``'s: the module's vhost is already bootstrapped."""
+    return settings_for(AdminSettings)
+
+
+@dataclass(frozen=True)
+class Caller:
+    client: Client
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+async def _caller(db: asyncpg.Pool, name: str) -> Caller:
+    async with db.acquire() as conn:
+        client, key = await create_client_with_key(conn, name)
+    return Caller(client, key)
+
+
+@pytest.fixture
+async def alice(db: asyncpg.Pool) -> Caller:
+    return await _caller(db, "alice")
+
+
+@pytest.fixture
+async def bob(db: asyncpg.Pool) -> Caller:
+    return await _caller(db, "bob")
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    """The gateway's storage folder (``settings_for`` points every service there)."""
+    return tmp_path / "storage"
+
+
+Start = Callable[..., contextlib.AbstractAsyncContextManager[FastAPI]]
+
+
+@pytest.fixture
+def start(db: asyncpg.Pool, broker: AdminSettings, settings_for: Callable[..., Any]) -> Start:
+    """Run the gateway (with its lifespan) on this test's vhost, database and storage."""
+
+    @contextlib.asynccontextmanager
+    async def run(**values: Any) -> AsyncIterator[FastAPI]:
+        settings: GatewaySettings = settings_for(GatewaySettings, shutdown_grace_s=1.0, **values)
+        app = create_app(settings)
+        async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
+            yield app
+
+    return run
+
+
+@contextlib.asynccontextmanager
+async def connect(app: FastAPI, caller: Caller | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    headers = caller.headers if caller else {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as http:
+        yield http
+
+
+@pytest.fixture
+async def app(start: Start) -> AsyncIterator[FastAPI]:
+    async with start() as running:
+        yield running
+
+
+@pytest.fixture
+async def api(app: FastAPI, alice: Caller) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the running gateway, authenticated as alice."""
+    async with connect(app, alice) as http:
+        yield http
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+async def upload(
+    api: httpx.AsyncClient,
+    clip: Path,
+    *,
+    filename: str | None = None,
+    headers: dict[str, str] | None = None,
+    **fields: str,
+) -> httpx.Response:
+    files = {"file": (filename or clip.name, clip.read_bytes(), "video/mp4")}
+    return await api.post("/v1/videos", files=files, data=fields, headers=headers)
+
+
+async def uploaded(api: httpx.AsyncClient, clip: Path, **options: Any) -> dict[str, Any]:
+    response = await upload(api, clip, **options)
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_problem(response: httpx.Response, status: int, *mentions: str) -> dict[str, Any]:
+    """A problem document of ``status`` whose detail names each of ``mentions``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("urn:vidq:problem:")
+    assert body["title"]
+    assert body["detail"]
+    assert "Traceback" not in response.text
+    for text in mentions:
+        assert text in body["detail"]
+    return body
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+async def assert_nothing_left(db: asyncpg.Pool, storage: Path) -> None:
+    assert await db.fetchval("SELECT count(*) FROM videos") == 0
+    assert await db.fetchval("SELECT count(*) FROM renditions") == 0
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+    assert files_under(storage / "videos") == []
+    assert not (storage / "tmp").exists() or list((storage / "tmp").iterdir()) == []
+
+
+def renditions_of(video: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return [(r["quality"], r["width"], r["height"]) for r in video["renditions"]]
+
+
+def v1_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
+    """(method, concrete path) of every ``/v1`` operation the app documents."""
+    for path, operations in app.openapi()["paths"].items():
+        if path.startswith("/v1"):
+            for method in sorted(operations):
+                yield method.upper(), path.format(**PATH_VALUES)
+
+
+# -- operations and the OpenAPI document -----------------------------------------------------------
+
+
+async def test_healthz_answers_200_json(api: httpx.AsyncClient) -> None:
+    response = await api.get("/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_the_database_and_the_broker_ok(api: httpx.AsyncClient) -> None:
+    response = await api.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+async def test_metrics_are_prometheus_text_with_vidq_names(api: httpx.AsyncClient) -> None:
+    response = await api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    names = set(re.findall(r"^# TYPE (vidq_\w+) ", response.text, re.MULTILINE))
+    assert {"vidq_outbox_pending", "vidq_published_total", "vidq_sse_clients"} <= names
+
+
+async def test_the_openapi_document_lists_every_spec_route_and_docs_serve_html(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    expected = {
+        "/v1/videos": {"get", "post"},
+        "/v1/videos/{video_id}": {"get", "delete"},
+        "/v1/videos/{video_id}/events": {"get"},
+        "/v1/videos/{video_id}/renditions/{quality}": {"get"},
+        "/v1/videos/{video_id}/renditions/{quality}/retry": {"post"},
+        "/v1/videos/{video_id}/thumbnail": {"get"},
+        "/v1/webhooks": {"get", "post"},
+        "/v1/webhooks/{webhook_id}": {"get", "patch", "delete"},
+        "/v1/webhooks/{webhook_id}/rotate-secret": {"post"},
+        "/v1/webhooks/{webhook_id}/deliveries": {"get"},
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry": {"post"},
+        "/v1/account": {"get"},
+        "/healthz": {"get"},
+        "/readyz": {"get"},
+        "/metrics": {"get"},
+    }
+    for path, methods in expected.items():
+        assert path in paths, path
+        assert methods <= set(paths[path]), path
+
+    upload_body = paths["/v1/videos"]["post"]["requestBody"]
+    schema = upload_body["content"]["multipart/form-data"]["schema"]
+    assert "file" in schema["properties"]
+    assert schema["required"] == ["file"]
+    assert {"qualities", "callback_url", "notify_email", "metadata"} <= set(schema["properties"])
+
+    docs = await api.get("/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    assert "swagger" in docs.text.lower()
+
+
+# -- authentication ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [None, "vidq_not-a-key-of-anyone"], ids=["no key", "wrong key"])
+async def test_every_v1_route_answers_401_problem_without_a_valid_key(app: FastAPI, key: str | None) -> None:
+    routes = list(v1_routes(app))
+    assert len(routes) >= 14
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with connect(app) as http:
+        for method, path in routes:
+            body: dict[str, Any] | None = {} if method in {"POST", "PATCH"} else None
+            response = await http.request(method, path, headers=headers, json=body)
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.headers["content-type"] == PROBLEM, (method, path)
+            assert response.headers["www-authenticate"].startswith("Bearer"), (method, path)
+            assert response.json()["status"] == 401
+
+
+# -- uploads that are refused leave nothing behind -------------------------------------------------------
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["with Content-Length", "chunked"])
+async def test_an_upload_over_the_size_limit_gets_413_and_leaves_nothing_behind(
+    start: Start, alice: Caller, clips: Clips, db: asyncpg.Pool, storage: Path, declared: bool
+) -> None:
+    async with start(max_upload_bytes=10_000) as running, connect(running, alice) as api:
+        if declared:  # the declared length alone is enough to refuse it
+            response = await upload(api, clips.landscape)
+            assert int(response.request.headers["content-length"]) > clips.landscape.stat().st_size
+        else:  # no length: refused while streaming, once past the limit
+            encoded = api.build_request(
+                "POST", "/v1/videos", files={"file": ("clip.mp4", clips.landscape.read_bytes(), "video/mp4")}
+            )
+            body = encoded.read()
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for start_at in range(0, len(body), 4096):
+                    yield body[start_at : start_at + 4096]
+
+            response = await api.post(
+                "/v1/videos", content=chunks(), headers={"content-type": encoded.headers["content-type"]}
+            )
+            assert "content-length" not in response.request.headers
+        assert_problem(response, 413, "10000", "upload is over" if declared else "file is over")
+    await assert_nothing_left(db, storage)
+
+
+async def test_a_small_file_over_the_size_limit_is_refused_while_streaming(
+    start: Start, alice: Caller, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    # declared a little over the limit (inside the multipart allowance): the stream decides
+    size = clips.tiny.stat().st_size
+    async with start(max_upload_bytes=size - 1) as running, connect(running, alice) as api:
+        assert_problem(await upload(api, clips.tiny), 413, "file is over", str(size - 1))
+    await assert_nothing_left(db, storage)
+
+
+async def test_a_video_over_the_duration_limit_gets_422_naming_the_limit(
+    start: Start, alice: Caller, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    async with start(max_duration_s=0.5) as running, connect(running, alice) as api:
+        response = await upload(api, clips.landscape)
+        body = assert_problem(response, 422, "0.5 s")
+        assert "limit" in body["detail"]
+    await assert_nothing_left(db, storage)
+
+
+async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
+    start: Start, alice: Caller, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    async with start(max_pixels=320 * 240) as running, connect(running, alice) as api:
+        assert_problem(await upload(api, clips.landscape), 422, "640x360", "76800")
+    await assert_nothing_left(db, storage)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("qualities", "720p,999p", "999p"),
+        ("metadata", "[1, 2]", "JSON object"),
+        ("metadata", '"text"', "JSON object"),
+        ("metadata", json.dumps({"note": "x" * 4100}), "4096"),
+        ("metadata", "{not json", "not valid JSON"),
+        ("notify_email", "not-an-email", "notify_email"),
+        ("callback_url", "ftp://example.com/hook", "callback_url"),
+    ],
+    ids=[
+        "unknown quality",
+        "metadata array",
+        "metadata string",
+        "metadata over 4 KiB",
+        "bad json",
+        "email",
+        "url",
+    ],
+)
+async def test_an_invalid_upload_field_gets_422_naming_it_and_leaves_nothing_behind(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path, field: str, value: str, named: str
+) -> None:
+    options: dict[str, Any] = {field: value}
+    response = await upload(api, clips.tiny, **options)
+    assert_problem(response, 422, named)
+    await assert_nothing_left(db, storage)
+
+
+async def test_an_empty_file_or_not_a_video_gets_422_and_leaves_nothing_behind(
+    api: httpx.AsyncClient, tmp_path: Path, db: asyncpg.Pool, storage: Path
+) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert_problem(await upload(api, empty), 422, "empty")
+    text = tmp_path / "notes.mp4"
+    text.write_bytes(b"this is not a video at all\n" * 100)
+    assert_problem(await upload(api, text), 422)
+    no_file = await api.post("/v1/videos", files={"qualities": (None, "360p")})
+    assert_problem(no_file, 422, "file")
+    await assert_nothing_left(db, storage)
+
+
+@pytest.mark.parametrize("filename", ["../../etc/passwd.mp4", "..\\..\\windows\\passwd.mp4"])
+async def test_a_filename_with_path_parts_is_only_data(
+    api: httpx.AsyncClient, clips: Clips, storage: Path, filename: str
+) -> None:
+    video = await uploaded(api, clips.tiny, filename=filename)
+    assert video["source"]["filename"] == "passwd.mp4"
+    source = storage / "videos" / video["id"] / "source"
+    assert files_under(storage) == [source]
+    assert source.read_bytes() == clips.tiny.read_bytes()
+
+
+# -- the accepted upload --------------------------------------------------------------------------------
+
+
+async def test_an_accepted_upload_answers_202_with_the_probe_and_the_planned_ladder(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    metadata = {"title": "a test", "tags": ["x", "y"], "n": 3}
+    response = await upload(
+        api, clips.landscape, metadata=json.dumps(metadata), notify_email="me@example.com"
+    )
+    assert response.status_code == 202, response.text
+    video = response.json()
+    assert response.headers["location"] == f"/v1/videos/{video['id']}"
+    assert video["id"].startswith("vid_")
+    assert video["status"] == "queued"
+    assert renditions_of(video) == [("360p", 640, 360), ("240p", 426, 240), ("144p", 256, 144)]
+    assert all(
+        r["status"] == "queued" and r["progress"] == 0 and r["url"] is None for r in video["renditions"]
+    )
+    source = video["source"]
+    assert source["filename"] == "landscape.mp4"
+    assert source["size_bytes"] == clips.landscape.stat().st_size
+    assert (source["width"], source["height"]) == (640, 360)
+    assert source["duration_s"] == pytest.approx(1.0, abs=0.1)
+    assert (source["video_codec"], source["audio_codec"]) == ("h264", "aac")
+    assert video["thumbnail"]["status"] == "queued"
+    assert video["thumbnail"]["urls"] == []
+    assert video["metadata"] == metadata
+    assert video["notify_email"] == "me@example.com"
+    assert video["error"] is None
+
+    again = await api.get(response.headers["location"])
+    assert again.status_code == 200
+    assert again.json() == video
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
+
+
+async def test_a_portrait_clip_plans_by_its_short_side(api: httpx.AsyncClient, clips: Clips) -> None:
+    video = await uploaded(api, clips.portrait)
+    assert (video["source"]["width"], video["source"]["height"]) == (360, 640)
+    assert video["source"]["audio_codec"] is None
+    assert renditions_of(video) == [("360p", 360, 640), ("240p", 240, 426), ("144p", 144, 256)]
+
+
+async def test_a_rotated_clip_plans_by_its_displayed_short_side(api: httpx.AsyncClient, clips: Clips) -> None:
+    video = await uploaded(api, clips.rotated)
+    assert (video["source"]["width"], video["source"]["height"]) == (240, 320)
+    assert renditions_of(video) == [("240p", 240, 320), ("144p", 144, 192)]
+
+
+async def test_asked_qualities_above_the_source_are_dropped(api: httpx.AsyncClient, clips: Clips) -> None:
+    video = await uploaded(api, clips.landscape, qualities="1080p,360p,144p")
+    assert [r["quality"] for r in video["renditions"]] == ["360p", "144p"]
+    refused = await upload(api, clips.landscape, qualities="1080p")
+    assert_problem(refused, 422, "never upscales")
+
+
+# -- listing --------------------------------------------------------------------------------------------
+
+
+async def test_the_listing_is_newest_first_paginated_filtered_and_per_client(
+    app: FastAPI, api: httpx.AsyncClient, bob: Caller, clips: Clips, db: asyncpg.Pool
+) -> None:
+    ids = [(await uploaded(api, clips.tiny))["id"] for _ in range(5)]
+    async with connect(app, bob) as bob_api:
+        bobs = (await uploaded(bob_api, clips.tiny))["id"]
+        listed = (await bob_api.get("/v1/videos")).json()
+        assert [v["id"] for v in listed["data"]] == [bobs]
+
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = await api.get("/v1/videos", params=params)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert len(body["data"]) <= 2
+        assert body["has_more"] is (body["next_cursor"] is not None)
+        seen += [v["id"] for v in body["data"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]  # newest first, each exactly once, never bob's
+
+    await db.execute("UPDATE videos SET status = 'ready' WHERE id = $1", ids[2])
+    queued = (await api.get("/v1/videos", params={"status": "queued"})).json()
+    assert [v["id"] for v in queued["data"]] == [i for i in ids[::-1] if i != ids[2]]
+    ready = (await api.get("/v1/videos", params={"status": "ready"})).json()
+    assert [v["id"] for v in ready["data"]] == [ids[2]]
+
+    assert (await api.get(f"/v1/videos/{bobs}")).status_code == 404
+    assert_problem(await api.get("/v1/videos", params={"cursor": "garbage"}), 422, "cursor")
+    assert_problem(await api.get("/v1/videos", params={"status": "done"}), 422, "status")
+    assert_problem(await api.get("/v1/videos", params={"limit": 0}), 422, "limit")
+
+
+# -- Idempotency-Key ------------------------------------------------------------------------------------
+
+
+async def test_the_same_idempotency_key_replays_the_first_answer_and_makes_one_video(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    headers = {"Idempotency-Key": "upload-1"}
+    first = await upload(api, clips.tiny, headers=headers)
+    assert first.status_code == 202
+    assert "idempotent-replayed" not in first.headers
+    second = await upload(api, clips.tiny, headers=headers)
+    assert second.status_code == 202
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.headers["location"] == first.headers["location"]
+    assert second.json() == first.json()
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
+    other = await upload(api, clips.tiny, headers={"Idempotency-Key": "upload-2"})
+    assert other.json()["id"] != first.json()["id"]
+
+
+async def test_a_refused_upload_with_an_idempotency_key_replays_the_same_problem(
+    api: httpx.AsyncClient, tmp_path: Path, db: asyncpg.Pool, storage: Path
+) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    headers = {"Idempotency-Key": "empty-1"}
+    first = await upload(api, empty, headers=headers)
+    assert_problem(first, 422, "empty")
+    second = await upload(api, empty, headers=headers)
+    assert_problem(second, 422, "empty")
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.json() == first.json()
+    await assert_nothing_left(db, storage)
+
+
+# -- retrying a rendition -------------------------------------------------------------------------------
+
+
+async def test_only_a_failed_rendition_can_be_retried_and_it_gets_a_new_job(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    video_id = (await uploaded(api, clips.landscape))["id"]
+    retry = f"/v1/videos/{video_id}/renditions/360p/retry"
+    assert_problem(await api.post(retry), 409, "queued")
+    assert_problem(await api.post(f"/v1/videos/{video_id}/renditions/720p/retry"), 404, "720p")
+    assert_problem(await api.post(f"/v1/videos/{video_id}/renditions/999p/retry"), 404)
+
+    old_job = await db.fetchval(
+        "SELECT job_id FROM renditions WHERE video_id = $1 AND quality = '360p'", video_id
+    )
+    await db.execute(
+        "UPDATE renditions SET status = 'failed', error = 'boom', attempts = 3 "
+        "WHERE video_id = $1 AND quality = '360p'",
+        video_id,
+    )
+    await db.execute("UPDATE videos SET status = 'failed', error = '360p failed' WHERE id = $1", video_id)
+
+    response = await api.post(retry)
+    assert response.status_code == 202, response.text
+    video = response.json()
+    assert video["status"] == "processing"
+    again = next(r for r in video["renditions"] if r["quality"] == "360p")
+    assert (again["status"], again["error"], again["attempts"]) == ("queued", None, 0)
+    row = await db.fetchrow(
+        "SELECT status, job_id FROM renditions WHERE video_id = $1 AND quality = '360p'", video_id
+    )
+    assert row is not None
+    assert row["status"] == "queued"
+    assert row["job_id"] != old_job
+    commands = await db.fetch(
+        """SELECT message_id, body FROM outbox
+           WHERE exchange = 'vidq.transcode' AND routing_key = '360p' AND correlation_id = $1 ORDER BY id""",
+        video_id,
+    )
+    assert [c["message_id"] for c in commands] == [old_job, row["job_id"]]
+    command = json.loads(bytes(commands[-1]["body"]))
+    assert command["job_id"] == row["job_id"]
+    assert command["quality"] == "360p"
+    assert (command["width"], command["height"]) == (640, 360)
+    assert_problem(await api.post(retry), 409)  # queued again: not a second time
+
+
+# -- deleting ------------------------------------------------------------------------------------------
+
+
+async def test_deleting_a_queued_video_cancels_then_deletes_it_with_its_files(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    video_id = (await uploaded(api, clips.tiny))["id"]
+    folder = storage / "videos" / video_id
+    assert (folder / "source").is_file()
+
+    response = await api.delete(f"/v1/videos/{video_id}")
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_problem(await api.get(f"/v1/videos/{video_id}"), 404)
+    assert video_id not in [v["id"] for v in (await api.get("/v1/videos")).json()["data"]]
+    events = await db.fetch(
+        "SELECT routing_key FROM outbox WHERE exchange = 'vidq.events' AND correlation_id = $1 ORDER BY id",
+        video_id,
+    )
+    assert [e["routing_key"] for e in events] == ["video.uploaded", "video.canceled", "video.deleted"]
+    assert not folder.exists()
+    assert_problem(await api.delete(f"/v1/videos/{video_id}"), 404)
+
+
+async def test_another_clients_video_is_404_for_every_verb(
+    app: FastAPI, api: httpx.AsyncClient, bob: Caller, clips: Clips, storage: Path
+) -> None:
+    video_id = (await uploaded(api, clips.tiny))["id"]
+    async with connect(app, bob) as bob_api:
+        for method, path in [
+            ("GET", f"/v1/videos/{video_id}"),
+            ("GET", f"/v1/videos/{video_id}/events"),
+            ("GET", f"/v1/videos/{video_id}/renditions/144p"),
+            ("GET", f"/v1/videos/{video_id}/thumbnail"),
+            ("POST", f"/v1/videos/{video_id}/renditions/144p/retry"),
+            ("DELETE", f"/v1/videos/{video_id}"),
+        ]:
+            assert_problem(await bob_api.request(method, path), 404)
+    assert (storage / "videos" / video_id / "source").is_file()
+    assert (await api.get(f"/v1/videos/{video_id}")).status_code == 200
+
+
+# -- downloads before they exist --------------------------------------------------------------------------
+
+
+async def test_a_rendition_or_thumbnail_that_is_not_ready_is_409_and_an_unknown_quality_404(
+    api: httpx.AsyncClient, clips: Clips
+) -> None:
+    video_id = (await uploaded(api, clips.tiny))["id"]
+    assert_problem(await api.get(f"/v1/videos/{video_id}/renditions/144p"), 409, "144p")
+    assert_problem(await api.get(f"/v1/videos/{video_id}/thumbnail"), 409, "thumbnail")
+    assert_problem(await api.get(f"/v1/videos/{video_id}/thumbnail", params={"width": 320}), 409)
+    assert_problem(await api.get(f"/v1/videos/{video_id}/renditions/720p"), 404, "720p")
+    assert_problem(await api.get(f"/v1/videos/{video_id}/renditions/nope"), 404)
+    assert_problem(await api.get("/v1/videos/vid_000000000000000000000000/renditions/144p"), 404)
+
+
+# -- webhooks -----------------------------------------------------------------------------------------------
+
+
+async def _new_webhook(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    response = await api.post(
+        "/v1/webhooks", json={"url": "https://example.com/hooks", "events": ["video.*"], **body}
+    )
+    assert response.status_code == 201, response.text
+    made: dict[str, Any] = response.json()
+    assert response.headers["location"] == f"/v1/webhooks/{made['id']}"
+    return made
+
+
+async def test_webhooks_are_created_listed_read_changed_rotated_and_deleted(api: httpx.AsyncClient) -> None:
+    made = await _new_webhook(api, description="mine")
+    assert made["id"].startswith("whk_")
+    assert made["enabled"] is True
+    assert made["disabled_reason"] is None
+    assert made["secret"].startswith("whsec_")
+    assert (made["url"], made["events"], made["description"]) == (
+        "https://example.com/hooks",
+        ["video.*"],
+        "mine",
+    )
+    path = f"/v1/webhooks/{made['id']}"
+
+    listed = (await api.get("/v1/webhooks")).json()["data"]
+    assert [w["id"] for w in listed] == [made["id"]]
+    assert "secret" not in listed[0]
+    one = await api.get(path)
+    assert one.status_code == 200
+    assert one.json()["id"] == made["id"]
+    assert "secret" not in one.json()
+
+    changed = await api.patch(
+        path, json={"events": ["rendition.*", "video.ready"], "description": "changed", "enabled": False}
+    )
+    assert changed.status_code == 200, changed.text
+    body = changed.json()
+    assert (body["events"], body["description"], body["enabled"]) == (
+        ["rendition.*", "video.ready"],
+        "changed",
+        False,
+    )
+    assert body["disabled_reason"]
+    enabled = (await api.patch(path, json={"enabled": True})).json()
+    assert (enabled["enabled"], enabled["disabled_reason"]) == (True, None)
+    assert enabled["events"] == ["rendition.*", "video.ready"]
+
+    rotated = await api.post(f"{path}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["secret"].startswith("whsec_")
+    assert rotated.json()["secret"] != made["secret"]
+
+    assert (await api.delete(path)).status_code == 204
+    assert_problem(await api.get(path), 404)
+    assert (await api.get("/v1/webhooks")).json()["data"] == []
+    assert_problem(await api.delete(path), 404)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"url": "https://example.com/hooks", "events": ["nope.*"]}, "nope.*"),
+        ({"url": "ftp://example.com/hooks", "events": ["video.*"]}, "url"),
+        ({"url": "not a url", "events": ["video.*"]}, "url"),
+        ({"url": "https://example.com/hooks", "events": []}, "events"),
+        ({"url": "https://example.com/hooks", "extra": 1}, "extra"),
+    ],
+    ids=["unknown pattern", "ftp url", "not a url", "no events", "unknown field"],
+)
+async def test_an_invalid_webhook_gets_422_naming_the_field(
+    api: httpx.AsyncClient, db: asyncpg.Pool, body: dict[str, Any], named: str
+) -> None:
+    assert_problem(await api.post("/v1/webhooks", json=body), 422, named)
+    assert await db.fetchval("SELECT count(*) FROM webhooks") == 0
+
+
+async def test_an_invalid_webhook_change_gets_422(api: httpx.AsyncClient) -> None:
+    path = f"/v1/webhooks/{(await _new_webhook(api))['id']}"
+    assert_problem(await api.patch(path, json={"events": ["nope.*"]}), 422, "nope.*")
+    assert_problem(await api.patch(path, json={"url": "ftp://example.com/x"}), 422, "url")
+    assert (await api.get(path)).json()["events"] == ["video.*"]
+
+
+async def test_another_clients_webhook_is_404_for_every_verb(
+    app: FastAPI, api: httpx.AsyncClient, bob: Caller
+) -> None:
+    made = await _new_webhook(api)
+    path = f"/v1/webhooks/{made['id']}"
+    async with connect(app, bob) as bob_api:
+        assert (await bob_api.get("/v1/webhooks")).json()["data"] == []
+        assert_problem(await bob_api.get(path), 404)
+        assert_problem(await bob_api.patch(path, json={"enabled": False}), 404)
+        assert_problem(await bob_api.post(f"{path}/rotate-secret"), 404)
+        assert_problem(await bob_api.get(f"{path}/deliveries"), 404)
+        assert_problem(await bob_api.post(f"{path}/deliveries/dlv_x/retry"), 404)
+        assert_problem(await bob_api.delete(path), 404)
+    still = (await api.get(path)).json()
+    assert still["enabled"] is True
+
+
+# -- the delivery log ---------------------------------------------------------------------------------------
+
+
+async def _delivery(
+    db: asyncpg.Pool, client: Client, webhook: dict[str, Any], status: str, codes: list[int]
+) -> str:
+    """A notifier event, its delivery to ``webhook`` and an attempt per status code (as the notifier)."""
+    event_id, delivery_id = new_id("evt"), new_id("dlv")
+    await db.execute(
+        """INSERT INTO notifier_events (id, type, video_id, client_id, occurred_at, body)
+           VALUES ($1, 'video.ready', 'vid_0123456789abcdef', $2, now(), $3)""",
+        event_id,
+        client.id,
+        b'{"type": "video.ready"}',
+    )
+    await db.execute(
+        """INSERT INTO webhook_deliveries (id, event_id, client_id, target, webhook_id, url, status, attempts,
+                                           last_status_code, completed_at)
+           VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, now())""",
+        delivery_id,
+        event_id,
+        client.id,
+        webhook["id"],
+        webhook["url"],
+        status,
+        len(codes),
+        codes[-1],
+    )
+    for index, code in enumerate(codes):
+        await db.execute(
+            """INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms, error)
+               VALUES ($1, now() - make_interval(mins => $2), $3, $4, $5)""",
+            delivery_id,
+            len(codes) - index,
+            code,
+            10 * (index + 1),
+            None if code < 300 else f"HTTP {code}",
+        )
+    return delivery_id
+
+
+async def test_the_delivery_log_shows_every_attempt_in_order_and_filters_by_status(
+    api: httpx.AsyncClient, alice: Caller, db: asyncpg.Pool
+) -> None:
+    webhook = await _new_webhook(api)
+    failed = await _delivery(db, alice.client, webhook, "failed", [500, 503])
+    succeeded = await _delivery(db, alice.client, webhook, "succeeded", [200])
+    path = f"/v1/webhooks/{webhook['id']}/deliveries"
+
+    response = await api.get(path)
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert [d["id"] for d in page["data"]] == [succeeded, failed]  # newest first
+    assert page["has_more"] is False
+    log = page["data"][1]
+    assert (log["event_type"], log["status"], log["attempts"], log["last_status_code"]) == (
+        "video.ready",
+        "failed",
+        2,
+        503,
+    )
+    attempts = log["attempt_log"]
+    assert [(a["status_code"], a["latency_ms"], a["error"]) for a in attempts] == [
+        (500, 10, "HTTP 500"),
+        (503, 20, "HTTP 503"),
+    ]
+    assert attempts[0]["attempted_at"] < attempts[1]["attempted_at"]
+
+    only_failed = (await api.get(path, params={"status": "failed"})).json()["data"]
+    assert [d["id"] for d in only_failed] == [failed]
+    only_succeeded = (await api.get(path, params={"status": "succeeded"})).json()["data"]
+    assert [d["id"] for d in only_succeeded] == [succeeded]
+    assert (await api.get(path, params={"status": "pending"})).json()["data"] == []
+    assert_problem(await api.get(path, params={"status": "lost"}), 422, "status")
+
+    # Per event and per video too.
+    event_of = {d["id"]: d["event_id"] for d in page["data"]}
+    by_event = (await api.get(path, params={"event_id": event_of[failed]})).json()["data"]
+    assert [d["id"] for d in by_event] == [failed]
+    video_of = {d["id"]: d["video_id"] for d in page["data"]}
+    by_video = (await api.get(path, params={"video_id": video_of[failed]})).json()["data"]
+    assert failed in [d["id"] for d in by_video]
+    assert (await api.get(path, params={"event_id": "evt_nothing"})).json()["data"] == []
+
+    first = (await api.get(path, params={"limit": 1})).json()
+    assert [d["id"] for d in first["data"]] == [succeeded]
+    rest = (await api.get(path, params={"limit": 1, "cursor": first["next_cursor"]})).json()
+    assert [d["id"] for d in rest["data"]] == [failed]
+    assert rest["next_cursor"] is None
+
+
+async def test_retrying_a_delivery_queues_a_deliver_webhook_command(
+    api: httpx.AsyncClient, alice: Caller, db: asyncpg.Pool
+) -> None:
+    webhook = await _new_webhook(api)
+    delivery_id = await _delivery(db, alice.client, webhook, "failed", [500, 503])
+    base = f"/v1/webhooks/{webhook['id']}/deliveries"
+
+    response = await api.post(f"{base}/{delivery_id}/retry")
+    assert response.status_code == 202, response.text
+    assert response.json()["delivery_id"] == delivery_id
+    rows = await db.fetch(
+        "SELECT exchange, routing_key, type, body FROM outbox WHERE exchange = 'vidq.deliveries'"
+    )
+    assert [(r["exchange"], r["routing_key"], r["type"]) for r in rows] == [
+        ("vidq.deliveries", "webhook", "webhook.deliver")
+    ]
+    command = json.loads(bytes(rows[0]["body"]))
+    assert (command["delivery_id"], command["manual"]) == (delivery_id, True)
+
+    assert_problem(await api.post(f"{base}/dlv_000000000000000000000000/retry"), 404, "dlv_")
+    other = await _new_webhook(api)  # a delivery of another endpoint is not this one's
+    assert_problem(await api.post(f"/v1/webhooks/{other['id']}/deliveries/{delivery_id}/retry"), 404)
+
+
+# -- account and errors -----------------------------------------------------------------------------------
+
+
+async def test_the_account_shows_the_client_and_its_callback_secret(
+    api: httpx.AsyncClient, alice: Caller
+) -> None:
+    response = await api.get("/v1/account")
+    assert response.status_code == 200
+    account = response.json()
+    assert account["client_id"] == alice.client.id
+    assert account["name"] == "alice"
+    assert account["callback_secret"].startswith("whsec_")
+    assert account["callback_secret"] == alice.client.callback_secret
+
+
+async def test_unknown_routes_and_wrong_methods_are_problems_without_a_traceback(
+    api: httpx.AsyncClient,
+) -> None:
+    assert_problem(await api.get("/v2/nothing"), 404)
+    assert_problem(await api.get("/v1/videos/vid_0/nope"), 404)
+    wrong = await api.put("/v1/videos")
+    assert_problem(wrong, 405)
+    assert "POST" in wrong.headers["allow"]
+    assert_problem(await api.post("/healthz"), 405)
+    bad_json = await api.post(
+        "/v1/webhooks", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_problem(bad_json, 422)
+    not_multipart = await api.post("/v1/videos", json={"file": "x"})
+    assert_problem(not_multipart, 422, "multipart")

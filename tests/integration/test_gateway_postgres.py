@@ -1,0 +1,226 @@
+"""Gateway state on real PostgreSQL: upload recording, the projection barrier, the outbox relay."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+
+from gateway.auth import create_client_with_key
+from gateway.deps import GatewayDeps
+from gateway.outbox import OutboxRelay
+from gateway.projection import handle_report
+from gateway.repository import Client
+from gateway.settings import GatewaySettings
+from gateway.videos import AcceptedUpload, record_upload
+from shared.ffmpeg import ProbeResult
+from shared.ids import event_id, new_id
+from shared.ladder import plan
+from shared.messaging.memory import InMemoryPublisher
+from shared.messaging.publisher import AmqpPublisher
+from shared.reports import (
+    RenditionCompletedReport,
+    RenditionFailedReport,
+    RenditionProgressReport,
+    ThumbnailCompletedReport,
+)
+from shared.settings import AdminSettings
+from shared.storage import LocalStorage
+from tests.settings import make
+
+PROBE = ProbeResult("mov,mp4", 2.0, 640, 360, 0, "h264", "yuv420p", 25.0, "aac")
+
+
+@pytest.fixture
+async def client(db: asyncpg.Pool) -> Client:
+    async with db.acquire() as conn:
+        made, _ = await create_client_with_key(conn, "test")
+    return made
+
+
+@pytest.fixture
+def deps(db: asyncpg.Pool, tmp_path: Path) -> GatewayDeps:
+    settings = make(GatewaySettings, storage_dir=tmp_path)
+    return GatewayDeps(settings, db, InMemoryPublisher(), LocalStorage(tmp_path))
+
+
+async def _upload(db: asyncpg.Pool, client: Client, **probe: Any) -> str:
+    source = ProbeResult(**{**PROBE.__dict__, **probe}) if probe else PROBE
+    accepted = AcceptedUpload(
+        video_id=new_id("vid"),
+        filename="clip.mp4",
+        size_bytes=1234,
+        probe=source,
+        plan=plan(source.width, source.height, source.rotation),
+        metadata={"k": "v"},
+        callback_url=None,
+        notify_email=None,
+    )
+    async with db.acquire() as conn:
+        video = await record_upload(conn, client, accepted, base_url="http://vidq.test")
+    return video.id
+
+
+async def _jobs(db: asyncpg.Pool, video_id: str) -> dict[str, str]:
+    rows = await db.fetch("SELECT quality, job_id FROM renditions WHERE video_id = $1", video_id)
+    return {r["quality"]: r["job_id"] for r in rows}
+
+
+async def _events(db: asyncpg.Pool, video_id: str) -> list[tuple[int, str]]:
+    rows = await db.fetch(
+        "SELECT sequence, type FROM video_events WHERE video_id = $1 ORDER BY sequence", video_id
+    )
+    return [(r["sequence"], r["type"]) for r in rows]
+
+
+def _completed(video_id: str, quality: str, job_id: str) -> RenditionCompletedReport:
+    return RenditionCompletedReport(
+        id=event_id(job_id, "rendition.completed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        job_id=job_id,
+        quality=quality,
+        width=2,
+        height=2,
+        size_bytes=10,
+        duration_s=2.0,
+        encode_seconds=1.0,
+    )
+
+
+def _thumbnail(video_id: str) -> ThumbnailCompletedReport:
+    return ThumbnailCompletedReport(
+        id=event_id(video_id, "thumbnail.completed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        widths=[640, 320],
+    )
+
+
+async def test_an_upload_writes_the_video_its_event_and_its_commands_in_one_go(
+    db: asyncpg.Pool, client: Client
+) -> None:
+    video_id = await _upload(db, client)
+    rows = await db.fetch("SELECT exchange, routing_key, type, correlation_id FROM outbox ORDER BY id")
+    assert [(r["exchange"], r["routing_key"]) for r in rows] == [
+        ("vidq.events", "video.uploaded"),
+        ("vidq.uploads", "video.uploaded"),
+        ("vidq.transcode", "144p"),  # lowest rung first: playable soonest
+        ("vidq.transcode", "240p"),
+        ("vidq.transcode", "360p"),
+    ]
+    assert {r["correlation_id"] for r in rows} == {video_id}
+    assert await _events(db, video_id) == [(1, "video.uploaded")]
+
+
+async def test_video_ready_is_published_once_when_the_last_part_is_ready(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    jobs = await _jobs(db, video_id)
+    progress = RenditionProgressReport(
+        id=new_id("evt"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        job_id=jobs["360p"],
+        quality="360p",
+        progress=50.0,
+    )
+    await handle_report(progress, deps)
+    for quality, job in jobs.items():
+        await handle_report(_completed(video_id, quality, job), deps)
+        await handle_report(_completed(video_id, quality, job), deps)  # a redelivery
+    assert "video.ready" not in [t for _, t in await _events(db, video_id)]
+    await handle_report(_thumbnail(video_id), deps)
+    await handle_report(_thumbnail(video_id), deps)
+    events = await _events(db, video_id)
+    assert [t for _, t in events].count("video.ready") == 1
+    assert [s for s, _ in events] == list(range(1, len(events) + 1))  # +1 each, no gaps
+    assert events[-1][1] == "video.ready"
+    status = await db.fetchval("SELECT status FROM videos WHERE id = $1", video_id)
+    assert status == "ready"
+
+
+async def test_a_failed_rendition_fails_the_video_once_naming_it(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    jobs = await _jobs(db, video_id)
+    failed = RenditionFailedReport(
+        id=event_id(jobs["240p"], "rendition.failed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        job_id=jobs["240p"],
+        quality="240p",
+        error="ffmpeg exited with status 1: boom",
+        attempts=3,
+    )
+    await handle_report(failed, deps)
+    await handle_report(failed, deps)
+    await handle_report(_completed(video_id, "360p", jobs["360p"]), deps)
+    types = [t for _, t in await _events(db, video_id)]
+    assert types == ["video.uploaded", "rendition.failed", "video.failed", "rendition.completed"]
+    row = await db.fetchrow("SELECT status, error FROM videos WHERE id = $1", video_id)
+    assert row is not None
+    assert row["status"] == "failed"
+    assert "240p" in row["error"]
+    assert "boom" in row["error"]
+
+
+async def test_a_report_of_an_older_job_is_ignored(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    await handle_report(_completed(video_id, "360p", "job_0000000000000000000000000000"), deps)
+    assert await _events(db, video_id) == [(1, "video.uploaded")]
+
+
+async def test_the_relay_publishes_with_every_property_and_marks_rows(
+    db: asyncpg.Pool, client: Client, settings_for: Callable[..., AdminSettings], broker: AdminSettings
+) -> None:
+    video_id = await _upload(db, client)
+    connection = await aio_pika.connect_robust(str(broker.amqp_url))
+    async with connection:
+        channel = await connection.channel()
+        probe = await channel.declare_queue("probe", exclusive=True)
+        await probe.bind("vidq.events", "#")
+        relay = OutboxRelay(db, await AmqpPublisher.open(connection))
+        published, claimed = await relay.drain_once()
+        assert (published, claimed) == (5, 5)
+        assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+        message = await probe.get(timeout=5)
+        assert (message.message_id or "").startswith("evt_")
+        assert message.type == "video.uploaded"
+        assert message.correlation_id == video_id
+        assert message.content_type == "application/json"
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        body = json.loads(message.body)
+        assert set(body) == {"id", "type", "timestamp", "sequence", "data"}
+        assert body["sequence"] == 1
+        transcode = await channel.get_queue("vidq.transcode.144p", ensure=True)
+        command = await transcode.get(timeout=5)
+        assert command.correlation_id == video_id
+        assert json.loads(command.body)["quality"] == "144p"
+
+
+async def test_an_unroutable_row_stays_in_the_outbox_and_is_retried(
+    db: asyncpg.Pool, broker: AdminSettings
+) -> None:
+    await db.execute(
+        """INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, body)
+           VALUES ('vidq.transcode', 'no-such-rung', 'm1', 'transcode.rendition', 'vid_1', '{}')"""
+    )
+    connection = await aio_pika.connect_robust(str(broker.amqp_url))
+    async with connection:
+        relay = OutboxRelay(db, await AmqpPublisher.open(connection))
+        assert await relay.drain_once() == (0, 1)
+    row = await db.fetchrow("SELECT published_at, attempts, last_error FROM outbox")
+    assert row is not None
+    assert row["published_at"] is None
+    assert row["attempts"] == 1

@@ -1,0 +1,63 @@
+"""Helpers to reach this machine's real broker and database, shared by integration and e2e tests."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from urllib.parse import quote, urlparse, urlunparse
+
+import asyncpg
+
+from shared.bootstrap import OWNERS
+from shared.db import migrate
+from tests.settings import ROOT, machine_value
+
+ADMIN_URL = machine_value("VIDQ_BROKER_ADMIN_URL", "http://guest:guest@127.0.0.1:15672")
+BASE_DB_URL = machine_value("VIDQ_DATABASE_URL", "postgresql://vidq@127.0.0.1:5432/vidq")
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
+
+
+def amqp_url_for(vhost: str, user: str | None = None, password: str | None = None) -> str:
+    """An AMQP URL for ``vhost`` with the administrator's credentials, or the ones given."""
+    admin = urlparse(ADMIN_URL)
+    credentials = f"{user or admin.username}:{password or admin.password}"
+    return f"amqp://{credentials}@{admin.hostname}:5672/{quote(vhost, safe='')}"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+async def create_database(name: str) -> str:
+    """Create a database with every service's migrations applied; returns its URL."""
+    conn = await asyncpg.connect(BASE_DB_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = with_database(BASE_DB_URL, name)
+    conn = await asyncpg.connect(url)
+    try:
+        for owner in OWNERS:
+            await migrate(conn, owner, ROOT / "deploy" / "migrations")
+    finally:
+        await conn.close()
+    return url
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(BASE_DB_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,66 @@
+"""Group commit: concurrent requests share a batch, a lone one runs at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from notifier.batch import Batcher
+
+
+class Recorder:
+    """A batch function that records its batches and can be held until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        await self.gate.wait()
+        return [i * 10 for i in items]
+
+
+async def test_a_lone_request_runs_at_once() -> None:
+    run = Recorder()
+    assert await Batcher(run).submit(1) == 10
+    assert run.batches == [[1]]
+
+
+async def test_requests_arriving_during_a_batch_run_together_next() -> None:
+    run = Recorder()
+    batcher = Batcher(run)
+    run.gate.clear()
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)  # the first batch is in flight
+    others = [asyncio.create_task(batcher.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    run.gate.set()
+    assert await first == 10
+    assert [await t for t in others] == [20, 30, 40]
+    assert run.batches == [[1], [2, 3, 4]]
+
+
+async def test_a_batch_holds_at_most_max_size() -> None:
+    run = Recorder()
+    batcher = Batcher(run, max_size=2)
+    run.gate.clear()
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    run.gate.set()
+    assert [await t for t in tasks] == [0, 10, 20, 30, 40]
+    assert run.batches == [[0, 1], [2, 3], [4]]
+
+
+async def test_a_failed_batch_fails_each_of_its_callers() -> None:
+    async def broken(items: Sequence[int]) -> list[int]:
+        raise ConnectionError("database away")
+
+    batcher: Batcher[int, int] = Batcher(broken)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+    for task in tasks:
+        with pytest.raises(ConnectionError):
+            await task

@@ -1,0 +1,203 @@
+"""What ffprobe's JSON and ffmpeg's ``-progress`` blocks mean, without running either."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.errors import InvalidSource
+from shared.ffmpeg import ProbeResult, Progress, parse_probe, parse_progress_block
+
+
+def video_stream(**values: Any) -> dict[str, Any]:
+    stream: dict[str, Any] = {
+        "index": 0,
+        "codec_type": "video",
+        "codec_name": "h264",
+        "width": 1920,
+        "height": 1080,
+        "pix_fmt": "yuv420p",
+        "avg_frame_rate": "30000/1001",
+        "r_frame_rate": "30000/1001",
+        "duration": "9.976",
+        "disposition": {"default": 1, "attached_pic": 0},
+    }
+    stream.update(values)
+    return stream
+
+
+def audio_stream(**values: Any) -> dict[str, Any]:
+    stream: dict[str, Any] = {"index": 1, "codec_type": "audio", "codec_name": "aac", "channels": 2}
+    stream.update(values)
+    return stream
+
+
+def probe_data(*streams: dict[str, Any], **fmt: Any) -> dict[str, Any]:
+    format_: dict[str, Any] = {
+        "format_name": "mov,mp4,m4a,3gp,3g2,mj2",
+        "duration": "10.010000",
+        "bit_rate": "5000123",
+    }
+    format_.update(fmt)
+    return {"streams": list(streams), "format": format_}
+
+
+def test_parse_probe_reads_an_ordinary_mp4() -> None:
+    result = parse_probe(probe_data(video_stream(), audio_stream()))
+
+    assert result == ProbeResult(
+        format_name="mov,mp4,m4a,3gp,3g2,mj2",
+        duration_s=10.01,
+        width=1920,
+        height=1080,
+        rotation=0,
+        video_codec="h264",
+        pix_fmt="yuv420p",
+        frame_rate=29.97,
+        audio_codec="aac",
+        bit_rate=5000123,
+    )
+    assert result.has_audio
+    assert (result.display_width, result.display_height) == (1920, 1080)
+
+
+def test_parse_probe_without_audio_has_no_audio() -> None:
+    result = parse_probe(probe_data(video_stream()))
+
+    assert result.audio_codec is None
+    assert not result.has_audio
+
+
+@pytest.mark.parametrize(
+    ("side_data", "expected"),
+    [(-90, 270), (90, 90), (180, 180), (-180, 180), (270, 270), (0, 0), (-90.0000001, 270)],
+)
+def test_parse_probe_reads_rotation_from_the_display_matrix(side_data: float, expected: int) -> None:
+    stream = video_stream(side_data_list=[{"side_data_type": "Display Matrix", "rotation": side_data}])
+
+    assert parse_probe(probe_data(stream)).rotation == expected
+
+
+def test_a_rotated_phone_clip_displays_portrait() -> None:
+    stream = video_stream(side_data_list=[{"side_data_type": "Display Matrix", "rotation": -90}])
+
+    result = parse_probe(probe_data(stream))
+
+    assert (result.width, result.height) == (1920, 1080)
+    assert (result.display_width, result.display_height) == (1080, 1920)
+
+
+@pytest.mark.parametrize(("rotate", "expected"), [("90", 90), ("270", 270), ("-90", 270), ("0", 0)])
+def test_parse_probe_reads_rotation_from_the_rotate_tag(rotate: str, expected: int) -> None:
+    assert parse_probe(probe_data(video_stream(tags={"rotate": rotate}))).rotation == expected
+
+
+def test_the_display_matrix_wins_over_the_rotate_tag() -> None:
+    stream = video_stream(tags={"rotate": "180"}, side_data_list=[{"rotation": 90}])
+
+    assert parse_probe(probe_data(stream)).rotation == 90
+
+
+def test_side_data_without_rotation_is_skipped() -> None:
+    stream = video_stream(side_data_list=[{"side_data_type": "CPB properties"}], tags={"rotate": "90"})
+
+    assert parse_probe(probe_data(stream)).rotation == 90
+
+
+def test_an_audio_only_file_is_not_a_video_and_the_error_says_audio() -> None:
+    with pytest.raises(InvalidSource, match="audio"):
+        parse_probe(probe_data(audio_stream(index=0), format_name="mp3"))
+
+
+def test_cover_art_is_not_a_video_stream() -> None:
+    cover = video_stream(codec_name="mjpeg", width=600, height=600, disposition={"attached_pic": 1})
+
+    with pytest.raises(InvalidSource, match="audio"):
+        parse_probe(probe_data(audio_stream(index=0), cover, format_name="mp3"))
+
+
+def test_cover_art_before_the_real_video_is_skipped() -> None:
+    cover = video_stream(index=0, codec_name="mjpeg", width=600, height=600, disposition={"attached_pic": 1})
+    real = video_stream(index=1, width=1280, height=720)
+
+    result = parse_probe(probe_data(cover, real, audio_stream(index=2)))
+
+    assert (result.width, result.height, result.video_codec) == (1280, 720, "h264")
+
+
+@pytest.mark.parametrize("format_name", ["image2", "png_pipe", "jpeg_pipe", "mjpeg", "gif_pipe", "apng"])
+def test_a_still_image_is_not_a_video(format_name: str) -> None:
+    stream = video_stream(codec_name="png", duration=None)
+
+    with pytest.raises(InvalidSource, match="still image"):
+        parse_probe(probe_data(stream, format_name=format_name, duration="0.040000"))
+
+
+@pytest.mark.parametrize(
+    ("format_duration", "stream_duration"), [(None, None), ("N/A", "N/A"), ("0.000000", None), ("-1", None)]
+)
+def test_a_video_without_a_duration_is_refused(
+    format_duration: str | None, stream_duration: str | None
+) -> None:
+    data = probe_data(video_stream(duration=stream_duration), duration=format_duration)
+
+    with pytest.raises(InvalidSource, match="duration"):
+        parse_probe(data)
+
+
+def test_the_stream_duration_is_used_when_the_format_has_none() -> None:
+    data = probe_data(video_stream(duration="4.5"), duration=None)
+
+    assert parse_probe(data).duration_s == 4.5
+
+
+@pytest.mark.parametrize("data", [{}, {"streams": [], "format": {}}, {"streams": None, "format": None}])
+def test_a_file_without_streams_is_refused(data: dict[str, Any]) -> None:
+    with pytest.raises(InvalidSource, match="no video stream"):
+        parse_probe(data)
+
+
+def test_a_video_stream_without_a_frame_size_is_refused() -> None:
+    with pytest.raises(InvalidSource, match="frame size"):
+        parse_probe(probe_data(video_stream(width=0, height=None)))
+
+
+def test_the_frame_rate_falls_back_to_r_frame_rate() -> None:
+    stream = video_stream(avg_frame_rate="0/0", r_frame_rate="25/1")
+
+    assert parse_probe(probe_data(stream)).frame_rate == 25.0
+
+
+def test_an_unknown_frame_rate_is_none() -> None:
+    stream = video_stream(avg_frame_rate="0/0", r_frame_rate="nonsense")
+
+    assert parse_probe(probe_data(stream)).frame_rate is None
+
+
+def test_a_bit_rate_that_is_not_a_number_is_none() -> None:
+    assert parse_probe(probe_data(video_stream(), bit_rate="N/A")).bit_rate is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"frame": "45", "out_time_us": "1500000", "speed": "2.5x", "progress": "continue"},
+            Progress(1.5, 2.5, 45, done=False),
+        ),
+        (
+            {"out_time_us": "10000000", "speed": "   1x", "progress": "end"},
+            Progress(10.0, 1.0, None, done=True),
+        ),
+        ({"out_time_us": "N/A", "speed": "N/A", "frame": "0"}, Progress(0.0, None, 0, done=False)),
+        ({"out_time_us": "-23000", "speed": ""}, Progress(0.0, None, None, done=False)),
+        ({"out_time_ms": "2000000"}, Progress(2.0, None, None, done=False)),
+        ({}, Progress(0.0, None, None, done=False)),
+    ],
+    ids=["running", "end", "not-yet-known", "negative-start", "out_time_ms-fallback", "empty"],
+)
+def test_parse_progress_block_reads_time_speed_frame_and_end(
+    fields: dict[str, str], expected: Progress
+) -> None:
+    assert parse_progress_block(fields) == expected

@@ -1,0 +1,154 @@
+"""Thumbnailer handlers with a fake frame grabber: files written, reports published."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.errors import EncodeFailed, PermanentError, WorkCanceled
+from shared.events import VideoUploaded
+from shared.ids import event_id
+from shared.messaging.memory import InMemoryPublisher
+from shared.messaging.topology import RESULTS
+from shared.reports import ThumbnailCompletedReport, ThumbnailFailedReport
+from shared.storage import LocalStorage, source_key, thumbnail_key
+from tests.settings import make
+from tests.unit import factories
+from thumbnailer.handlers import FrameGrabber, ThumbnailerDeps, handle_video_uploaded, report_thumbnail_failed
+from thumbnailer.settings import ThumbnailerSettings
+
+
+class FakeGrabber(FrameGrabber):
+    """Writes a JPEG-ish file to every output of the command, as ffmpeg would."""
+
+    def __init__(self, *, writes: bool = True) -> None:
+        self.writes = writes
+        self.argvs: list[list[str]] = []
+
+    async def run(self, argv: list[str], *, timeout: float, stall_timeout: float) -> None:
+        self.argvs.append(argv)
+        if self.writes:
+            for arg in argv:
+                if arg.endswith(".jpg"):
+                    Path(arg).write_bytes(b"\xff\xd8 jpeg " + arg.encode())
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path)
+
+
+@pytest.fixture
+def publisher() -> InMemoryPublisher:
+    return InMemoryPublisher()
+
+
+@pytest.fixture
+def grabber() -> FakeGrabber:
+    return FakeGrabber()
+
+
+@pytest.fixture
+def deps(storage: LocalStorage, publisher: InMemoryPublisher, grabber: FakeGrabber) -> ThumbnailerDeps:
+    return ThumbnailerDeps(make(ThumbnailerSettings), publisher, storage, grabber)
+
+
+def uploaded(
+    storage: LocalStorage, width: int = 1920, height: int = 1080, *, with_source: bool = True
+) -> VideoUploaded:
+    video = factories.video(source=factories.source(width=width, height=height, duration_s=8.0))
+    if with_source:
+        path = storage.local_path(source_key(video.id))
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"source")
+    return VideoUploaded(
+        id=event_id(video.id, "uploaded"), timestamp=datetime.now(UTC), sequence=1, data=video
+    )
+
+
+async def test_an_upload_gets_posters_at_each_width_and_a_completed_report(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher, grabber: FakeGrabber
+) -> None:
+    event = uploaded(storage)
+
+    await handle_video_uploaded(event, deps)
+
+    [published] = publisher.published
+    assert (published.exchange, published.routing_key) == (RESULTS, "thumbnail.completed")
+    report = published.decode(ThumbnailCompletedReport)
+    assert report.id == event_id(event.data.id, "thumbnail.completed")
+    assert published.message.message_id == report.id
+    assert report.video_id == event.data.id
+    assert report.widths == [1280, 640, 320]
+    for width in (1280, 640, 320):
+        assert storage.local_path(thumbnail_key(event.data.id, width)).read_bytes().startswith(b"\xff\xd8")
+    assert list(storage.tmp.iterdir()) == []
+    [argv] = grabber.argvs
+    assert argv[argv.index("-ss") + 1] == "2.0"
+    assert argv[argv.index("-i") + 1] == str(storage.local_path(source_key(event.data.id)))
+
+
+async def test_a_small_source_gets_only_the_widths_that_fit(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher
+) -> None:
+    event = uploaded(storage, 200, 150)
+
+    await handle_video_uploaded(event, deps)
+
+    assert publisher.published[0].decode(ThumbnailCompletedReport).widths == [200]
+    assert storage.local_path(thumbnail_key(event.data.id, 200)).is_file()
+    assert not storage.local_path(thumbnail_key(event.data.id, 320)).exists()
+
+
+async def test_a_redelivered_upload_reports_the_same_id(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher
+) -> None:
+    event = uploaded(storage)
+
+    await handle_video_uploaded(event, deps)
+    await handle_video_uploaded(event, deps)
+
+    first, second = publisher.published
+    assert first.message.message_id == second.message.message_id
+
+
+async def test_an_upload_whose_source_is_gone_is_canceled_and_publishes_nothing(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher, grabber: FakeGrabber
+) -> None:
+    event = uploaded(storage, with_source=False)
+
+    with pytest.raises(WorkCanceled, match=event.data.id):
+        await handle_video_uploaded(event, deps)
+
+    assert publisher.published == []
+    assert grabber.argvs == []
+
+
+async def test_no_frame_written_is_a_permanent_failure_that_leaves_no_files(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher, grabber: FakeGrabber
+) -> None:
+    grabber.writes = False
+    event = uploaded(storage)
+
+    with pytest.raises(EncodeFailed, match="no frame"):
+        await handle_video_uploaded(event, deps)
+
+    assert publisher.published == []
+    assert not storage.local_path(thumbnail_key(event.data.id, 1280)).exists()
+    assert list(storage.tmp.iterdir()) == []
+
+
+async def test_on_failure_reports_thumbnail_failed_with_the_error(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher
+) -> None:
+    event = uploaded(storage)
+
+    await report_thumbnail_failed(event, PermanentError("the video has no decodable picture"), deps)
+
+    [published] = publisher.published
+    assert (published.exchange, published.routing_key) == (RESULTS, "thumbnail.failed")
+    report = published.decode(ThumbnailFailedReport)
+    assert report.id == event_id(event.data.id, "thumbnail.failed")
+    assert report.error == "the video has no decodable picture"

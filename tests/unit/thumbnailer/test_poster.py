@@ -1,0 +1,85 @@
+"""Poster sizes (1280/640/320, never upscaled, even), where to look, and the ffmpeg command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from thumbnailer.poster import BATCH, argv, sizes, timestamp
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "expected"),
+    [
+        (3840, 2160, [(1280, 720), (640, 360), (320, 180)]),
+        (1920, 1080, [(1280, 720), (640, 360), (320, 180)]),
+        (1280, 720, [(1280, 720), (640, 360), (320, 180)]),
+        (1279, 720, [(640, 360), (320, 180)]),
+        (800, 600, [(640, 480), (320, 240)]),
+        (640, 360, [(640, 360), (320, 180)]),
+        (1080, 1920, [(640, 1136), (320, 568)]),
+        (320, 240, [(320, 240)]),
+        (319, 239, [(318, 238)]),
+        (160, 90, [(160, 90)]),
+        (101, 57, [(100, 56)]),
+    ],
+)
+def test_poster_widths_are_1280_640_320_without_upscaling(
+    width: int, height: int, expected: list[tuple[int, int]]
+) -> None:
+    assert sizes(width, height) == expected
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(1920, 1080), (1080, 1920), (1281, 721), (333, 777), (99, 1001), (4096, 1716), (2, 2)],
+)
+def test_poster_sizes_are_even_never_larger_than_the_source_and_keep_the_aspect(
+    width: int, height: int
+) -> None:
+    made = sizes(width, height)
+
+    assert made
+    assert [w for w, _ in made] == sorted((w for w, _ in made), reverse=True)
+    for w, h in made:
+        assert w % 2 == 0
+        assert h % 2 == 0
+        assert w <= width
+        assert h <= height
+        assert w / h == pytest.approx(width / height, rel=0.05, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("duration", "expected"), [(10.0, 2.5), (1.0, 0.25), (3601.0, 900.25), (0.01, 0.003)]
+)
+def test_the_poster_is_looked_for_a_quarter_of_the_way_in_never_at_frame_zero(
+    duration: float, expected: float
+) -> None:
+    assert timestamp(duration) == expected
+    assert timestamp(duration) > 0
+
+
+@pytest.mark.parametrize("duration", [0.0, -5.0])
+def test_a_video_without_duration_is_looked_at_from_the_start(duration: float) -> None:
+    assert timestamp(duration) == 0.0
+
+
+def test_one_ffmpeg_run_seeks_picks_a_typical_frame_and_writes_every_size() -> None:
+    outputs = [
+        (1280, 720, Path("/t/1280.jpg")),
+        (640, 360, Path("/t/640.jpg")),
+        (320, 180, Path("/t/320.jpg")),
+    ]
+
+    args = argv("/media/source", 2.5, outputs)
+
+    assert args[args.index("-ss") + 1] == "2.5"
+    assert args.index("-ss") < args.index("-i")
+    graph = args[args.index("-filter_complex") + 1]
+    assert f"thumbnail={BATCH}" in graph
+    assert "split=3" in graph
+    for w, h, path in outputs:
+        assert f"scale={w}:{h}" in graph
+        assert str(path) in args
+    assert args.count("-vframes") == 3

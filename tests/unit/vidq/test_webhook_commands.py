@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.unit.vidq.fakeapi import FakeApi, invoke, ok, problem
+from vidq.commands.webhooks import moment
+from vidq.errors import UsageProblem
+
+HOOK = {
+    "id": "whk_1",
+    "url": "https://example.com/hooks",
+    "events": ["video.*"],
+    "description": "",
+    "enabled": True,
+    "disabled_reason": None,
+    "created_at": "2025-01-02T03:04:05Z",
+    "updated_at": "2025-01-02T03:04:05Z",
+}
+
+
+def _delivery(status: str, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": "dlv_1",
+        "event_id": "evt_t",
+        "event_type": "webhook.test",
+        "video_id": "",
+        "status": status,
+        "attempts": len(attempts),
+        "created_at": "2025-01-02T03:04:05Z",
+        "next_attempt_at": None,
+        "completed_at": None,
+        "last_status_code": attempts[-1]["status_code"] if attempts else None,
+        "last_error": None,
+        "attempt_log": attempts,
+    }
+
+
+def _attempt(code: int | None, error: str | None = None) -> dict[str, Any]:
+    return {
+        "attempted_at": "2025-01-02T03:04:06Z",
+        "status_code": code,
+        "latency_ms": 12,
+        "error": error,
+        "response_body": "",
+        "manual": False,
+    }
+
+
+def test_add_posts_url_patterns_and_shows_the_secret_once() -> None:
+    api = FakeApi().on("POST", "/v1/webhooks", ok({**HOOK, "secret": "whsec_abc"}, 201))
+    result = invoke(
+        api, "webhooks", "add", "https://example.com/hooks", "-e", "video.*", "-e", "rendition.failed"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(api.requests[0].content) == {
+        "url": "https://example.com/hooks",
+        "events": ["video.*", "rendition.failed"],
+        "description": "",
+    }
+    assert "whsec_abc" in result.stdout
+
+
+def test_add_subscribes_to_every_event_by_default() -> None:
+    api = FakeApi().on("POST", "/v1/webhooks", ok({**HOOK, "secret": "whsec_abc"}, 201))
+    invoke(api, "webhooks", "add", "https://example.com/hooks", "--json")
+    assert json.loads(api.requests[0].content)["events"] == ["*"]
+
+
+def test_add_refused_by_the_api_exits_1_with_its_detail() -> None:
+    api = FakeApi().on(
+        "POST", "/v1/webhooks", problem(422, "url: Input should be a valid URL", "Invalid request")
+    )
+    result = invoke(api, "webhooks", "add", "notaurl")
+    assert result.exit_code == 1
+    assert result.stderr == "vidq: invalid request: url: Input should be a valid URL\n"
+
+
+def test_ls_json_and_table() -> None:
+    api = FakeApi().on("GET", "/v1/webhooks", ok({"data": [HOOK]}))
+    assert json.loads(invoke(api, "webhooks", "ls", "--json").stdout) == {"data": [HOOK]}
+    table = invoke(api, "webhooks", "ls").stdout
+    assert "whk_1" in table
+    assert "video.*" in table
+
+
+def test_rm_of_an_unknown_webhook_exits_3() -> None:
+    api = FakeApi().on("DELETE", "/v1/webhooks/whk_x", problem(404, "no webhook 'whk_x'", "Not found"))
+    result = invoke(api, "webhooks", "rm", "whk_x")
+    assert result.exit_code == 3
+    assert result.stderr == "vidq: not found: no webhook 'whk_x'\n"
+
+
+def test_deliveries_passes_the_filters() -> None:
+    page = {"data": [_delivery("succeeded", [_attempt(200)])], "next_cursor": None, "has_more": False}
+    api = FakeApi().on("GET", "/v1/webhooks/whk_1/deliveries", ok(page))
+    result = invoke(
+        api, "webhooks", "deliveries", "whk_1", "--status", "failed", "--video", "vid_1", "--json"
+    )
+    assert json.loads(result.stdout) == page
+    assert dict(api.requests[0].url.params) == {"status": "failed", "video_id": "vid_1", "limit": "20"}
+
+
+class TestReplay:
+    def test_since_an_age_sends_an_rfc3339_time(self) -> None:
+        api = FakeApi().on("POST", "/v1/webhooks/whk_1/replay", ok({"status": "queued"}, 202))
+        result = invoke(api, "webhooks", "replay", "whk_1", "--since", "2h", "--failed-only")
+        assert result.exit_code == 0, result.output
+        params = api.requests[0].url.params
+        assert datetime.fromisoformat(params["since"]).tzinfo is not None
+        assert params["failed_only"] == "true"
+
+    def test_one_delivery(self) -> None:
+        api = FakeApi().on("POST", "/v1/webhooks/whk_1/deliveries/dlv_1/retry", ok({"status": "queued"}, 202))
+        assert invoke(api, "webhooks", "replay", "whk_1", "--delivery", "dlv_1").exit_code == 0
+        assert len(api.requests) == 1
+
+    @pytest.mark.parametrize("args", [[], ["--since", "1h", "--delivery", "dlv_1"], ["--since", "yesterday"]])
+    def test_needs_exactly_one_valid_choice(self, args: list[str]) -> None:
+        result = invoke(FakeApi(), "webhooks", "replay", "whk_1", *args)
+        assert result.exit_code == 2
+        assert result.stderr.startswith("vidq: ")
+
+    def test_moments(self) -> None:
+        now = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
+        assert moment("30m", now=now) == "2025-01-02T11:30:00+00:00"
+        assert moment("2025-01-02T03:04:05Z") == "2025-01-02T03:04:05+00:00"
+        with pytest.raises(UsageProblem):
+            moment("soon")
+
+
+class TestTest:
+    def _api(self, *rows: dict[str, Any]) -> FakeApi:
+        sent = ok({"status": "queued", "event_id": "evt_t", "delivery_id": "dlv_1"}, 202)
+        pages = [ok({"data": [row] if row else [], "next_cursor": None, "has_more": False}) for row in rows]
+        return (
+            FakeApi()
+            .on("POST", "/v1/webhooks/whk_1/test", sent)
+            .on("GET", "/v1/webhooks/whk_1/deliveries", *pages)
+        )
+
+    def test_waits_for_the_first_attempt_and_reports_it(self) -> None:
+        api = self._api({}, _delivery("pending", []), _delivery("succeeded", [_attempt(200)]))
+        result = invoke(api, "webhooks", "test", "whk_1")
+        assert result.exit_code == 0, result.output
+        assert "answered 200" in result.stdout
+        assert api.requests[-1].url.params["event_id"] == "evt_t"
+
+    def test_an_endpoint_answering_an_error_fails_the_command(self) -> None:
+        api = self._api(_delivery("pending", [_attempt(500)]))
+        result = invoke(api, "webhooks", "test", "whk_1", "--json")
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["attempt_log"][0]["status_code"] == 500
+        assert result.stderr == "vidq: webhook test failed: the endpoint answered 500 (delivery dlv_1)\n"
+
+    def test_an_endpoint_not_answering_fails_with_the_error(self) -> None:
+        api = self._api(_delivery("pending", [_attempt(None, "timed out after 15 s")]))
+        result = invoke(api, "webhooks", "test", "whk_1")
+        assert result.exit_code == 1
+        assert result.stderr == "vidq: webhook test failed: timed out after 15 s (delivery dlv_1)\n"
+
+    def test_no_attempt_in_time_fails(self) -> None:
+        api = self._api(_delivery("pending", []))
+        result = invoke(api, "webhooks", "test", "whk_1", "--timeout", "1")
+        assert result.exit_code == 1
+        assert "no attempt within 1 s" in result.stderr
+        assert len(api.sent("GET", "/v1/webhooks/whk_1/deliveries")) == 4
+
+    def test_no_wait_only_queues(self) -> None:
+        api = self._api()
+        result = invoke(api, "webhooks", "test", "whk_1", "--no-wait", "--json")
+        assert result.exit_code == 0
+        assert json.loads(result.stdout)["delivery_id"] == "dlv_1"
+        assert isinstance(api.requests[0], httpx.Request)
+        assert len(api.requests) == 1

@@ -1,0 +1,5 @@
+import uvloop
+
+from thumbnailer.app import main
+
+uvloop.run(main())

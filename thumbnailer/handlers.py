@@ -1,0 +1,95 @@
+"""Thumbnailer handlers: make the poster JPEGs of an uploaded video and report them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared import ffmpeg
+from shared.errors import EncodeFailed, PipelineError, WorkCanceled
+from shared.events import VideoUploaded
+from shared.ids import event_id
+from shared.messaging.publisher import Publisher
+from shared.reports import Report, ThumbnailCompletedReport, ThumbnailFailedReport, publish_report
+from shared.storage import Storage, source_key, thumbnail_key
+from thumbnailer import poster
+from thumbnailer.settings import ThumbnailerSettings
+
+log = logging.getLogger(__name__)
+
+
+class FrameGrabber:
+    """The ffmpeg side, behind a seam so handler tests can use a fake."""
+
+    async def run(self, argv: list[str], *, timeout: float, stall_timeout: float) -> None:
+        await ffmpeg.run(argv, timeout=timeout, stall_timeout=stall_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ThumbnailerDeps:
+    settings: ThumbnailerSettings
+    publisher: Publisher
+    storage: Storage
+    grabber: FrameGrabber
+
+
+async def _report(deps: ThumbnailerDeps, item: Report) -> None:
+    await publish_report(deps.publisher, item, app_id="thumbnailer")
+
+
+async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> None:
+    """Write the poster at each width (atomic, deterministic paths); publishes thumbnail.completed.
+
+    Idempotent: a redelivery overwrites the same files and reports the same id.
+    """
+    video = event.data
+    if not await deps.storage.exists(source_key(video.id)):
+        raise WorkCanceled(f"the source of {video.id} is gone (video deleted)")
+    sizes = poster.sizes(video.source.width, video.source.height)
+    async with contextlib.AsyncExitStack() as stack:
+        outputs = [
+            (
+                w,
+                h,
+                await stack.enter_async_context(
+                    deps.storage.writer(thumbnail_key(video.id, w), suffix=".jpg")
+                ),
+            )
+            for w, h in sizes
+        ]
+        argv = poster.argv(
+            str(deps.storage.local_path(source_key(video.id))),
+            poster.timestamp(video.source.duration_s),
+            outputs,
+        )
+        await deps.grabber.run(
+            argv,
+            timeout=deps.settings.thumbnailer_timeout_s,
+            stall_timeout=deps.settings.thumbnailer_stall_timeout_s,
+        )
+        if not all(path.is_file() and path.stat().st_size > 0 for _, _, path in outputs):
+            raise EncodeFailed("ffmpeg wrote no frame (the video may have no decodable picture)")
+    await _report(
+        deps,
+        ThumbnailCompletedReport(
+            id=event_id(video.id, "thumbnail.completed"),
+            timestamp=datetime.now(UTC),
+            video_id=video.id,
+            widths=[w for w, _ in sizes],
+        ),
+    )
+
+
+async def report_thumbnail_failed(event: VideoUploaded, error: PipelineError, deps: ThumbnailerDeps) -> None:
+    """on_failure: tell the gateway the poster cannot be made (the video then fails)."""
+    await _report(
+        deps,
+        ThumbnailFailedReport(
+            id=event_id(event.data.id, "thumbnail.failed"),
+            timestamp=datetime.now(UTC),
+            video_id=event.data.id,
+            error=str(error),
+        ),
+    )

@@ -1,0 +1,5 @@
+import uvloop
+
+from transcoder.app import main
+
+uvloop.run(main())

@@ -1,0 +1,227 @@
+"""A small typed client of the vidq REST API, on httpx, for the command line.
+
+Every method returns the API's JSON as it came (``--json`` prints exactly that) or raises a
+:mod:`vidq.errors` exception: an error answer (``application/problem+json``) becomes one
+``ApiError`` with its status and ``detail``; a network failure becomes ``Unreachable``. The
+transport is injectable, so unit tests run against ``httpx.MockTransport``.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO, Any
+
+import httpx
+
+from vidq import __version__, sse
+from vidq.errors import ApiError, ExitCode, Unreachable, UsageProblem, VidqError
+
+Json = dict[str, Any]
+
+#: After one of these a video's event stream ends (``shared.events.TERMINAL_EVENT_TYPES``; a
+#: unit test keeps the two equal without making the CLI import the event models).
+TERMINAL_EVENTS = frozenset({"video.ready", "video.failed", "video.canceled", "video.deleted"})
+TERMINAL_STATUSES = frozenset({"ready", "failed", "canceled"})
+
+_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: The gateway probes an upload before it answers; a long file takes a while.
+_UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=300.0)
+#: The gateway pings an idle stream every 15 s; four missed pings mean the connection is gone.
+_STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=60.0)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.split("] ", 1)[1] if text.startswith("[Errno") and "] " in text else text
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """Translate httpx's exceptions into the CLI's, at the one boundary where they arise."""
+    try:
+        yield
+    except httpx.UnsupportedProtocol as exc:
+        raise UsageProblem(f"not an http(s) URL: {url!r} (set --url or VIDQ_URL)") from exc
+    except httpx.TimeoutException as exc:
+        raise Unreachable(f"unavailable: {url} did not answer in time") from exc
+    except httpx.ConnectError as exc:
+        raise Unreachable(f"unavailable: cannot connect to {url} ({_reason(exc)})") from exc
+    except httpx.TransportError as exc:
+        raise Unreachable(f"unavailable: the connection to {url} broke ({_reason(exc)})") from exc
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    """Raise the ``ApiError`` of an error answer (a problem document, or anything else)."""
+    if response.is_success:
+        return
+    response.read()
+    title, detail = response.reason_phrase, ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        title = str(body.get("title") or title)
+        detail = str(body.get("detail") or "")
+    raise ApiError(response.status_code, title, detail)
+
+
+def _retryable(exc: VidqError) -> bool:
+    return exc.exit_code == ExitCode.UNAVAILABLE
+
+
+class VidqClient:
+    """The ``/v1`` API with one API key."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url
+        self._pause = pause
+        try:
+            self._http = httpx.Client(
+                base_url=url,
+                headers={"authorization": f"Bearer {api_key}", "user-agent": f"vidq-cli/{__version__}"},
+                timeout=_TIMEOUT,
+                transport=transport,
+            )
+        except httpx.InvalidURL as exc:
+            raise UsageProblem(f"not a URL: {url!r} (set --url or VIDQ_URL)") from exc
+
+    def __enter__(self) -> VidqClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with _translated(self.url):
+            response = self._http.request(method, path, **kwargs)
+        raise_for_problem(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Json:
+        response = self._send(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise Unreachable(f"unavailable: {self.url} answered {path} with something not JSON") from exc
+        if not isinstance(body, dict):
+            raise Unreachable(f"unavailable: {self.url} answered {path} with JSON that is not an object")
+        return body
+
+    # videos
+
+    def upload(
+        self, file: IO[bytes], filename: str, *, fields: Mapping[str, str], idempotency_key: str | None = None
+    ) -> Json:
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        return self._json(
+            "POST",
+            "/v1/videos",
+            files={"file": (filename, file, content_type)},
+            data=dict(fields),
+            headers={"idempotency-key": idempotency_key} if idempotency_key else {},
+            timeout=_UPLOAD_TIMEOUT,
+        )
+
+    def videos(self, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> Json:
+        params = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v}
+        return self._json("GET", "/v1/videos", params=params)
+
+    def video(self, video_id: str) -> Json:
+        return self._json("GET", f"/v1/videos/{video_id}")
+
+    def delete_video(self, video_id: str) -> None:
+        self._send("DELETE", f"/v1/videos/{video_id}")
+
+    @contextmanager
+    def rendition(self, video_id: str, quality: str) -> Iterator[httpx.Response]:
+        """The rendition's MP4 as a streamed response (read it inside the block)."""
+        path = f"/v1/videos/{video_id}/renditions/{quality}"
+        with _translated(self.url), self._http.stream("GET", path, timeout=_STREAM_TIMEOUT) as response:
+            raise_for_problem(response)
+            yield response
+
+    def events(self, video_id: str, *, after: int = 0) -> Iterator[sse.ServerEvent]:
+        """One connection to the video's event stream: the events after sequence ``after``."""
+        params = {"after": after} if after else {}
+        path = f"/v1/videos/{video_id}/events"
+        with (
+            _translated(self.url),
+            self._http.stream("GET", path, params=params, timeout=_STREAM_TIMEOUT) as response,
+        ):
+            raise_for_problem(response)
+            yield from sse.parse(response.iter_lines())
+
+    def follow(self, video_id: str, *, after: int = 0, attempts: int = 5) -> Iterator[sse.ServerEvent]:
+        """The video's events until a terminal one (yielded last), resuming a broken stream.
+
+        A stream that breaks or ends early is opened again after the last sequence seen. It also
+        stops, without a terminal event, when the stream has nothing new and the video is over
+        (read its status then).
+        """
+        failures = 0
+        while True:
+            progressed = False
+            try:
+                for event in self.events(video_id, after=after):
+                    progressed = True
+                    after = max(after, event.sequence)
+                    yield event
+                    if event.event in TERMINAL_EVENTS:
+                        return
+                if not progressed and self.video(video_id)["status"] in TERMINAL_STATUSES:
+                    return
+            except VidqError as exc:
+                if not _retryable(exc) or failures + 1 >= attempts:
+                    raise
+            failures = 0 if progressed else failures + 1
+            if failures >= attempts:
+                raise Unreachable(f"unavailable: the event stream of {video_id} keeps ending early")
+            self._pause(min(0.5 * 2**failures, 10.0))
+
+    # webhooks
+
+    def create_webhook(self, url: str, events: list[str], description: str) -> Json:
+        body = {"url": url, "events": events, "description": description}
+        return self._json("POST", "/v1/webhooks", json=body)
+
+    def webhooks(self) -> Json:
+        return self._json("GET", "/v1/webhooks")
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._send("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def deliveries(
+        self,
+        webhook_id: str,
+        *,
+        status: str | None = None,
+        event_id: str | None = None,
+        video_id: str | None = None,
+        limit: int = 20,
+    ) -> Json:
+        query = {"status": status, "event_id": event_id, "video_id": video_id, "limit": limit}
+        params = {k: v for k, v in query.items() if v}
+        return self._json("GET", f"/v1/webhooks/{webhook_id}/deliveries", params=params)
+
+    def replay(self, webhook_id: str, *, since: str, until: str | None, failed_only: bool) -> Json:
+        params: dict[str, str] = {"since": since, "failed_only": str(failed_only).lower()}
+        if until:
+            params["until"] = until
+        return self._json("POST", f"/v1/webhooks/{webhook_id}/replay", params=params)
+
+    def retry_delivery(self, webhook_id: str, delivery_id: str) -> Json:
+        return self._json("POST", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
+
+    def test_webhook(self, webhook_id: str) -> Json:
+        return self._json("POST", f"/v1/webhooks/{webhook_id}/test")

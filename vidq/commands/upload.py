@@ -1,0 +1,117 @@
+"""``vidq upload`` and ``vidq watch``: send a video, then follow its renditions to the end."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+from rich.text import Text
+
+from vidq import views
+from vidq.client import TERMINAL_EVENTS, Json, VidqClient
+from vidq.errors import VidqError
+from vidq.options import JsonOutput
+from vidq.progress import CountingFile, RenditionBoard, bars
+from vidq.session import Session, session
+from vidq.sse import ServerEvent
+
+
+def _follow(api: VidqClient, video_id: str, board: RenditionBoard, as_json: bool) -> tuple[str, Json]:
+    """Follow the events to the end; returns how the video ended and the video as it ended."""
+    last: ServerEvent | None = None
+    for event in api.follow(video_id):
+        last = event
+        if as_json:
+            views.emit_line(event.data)
+            continue
+        try:
+            board.apply(event.json())
+        except ValueError:
+            continue  # an unreadable event moves no bar; the final state is read below
+    if last is not None and last.event in TERMINAL_EVENTS:
+        with suppress(ValueError):  # unreadable: ask for the video instead
+            data = last.json().get("data")
+            if isinstance(data, dict) and "renditions" in data:
+                return last.event.removeprefix("video."), data
+    video = api.video(video_id)
+    return str(video.get("status")), video
+
+
+def _finish(s: Session, video_id: str, ending: str, video: Json, as_json: bool) -> None:
+    if not as_json:
+        s.out.print(views.video_view(video))
+    if ending == "failed":
+        raise VidqError(f"video {video_id} failed: {video.get('error') or 'see vidq show ' + video_id}")
+    if ending != "ready":
+        raise VidqError(f"video {video_id} was {ending}")
+
+
+def _watch(api: VidqClient, progress: Progress, video: Json, as_json: bool) -> tuple[str, Json]:
+    board = RenditionBoard(progress)
+    if not as_json:
+        board.video(video)
+    return _follow(api, video["id"], board, as_json)
+
+
+def upload(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="The video.")
+    ],
+    qualities: Annotated[
+        str | None,
+        typer.Option(
+            "--qualities", "-q", help="Comma list of rungs, e.g. 720p,360p (default: all that fit)."
+        ),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow the renditions until the video is ready or failed.")
+    ] = False,
+    callback_url: Annotated[
+        str | None, typer.Option(help="Also send this video's events here, signed.")
+    ] = None,
+    notify_email: Annotated[str | None, typer.Option(help="Email this address when it is done.")] = None,
+    metadata: Annotated[str | None, typer.Option(help="A JSON object (≤ 4 KiB) kept with the video.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Send the same key again to get the first answer, not a second video.")
+    ] = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Upload a video and print it; with --watch, follow it until it is ready (exit 0) or not (exit 1).
+
+    With --json: the video; with --watch --json, every event as a JSON line instead (the first,
+    video.uploaded, carries the video; the last is video.ready, video.failed or video.canceled).
+    """
+    s = session(ctx)
+    options = {"qualities": qualities, "callback_url": callback_url, "notify_email": notify_email}
+    fields = {k: v for k, v in {**options, "metadata": metadata}.items() if v}
+    with s.client() as api, bars(s.err, disable=as_json) as progress:
+        task = progress.add_task("upload", total=file.stat().st_size, bytes=True, note=Text(file.name))
+        with CountingFile(file, lambda at: progress.update(task, completed=at)) as body:
+            video = api.upload(body, file.name, fields=fields, idempotency_key=idempotency_key)
+        progress.update(task, note=Text(video["id"]))
+        ending = _watch(api, progress, video, as_json) if watch else None
+    if ending is not None:
+        _finish(s, video["id"], *ending, as_json)
+    elif as_json:
+        views.emit_json(video)
+    else:
+        planned = " ".join(r.get("quality", "") for r in video.get("renditions") or [])
+        s.out.print(f"{video['id']} {video.get('status')}: {planned}  (follow it: vidq watch {video['id']})")
+
+
+def watch(
+    ctx: typer.Context,
+    video_id: Annotated[str, typer.Argument(metavar="VIDEO_ID", help="The video (vid_…).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every event as a JSON line on stdout.")
+    ] = False,
+) -> None:
+    """Follow a video's renditions live until it is ready (exit 0), failed or canceled (exit 1)."""
+    s = session(ctx)
+    with s.client() as api, bars(s.err, disable=as_json) as progress:
+        ending = _watch(api, progress, {"id": video_id} if as_json else api.video(video_id), as_json)
+    _finish(s, video_id, *ending, as_json)
