@@ -33,5 +33,14 @@ integration: setup
 e2e: setup
 	$(PY) -m pytest -m e2e
 
+bench: setup          ## Every benchmark, one after the other (figures in var/bench; docs/benchmarks.md)
+	.venv/bin/pip install -q -e '.[bench]'
+	$(PY) -m bench.time_to_ready
+	$(PY) -m bench.encoding
+	$(PY) -m bench.webhooks
+	$(PY) -m bench.sse
+	$(PY) -m bench.upload
+	$(PY) -m bench.many_jobs
+
 clean:
 	rm -rf var .mypy_cache .ruff_cache .pytest_cache
