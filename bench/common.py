@@ -142,3 +142,8 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    """``VIDQ_X=value`` pairs of a ``--env`` option, as a dict."""
+    return dict(pair.split("=", 1) for pair in pairs)

@@ -44,6 +44,7 @@ from bench.common import (
     bench_stack,
     exclusive,
     machine_cpu_seconds,
+    parse_env,
     report,
     stack_pids,
     table,
@@ -276,7 +277,7 @@ async def main_async(args: argparse.Namespace) -> None:
         cmds = commands(args.duration)
         sizes = {c.quality: (c.width, c.height) for c in cmds}
         ways: dict[str, list[Outcome]] = {}
-        env = {"VIDQ_TRANSCODER_CONCURRENCY": str(args.concurrency)}
+        env = {"VIDQ_TRANSCODER_CONCURRENCY": str(args.concurrency), **parse_env(args.env)}
         async with bench_stack(env) as running:
             await asyncio.sleep(2)  # let the services settle after start
             for round_no in range(args.rounds):
@@ -341,9 +342,10 @@ def print_figures(
     for phase, seconds in vidq.extra["overhead_phases_s"].items():
         print(f"{phase:>32}: {seconds:.3f} s")
     report(
-        "time_to_ready",
+        args.name,
         {
             "duration_s": args.duration,
+            "env": args.env,
             "rounds": args.rounds,
             "transcoder_concurrency": args.concurrency,
             "preset": PRESET,
@@ -377,8 +379,12 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=2, help="VIDQ_TRANSCODER_CONCURRENCY of the stack (default 2)"
     )
+    parser.add_argument("--env", action="append", default=[], help="VIDQ_X=value for the stack (repeatable)")
+    parser.add_argument(
+        "--name", default="time_to_ready", help="name of the result file (var/bench/NAME.json)"
+    )
     args = parser.parse_args()
-    with exclusive("time_to_ready"):
+    with exclusive(args.name):
         asyncio.run(main_async(args))
 
 

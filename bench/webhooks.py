@@ -37,7 +37,7 @@ import httpx
 import uvloop
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from bench.common import RESULTS, bench_stack, exclusive, percentile, report, table
+from bench.common import RESULTS, bench_stack, exclusive, parse_env, percentile, report, table
 from bench.pipeline import (
     Components,
     clone_events,
@@ -345,10 +345,6 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         Scenario("paced", args.paced_events, 1, rate=args.rate),
     ]
     return [s for s in every if s.name in args.only]
-
-
-def parse_env(pairs: Sequence[str]) -> dict[str, str]:
-    return dict(pair.split("=", 1) for pair in pairs)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

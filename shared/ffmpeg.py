@@ -263,7 +263,8 @@ async def run(
     try:
         killed_for = await _supervise(readers, watch, timeout, stall_timeout)
         if killed_for is not None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
+                proc.kill()
         code = await proc.wait()
     except BaseException:
         # Canceled (video deleted, lease lost, shutdown) or a progress callback failed:

@@ -4,7 +4,10 @@
 after the broker comes back, but its *first* connect fails fast, so :func:`connect` wraps it in a
 retry loop. :class:`Consumers` runs one channel per route (prefetch per route, and a channel
 error on one queue does not stop the others) and can pause and resume a route, which the
-transcoder uses to stop deliveries while its encode slots are full.
+transcoder uses to stop deliveries while its encode slots are full. It also checks the robust
+layer's work: a consume waits until aio-pika has finished restoring the channel (a consume racing
+the restore could register one consumer twice), every consume has a consumer tag of its own, and a
+route's channel that stays closed on a live connection is replaced (``shared/messaging/channels.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 
 from shared.backoff import until_reachable
+from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
 from shared.messaging.consumer import Route, process
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import Topology, declare, declare_queue
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 #: A consume that the broker does not answer within this long is retried (the broker is away).
 CONSUME_TIMEOUT_S = 10.0
 _CONNECT_ERRORS = (ConnectionError, OSError, aiormq.exceptions.AMQPConnectionError, asyncio.TimeoutError)
+_CONSUME_ERRORS = (*_CONNECT_ERRORS, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, RuntimeError)
 
 
 def instance_name(service: str) -> str:
@@ -62,6 +72,7 @@ class Consumers:
         routes: Sequence[Route[Any, Any]],
         deps: Any,
         publisher: Publisher,
+        channel_stale_s: float = CHANNEL_STALE_S,
     ) -> None:
         self.service = service
         self.connection = connection
@@ -72,19 +83,30 @@ class Consumers:
         self.queues: dict[str, AbstractQueue] = {}
         self.tags: dict[str, str] = {}
         self.inflight: set[asyncio.Task[Any]] = set()
+        #: The routes that should be consuming (not paused).
+        self.wanted: set[str] = set()
         self._resuming: dict[str, asyncio.Task[None]] = {}
+        self._stale = {name: StaleChannel(channel_stale_s) for name in self.routes}
+        self._consumes = 0
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        for name, route in self.routes.items():
-            channel = await self.connection.channel()
-            await channel.set_qos(prefetch_count=route.prefetch)
-            if route.queue.kind == "broadcast":
-                queue = await declare_queue(channel, route.queue)
-            else:
-                queue = (await declare(channel, self.topology, only=[name], exchanges=False))[name]
-            self.queues[name] = queue
+        for name in self.routes:
+            await self._open(name)
             await self.resume(name)
+        self._watchdog = asyncio.create_task(self._watch_channels(), name="channel watchdog")
         log.info("consuming from %s", ", ".join(self.routes))
+
+    async def _open(self, name: str) -> None:
+        """A channel of its own for route ``name``, with its prefetch, and the queue declared."""
+        route = self.routes[name]
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=route.prefetch)
+        if route.queue.kind == "broadcast":
+            queue = await declare_queue(channel, route.queue)
+        else:
+            queue = (await declare(channel, self.topology, only=[name], exchanges=False))[name]
+        self.queues[name] = queue
 
     def _callback(self, route: Route[Any, Any]) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -100,11 +122,14 @@ class Consumers:
         return on_message
 
     async def _consume(self, name: str) -> None:
+        queue = self.queues[name]
+        if isinstance(queue.channel, AbstractRobustChannel):
+            # Not while aio-pika is restoring the channel: it may be re-registering consumers.
+            await asyncio.wait_for(queue.channel.ready(), CONSUME_TIMEOUT_S)
+        self._consumes += 1  # a tag per consume: one the broker still holds is never reused
+        tag = f"{instance_name(self.service)}/{name}/{self._consumes}"
         self.tags[name] = await asyncio.wait_for(
-            self.queues[name].consume(
-                self._callback(self.routes[name]), consumer_tag=f"{instance_name(self.service)}/{name}"
-            ),
-            CONSUME_TIMEOUT_S,
+            queue.consume(self._callback(self.routes[name]), consumer_tag=tag), CONSUME_TIMEOUT_S
         )
 
     async def resume(self, name: str) -> None:
@@ -113,30 +138,55 @@ class Consumers:
         If the broker is away right now, keep trying in the background until it is back: a
         consumer paused during an outage must not stay paused for good.
         """
+        self.wanted.add(name)
         if name in self.tags or name in self._resuming:
             return
         try:
             await self._consume(name)
-        except (*_CONNECT_ERRORS, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+        except _CONSUME_ERRORS as exc:
             log.warning("cannot consume from %s yet (%r); retrying in the background", name, exc)
             self._resuming[name] = asyncio.create_task(self._resume_later(name))
 
-    async def _resume_later(self, name: str) -> None:
+    async def _resume_later(self, name: str, *, new_channel: bool = False) -> None:
         delay = 0.5
         try:
             while name not in self.tags:
                 await asyncio.sleep(delay)
                 try:
+                    if new_channel:
+                        await self._open(name)
+                        new_channel = False
                     await self._consume(name)
-                except (*_CONNECT_ERRORS, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                except _CONSUME_ERRORS as exc:
                     log.debug("still cannot consume from %s: %r", name, exc)
                     delay = min(delay * 2, 5.0)
             log.info("consuming from %s again", name)
         finally:
-            self._resuming.pop(name, None)
+            if self._resuming.get(name) is asyncio.current_task():
+                del self._resuming[name]
+
+    async def _watch_channels(self, period: float = 1.0) -> None:
+        """Replace the channel of a route that should consume but lost it for good."""
+        while True:
+            await asyncio.sleep(period)
+            for name in sorted(self.wanted):
+                if self._stale[name].lost(self.queues[name].channel, self.connection):
+                    self._stale[name].reset()
+                    await self._replace_channel(name)
+
+    async def _replace_channel(self, name: str) -> None:
+        log.warning("the channel of %s did not come back after a reconnect; opening a new one", name)
+        pending = self._resuming.pop(name, None)
+        if pending is not None:
+            pending.cancel()
+        self.tags.pop(name, None)
+        with contextlib.suppress(Exception):
+            await self.queues[name].channel.close()  # so the robust layer forgets it
+        self._resuming[name] = asyncio.create_task(self._resume_later(name, new_channel=True))
 
     async def pause(self, name: str) -> None:
         """Stop taking deliveries from queue ``name`` (messages already delivered stay ours)."""
+        self.wanted.discard(name)
         pending = self._resuming.pop(name, None)
         if pending is not None:
             pending.cancel()
@@ -147,7 +197,9 @@ class Consumers:
 
     async def stop(self, grace: float) -> None:
         """Stop consuming, then give in-flight handlers up to ``grace`` seconds to finish."""
-        for name in list(self.tags):
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for name in {*self.tags, *self._resuming}:
             await self.pause(name)
         if self.inflight:
             log.info("waiting up to %.0f s for %d in-flight message(s)", grace, len(self.inflight))

@@ -115,7 +115,6 @@ async def main() -> None:
                 await consumers.resume(name)
 
         async def before_stop() -> None:
-            await pause()
             await deps.runner.drain(settings.shutdown_grace_s, partial(hand_back, deps=deps))
 
         deps.runner.pause, deps.runner.resume = pause, resume

@@ -45,7 +45,7 @@ class Claims(Protocol):
     async def claim(self, command: TranscodeRendition) -> Job | None: ...
     async def renew(self, job_ids: Iterable[str]) -> set[str]: ...
     async def finish(self, job_id: str, state: str, error: str | None = None) -> None: ...
-    async def release(self, job_id: str) -> None: ...
+    async def release(self, job_id: str, requeue: Callable[[], Awaitable[None]]) -> None: ...
     async def cancel_video(self, video_id: str) -> None: ...
     async def reap(self, reclaim: Reclaim, *, limit: int = 20) -> int: ...
 
@@ -110,16 +110,27 @@ class PgClaims:
                 error,
             )
 
-    async def release(self, job_id: str) -> None:
-        """Give a job back unfinished (shutdown): it waits for a retry that is not counted."""
+    async def release(self, job_id: str, requeue: Callable[[], Awaitable[None]]) -> None:
+        """Give a job back unfinished (shutdown): it waits for a retry that is not counted.
+
+        ``requeue`` publishes the job's command again. It runs while the job's row is locked and
+        already marked ``retrying``, and the change commits only if it succeeds: a transcoder
+        that gets the message at once waits for the commit and then claims the job (published
+        before the change, it would find the job still ours and drop it as a duplicate); if the
+        publish fails, the job stays ours until its lease runs out and the reaper sends it again.
+        """
         with map_asyncpg_errors():
-            await self.pool.execute(
-                """UPDATE transcode_jobs SET state = 'retrying', attempt = attempt - 1, lease_owner = NULL,
-                          lease_expires_at = NULL, updated_at = now()
-                   WHERE job_id = $1 AND lease_owner = $2 AND state = 'claimed'""",
-                job_id,
-                self.owner,
-            )
+            async with self.pool.acquire() as conn, conn.transaction():
+                released = await conn.fetchval(
+                    """UPDATE transcode_jobs SET state = 'retrying', attempt = attempt - 1,
+                              lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                       WHERE job_id = $1 AND lease_owner = $2 AND state = 'claimed'
+                       RETURNING job_id""",
+                    job_id,
+                    self.owner,
+                )
+                if released is not None:
+                    await requeue()
 
     async def cancel_video(self, video_id: str) -> None:
         with map_asyncpg_errors():

@@ -414,5 +414,6 @@ async def reclaim(job: Job, deps: TranscoderDeps) -> str:
 
 async def hand_back(job: Job, deps: TranscoderDeps) -> None:
     """On shutdown: return an unfinished job to its queue, without counting an attempt."""
-    await deps.publisher.publish(REQUEUE, _queue(deps, job).name, command_message(job.command))
-    await deps.claims.release(job.id)
+    await deps.claims.release(
+        job.id, partial(deps.publisher.publish, REQUEUE, _queue(deps, job).name, command_message(job.command))
+    )

@@ -124,8 +124,12 @@ class JobRunner:
                     task.cancel()
 
     async def drain(self, grace: float, hand_back: HandBack) -> None:
-        """On shutdown: let running encodes finish within ``grace``, hand back everything else."""
-        self._stopping = True
+        """On shutdown: stop intake, let running encodes finish within ``grace``, hand back the rest."""
+        async with self._flow:  # after a pause or resume under way, never overtaken by one
+            self._stopping = True
+            if not self._paused:
+                self._paused = True
+                await self.pause()
         waiting, self.waiting = self.waiting, []
         if self.running:
             log.info("waiting up to %.0f s for %d encode(s)", grace, len(self.running))

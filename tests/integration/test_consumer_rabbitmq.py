@@ -179,3 +179,72 @@ async def test_a_message_in_flight_at_shutdown_is_redelivered_to_another_consume
         await consumers2.stop(1)
     finally:
         await other.close()
+
+
+async def test_a_route_whose_channel_is_lost_for_good_gets_a_new_one_and_consumes_again(
+    broker: AdminSettings, connection: AbstractRobustConnection
+) -> None:
+    # aio-pika sometimes fails to restore a channel after a reconnect; closing it ourselves leaves
+    # it just as dead (the robust layer never reopens a channel closed by its owner).
+    rec = Recorder()
+    topology = build(broker)
+    route = Route(topology.queue(THUMBNAILER_UPLOADS), Ping, handle_ping, prefetch=5)
+    consumers = Consumers(
+        service="test",
+        connection=connection,
+        topology=topology,
+        routes=[route],
+        deps=rec,
+        publisher=await AmqpPublisher.open(connection),
+        channel_stale_s=0.5,
+    )
+    await consumers.start()
+    try:
+        lost = consumers.queues[THUMBNAILER_UPLOADS].channel
+        await lost.close()
+        await _until(lambda: consumers.queues[THUMBNAILER_UPLOADS].channel is not lost)
+        await _until(lambda: THUMBNAILER_UPLOADS in consumers.tags)
+        await _publish(connection, Ping(n=7))
+        await _until(lambda: rec.seen.get(7) == 1)
+    finally:
+        await consumers.stop(1)
+
+
+async def test_a_paused_route_keeps_no_consumer_and_resumes_under_a_new_consumer_tag(
+    broker: AdminSettings, connection: AbstractRobustConnection
+) -> None:
+    rec = Recorder()
+    consumers = await _consumers(connection, broker, rec)
+    try:
+        first = consumers.tags[THUMBNAILER_UPLOADS]
+        await consumers.pause(THUMBNAILER_UPLOADS)
+        await _publish(connection, Ping(n=1))
+        await asyncio.sleep(0.5)
+        assert rec.seen == {}
+        await consumers.resume(THUMBNAILER_UPLOADS)
+        await _until(lambda: rec.seen.get(1) == 1)
+        assert consumers.tags[THUMBNAILER_UPLOADS] != first
+    finally:
+        await consumers.stop(1)
+
+
+async def test_a_publisher_whose_channel_is_lost_for_good_opens_a_new_one(
+    broker: AdminSettings, connection: AbstractRobustConnection
+) -> None:
+    publisher = await AmqpPublisher.open(connection, timeout=2, stale_s=0.5)
+    message = outgoing(Ping(n=1), message_id="m1", type="ping", correlation_id="v1")
+    await publisher.publish(UPLOADS, "", message)
+    await publisher._channel.close()  # as aio-pika leaves one it failed to restore
+    failures = 0
+    for _ in range(20):
+        try:
+            await publisher.publish(UPLOADS, "", message)
+            break
+        except TransientError:
+            failures += 1
+            await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the publisher never recovered")
+    assert 1 <= failures <= 10
+    delivered = await _drain(connection, THUMBNAILER_UPLOADS)
+    assert len(delivered) == 2

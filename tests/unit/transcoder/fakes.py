@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +53,10 @@ class FakeClaims:
         self.states[job_id] = state
         self.errors[job_id] = error
 
-    async def release(self, job_id: str) -> None:
+    async def release(self, job_id: str, requeue: Callable[[], Awaitable[None]]) -> None:
         self.released.append(job_id)
         self.states[job_id] = "retrying"
+        await requeue()
 
     async def cancel_video(self, video_id: str) -> None:
         self.canceled_videos.append(video_id)

@@ -288,3 +288,36 @@ async def test_intake_ends_in_the_state_the_load_asks_for_after_a_burst_of_chang
 
     assert flow.calls[-1] == "resume"
     assert flow.calls.count("pause") == flow.calls.count("resume")
+
+
+async def test_shutdown_pauses_intake_after_a_resume_under_way_never_before_it(
+    make_runner: Callable[[int], JobRunner], worker: Worker
+) -> None:
+    # A resume that finished after the shutdown's pause would leave consumers taking messages that
+    # the stopping process then hands back to itself.
+    runner = make_runner(1)
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    async def pause() -> None:
+        calls.append("pause")
+
+    async def slow_resume() -> None:
+        calls.append("resume started")
+        await gate.wait()
+        calls.append("resume done")
+
+    runner.pause, runner.resume = pause, slow_resume
+    await runner.submit(job("one"))  # the only slot is taken: intake paused
+    await worker.wait_started("one")
+    worker.release("one")  # the slot frees: intake resumes, slowly
+    await until(lambda: calls[-1:] == ["resume started"])
+
+    draining = asyncio.create_task(runner.drain(0.0, lambda _job: asyncio.sleep(0)))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert calls == ["pause", "resume started"]  # the shutdown waits for the resume …
+    gate.set()
+    await draining
+
+    assert calls == ["pause", "resume started", "resume done", "pause"]  # … then pauses for good

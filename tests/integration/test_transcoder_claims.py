@@ -1,0 +1,68 @@
+"""Claims on real PostgreSQL: a job handed back on shutdown is never lost between two transcoders."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from shared.errors import TransientError
+from tests.unit import factories
+from transcoder.claims import Job, PgClaims
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_job_handed_back_is_claimed_by_a_transcoder_that_gets_it_during_the_requeue(
+    db: asyncpg.Pool,
+) -> None:
+    leaving, staying = PgClaims(db, "leaving", 60), PgClaims(db, "staying", 60)
+    command = factories.transcode()
+    assert (await leaving.claim(command)) is not None
+    claimed_by_other: list[asyncio.Task[Job | None]] = []
+
+    async def requeue() -> None:
+        # The other transcoder receives the message before the hand-back has returned.
+        claimed_by_other.append(asyncio.create_task(staying.claim(command)))
+        await asyncio.sleep(0.2)
+
+    await leaving.release(command.job_id, requeue)
+
+    job = await claimed_by_other[0]
+    assert job is not None
+    assert job.attempt == 1  # a hand-back does not count as an attempt
+    row = await db.fetchrow("SELECT state, lease_owner FROM transcode_jobs WHERE job_id = $1", command.job_id)
+    assert row is not None
+    assert dict(row) == {"state": "claimed", "lease_owner": "staying"}
+
+
+async def test_a_hand_back_whose_publish_fails_leaves_the_job_claimed_for_the_reaper(
+    db: asyncpg.Pool,
+) -> None:
+    claims = PgClaims(db, "leaving", 60)
+    command = factories.transcode()
+    await claims.claim(command)
+
+    async def broker_down() -> None:
+        raise TransientError("broker down")
+
+    with pytest.raises(TransientError):
+        await claims.release(command.job_id, broker_down)
+
+    assert await claims.renew([command.job_id]) == {command.job_id}  # still ours; its lease will run out
+
+
+async def test_a_job_that_is_no_longer_ours_is_not_requeued(db: asyncpg.Pool) -> None:
+    claims = PgClaims(db, "leaving", 60)
+    command = factories.transcode()
+    await claims.claim(command)
+    await claims.finish(command.job_id, "done")
+    requeued: list[bool] = []
+
+    async def requeue() -> None:
+        requeued.append(True)
+
+    await claims.release(command.job_id, requeue)
+
+    assert requeued == []
