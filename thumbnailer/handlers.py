@@ -59,17 +59,16 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
             )
             for w, h in sizes
         ]
-        argv = poster.argv(
-            str(deps.storage.local_path(source_key(video.id))),
-            poster.timestamp(video.source.duration_s),
-            outputs,
-        )
-        await deps.grabber.run(
-            argv,
-            timeout=deps.settings.thumbnailer_timeout_s,
-            stall_timeout=deps.settings.thumbnailer_stall_timeout_s,
-        )
-        if not all(path.is_file() and path.stat().st_size > 0 for _, _, path in outputs):
+        source = str(deps.storage.local_path(source_key(video.id)))
+        for at_s, key_frames_only in poster.attempts(video.source.duration_s):
+            await deps.grabber.run(
+                poster.argv(source, at_s, outputs, key_frames_only=key_frames_only),
+                timeout=deps.settings.thumbnailer_timeout_s,
+                stall_timeout=deps.settings.thumbnailer_stall_timeout_s,
+            )
+            if all(path.is_file() and path.stat().st_size > 0 for _, _, path in outputs):
+                break
+        else:
             raise EncodeFailed("ffmpeg wrote no frame (the video may have no decodable picture)")
     await _report(
         deps,

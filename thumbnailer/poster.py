@@ -2,8 +2,13 @@
 
 The frame is representative, not the first and not random: ffmpeg's ``thumbnail`` filter picks,
 among a batch of frames starting a quarter of the way in (past intros and fades), the one whose
-colour histogram is closest to the batch average, i.e. the most typical picture. One ffmpeg run
-decodes once and writes every width.
+colour histogram is closest to the batch average, i.e. the most typical picture. The candidates
+are key frames only (``-skip_frame nokey``): the decoder skips every other frame, so the poster
+of a 1080p video costs a tenth of the CPU of decoding a batch of consecutive frames from the
+previous key frame on (docs/benchmarks.md), and never competes with the encodes for long; key
+frames are also the encoder's sharpest pictures, and they span more of the video. A video with no
+key frame after that point (a short one with long groups of pictures) is looked at again, every
+frame this time (:func:`attempts`). One ffmpeg run decodes once and writes every width.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import ffmpeg
 from shared.ladder import even
 
 WIDTHS = (1280, 640, 320)
-#: Frames the ``thumbnail`` filter compares (about two seconds of video).
+#: Key frames the ``thumbnail`` filter compares (fewer when the video has fewer after the start).
 BATCH = 50
 
 
@@ -24,15 +29,24 @@ def timestamp(duration_s: float) -> float:
     return round(max(0.0, duration_s) * 0.25, 3)
 
 
+def attempts(duration_s: float) -> list[tuple[float, bool]]:
+    """Where to look and whether among key frames only, in order, until a frame comes out."""
+    at_s = timestamp(duration_s)
+    return [(at_s, True), (at_s, False)]
+
+
 def sizes(display_width: int, display_height: int) -> list[tuple[int, int]]:
     """Widths 1280/640/320 that do not upscale (the source width alone if it is smaller)."""
     widths = [w for w in WIDTHS if w <= display_width] or [even(display_width)]
     return [(w, even(w * display_height / display_width)) for w in widths]
 
 
-def argv(source: str, at_s: float, outputs: list[tuple[int, int, Path]]) -> list[str]:
+def argv(
+    source: str, at_s: float, outputs: list[tuple[int, int, Path]], *, key_frames_only: bool = True
+) -> list[str]:
     """One ffmpeg run: seek to ``at_s``, pick the representative frame, write each size."""
-    frame = ffmpeg.input(source, ss=at_s).video.filter("thumbnail", BATCH)
+    skip = {"skip_frame": "nokey"} if key_frames_only else {}
+    frame = ffmpeg.input(source, ss=at_s, **skip).video.filter("thumbnail", BATCH)
     copies = frame.filter_multi_output("split", len(outputs))
     streams = [
         copies.stream(i)

@@ -252,8 +252,9 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
             stall_timeout=settings.transcoder_stall_timeout_s,
             on_progress=_progress_reporter(batch, deps),
         )
-        for job, temp in zip(batch, temps, strict=True):
-            probed = await deps.encoder.probe(str(temp))
+        # The outputs are checked together: one ffprobe each, run at once.
+        probes = await asyncio.gather(*(deps.encoder.probe(str(temp)) for temp in temps))
+        for job, temp, probed in zip(batch, temps, probes, strict=True):
             check_complete(job.command, probed.duration_s, warnings or [])
             made.append((job, probed, temp.stat().st_size))
     elapsed = time.monotonic() - started
@@ -382,9 +383,14 @@ async def run_batch(batch: Sequence[Job], deps: TranscoderDeps) -> None:
                     partial(fail_job, job, f"internal error: {exc!r}", deps), "reporting the failure"
                 )
         else:
-            for job, done in zip(batch, completed, strict=True):
-                await settle(partial(report, deps, done), "reporting the rendition")
-                await settle(partial(deps.claims.finish, job.id, "done"), "marking the job done")
+            await asyncio.gather(
+                *(_settle_done(job, done, deps) for job, done in zip(batch, completed, strict=True))
+            )
+
+
+async def _settle_done(job: Job, done: RenditionCompletedReport, deps: TranscoderDeps) -> None:
+    await settle(partial(report, deps, done), "reporting the rendition")
+    await settle(partial(deps.claims.finish, job.id, "done"), "marking the job done")
 
 
 async def _retry_or_fail(job: Job, exc: TransientError, queue: QueueSpec, deps: TranscoderDeps) -> None:

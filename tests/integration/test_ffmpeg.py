@@ -557,7 +557,10 @@ async def make_poster(source: Path, folder: Path) -> list[tuple[int, int, Path]]
         (w, h, folder / f"poster-{w}.jpg")
         for w, h in poster.sizes(probed.display_width, probed.display_height)
     ]
-    await run(poster.argv(str(source), poster.timestamp(probed.duration_s), outputs), timeout=60)
+    for at_s, key_frames_only in poster.attempts(probed.duration_s):  # as the thumbnailer does
+        await run(poster.argv(str(source), at_s, outputs, key_frames_only=key_frames_only), timeout=60)
+        if all(path.is_file() for _, _, path in outputs):
+            break
     return outputs
 
 
@@ -642,3 +645,19 @@ async def test_one_decode_makes_every_rendition_exactly(tmp_path: Path) -> None:
         assert sound["channels"] == 2
         assert abs(float(info["format"]["duration"]) - probed.duration_s) <= 0.1
         assert moov_before_mdat(Path(path)), cmd.quality
+
+
+async def test_poster_of_a_video_with_key_frames_after_the_quarter_mark_needs_one_cheap_run(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "gop.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4",
+         "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", str(source)],
+        check=True,
+    )  # fmt: skip
+    output = tmp_path / "poster.jpg"
+
+    await run(poster.argv(str(source), poster.timestamp(4.0), [(320, 240, output)], key_frames_only=True))
+
+    assert_jpeg(output, 320, 240)

@@ -138,6 +138,31 @@ async def test_no_frame_written_is_a_permanent_failure_that_leaves_no_files(
     assert publisher.published == []
     assert not storage.local_path(thumbnail_key(event.data.id, 1280)).exists()
     assert list(storage.tmp.iterdir()) == []
+    assert ["-skip_frame" in argv for argv in grabber.argvs] == [True, False]  # both ways tried
+
+
+class NoKeyFrameLater(FakeGrabber):
+    """A video whose only key frame comes before the quarter mark: key frames only find nothing."""
+
+    async def run(self, argv: list[str], *, timeout: float, stall_timeout: float) -> None:
+        self.writes = "-skip_frame" not in argv
+        await super().run(argv, timeout=timeout, stall_timeout=stall_timeout)
+
+
+async def test_a_video_with_no_key_frame_after_the_quarter_mark_is_looked_at_frame_by_frame(
+    storage: LocalStorage, publisher: InMemoryPublisher
+) -> None:
+    grabber = NoKeyFrameLater()
+    deps = ThumbnailerDeps(make(ThumbnailerSettings), publisher, storage, grabber)
+    event = uploaded(storage)
+
+    await handle_video_uploaded(event, deps)
+
+    assert len(grabber.argvs) == 2
+    assert "-skip_frame" not in grabber.argvs[1]
+    assert grabber.argvs[1][grabber.argvs[1].index("-ss") + 1] == "2.0"
+    assert storage.local_path(thumbnail_key(event.data.id, 1280)).read_bytes().startswith(b"\xff\xd8")
+    assert publisher.published[0].routing_key == "thumbnail.completed"
 
 
 async def test_on_failure_reports_thumbnail_failed_with_the_error(

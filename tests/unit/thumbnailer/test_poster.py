@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from thumbnailer.poster import BATCH, argv, sizes, timestamp
+from thumbnailer.poster import BATCH, argv, attempts, sizes, timestamp
 
 
 @pytest.mark.parametrize(
@@ -76,6 +76,8 @@ def test_one_ffmpeg_run_seeks_picks_a_typical_frame_and_writes_every_size() -> N
 
     assert args[args.index("-ss") + 1] == "2.5"
     assert args.index("-ss") < args.index("-i")
+    assert args[args.index("-skip_frame") + 1] == "nokey"  # key frames only: cheap to decode
+    assert args.index("-skip_frame") < args.index("-i")
     graph = args[args.index("-filter_complex") + 1]
     assert f"thumbnail={BATCH}" in graph
     assert "split=3" in graph
@@ -83,3 +85,14 @@ def test_one_ffmpeg_run_seeks_picks_a_typical_frame_and_writes_every_size() -> N
         assert f"scale={w}:{h}" in graph
         assert str(path) in args
     assert args.count("-vframes") == 3
+
+
+def test_looking_at_every_frame_does_not_skip_any() -> None:
+    args = argv("/media/source", 2.5, [(320, 180, Path("/t/320.jpg"))], key_frames_only=False)
+
+    assert args[args.index("-ss") + 1] == "2.5"
+    assert "-skip_frame" not in args
+
+
+def test_the_poster_is_looked_for_among_key_frames_then_among_every_frame() -> None:
+    assert attempts(8.0) == [(2.0, True), (2.0, False)]
