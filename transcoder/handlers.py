@@ -383,9 +383,14 @@ async def run_batch(batch: Sequence[Job], deps: TranscoderDeps) -> None:
                     partial(fail_job, job, f"internal error: {exc!r}", deps), "reporting the failure"
                 )
         else:
-            await asyncio.gather(
-                *(_settle_done(job, done, deps) for job, done in zip(batch, completed, strict=True))
+            # Each job is settled on its own; a failure is raised once all have been tried.
+            outcomes = await asyncio.gather(
+                *(_settle_done(job, done, deps) for job, done in zip(batch, completed, strict=True)),
+                return_exceptions=True,
             )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
 
 async def _settle_done(job: Job, done: RenditionCompletedReport, deps: TranscoderDeps) -> None:

@@ -649,6 +649,26 @@ async def test_a_batch_makes_every_rendition_from_one_ffmpeg_and_reports_each(
     assert leftovers(storage) == []
 
 
+async def test_a_batch_job_whose_outcome_cannot_be_recorded_does_not_keep_the_others_from_theirs(
+    deps: TranscoderDeps,
+    cmd: TranscodeRendition,
+    publisher: InMemoryPublisher,
+    claims: FakeClaims,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("transcoder.handlers.asyncio.sleep", _no_wait)
+    monkeypatch.setattr("transcoder.handlers.SETTLE_FOR_S", 0.0)
+    ladder = _ladder(cmd)
+    batch = (Job(ladder, 1), Job(ladder.sibling(ladder.siblings[0]), 1))
+    publisher.fail_next = 1  # the first report is refused, and the settle gives up at once
+
+    with pytest.raises(TransientError):
+        await run_batch(batch, deps)
+
+    assert len(publisher.to(RESULTS, "rendition.completed")) == 1
+    assert sorted(claims.states.get(job.id, "claimed") for job in batch) == ["claimed", "done"]
+
+
 async def test_a_failed_batch_retries_each_rendition_on_its_own(
     deps: TranscoderDeps,
     cmd: TranscodeRendition,
