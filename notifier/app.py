@@ -45,7 +45,12 @@ EMAIL_EVENTS: TypeAdapter[VideoReady | VideoFailed] = TypeAdapter(
 
 def routes(settings: NotifierSettings, topology: Topology) -> tuple[Route[Any, NotifierDeps], ...]:
     return (
-        Route(topology.queue(NOTIFIER_WEBHOOKS), ANY_EVENT, handle_event_for_webhooks, prefetch=50),
+        Route(
+            topology.queue(NOTIFIER_WEBHOOKS),
+            ANY_EVENT,
+            handle_event_for_webhooks,
+            prefetch=settings.notifier_concurrency,
+        ),
         Route(
             topology.queue(NOTIFIER_DELIVERIES),
             DeliverWebhook,

@@ -1,31 +1,77 @@
-"""The delivery log's hot path: leases and attempts of concurrent deliveries, written together.
+"""The delivery log's hot path: claims, leases and attempts of concurrent deliveries, written together.
 
-Every delivery takes a lease before its attempt and logs the attempt with its new state after
-it. Deliveries in flight at the same moment do both through a :class:`~notifier.batch.Batcher`,
-so under load one statement (one round trip, one commit) serves many of them; a delivery alone
-runs at once. Each caller still gets its own row, and returns only once its write is committed.
+An event's deliveries are claimed (recorded and held for their first attempt) before they are
+sent; a retry takes a lease before its attempt; every attempt is logged with its delivery's new
+state after it. Work in flight at the same moment does each of these through a
+:class:`~notifier.batch.Batcher`, so under load one statement (one round trip, one commit) serves
+hundreds of deliveries; alone, a delivery runs at once. Each caller still gets its own answer,
+and returns only once its write is committed.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
+from notifier import lookups
 from notifier import repository as repo
 from notifier.batch import Batcher
+from shared.ids import new_id
+
+CALLBACK = "callback"
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """A public event as the notifier sends it: ``body`` is the exact bytes every endpoint gets."""
+
+    id: str
+    type: str
+    video_id: str
+    occurred_at: datetime
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery held by this process for its first attempt."""
+
+    id: str
+    event: IncomingEvent
+    client_id: str
+    webhook_id: str | None  # None: the video's own callback_url
+    url: str
+    secrets: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Fanout:
+    """What claiming an event's deliveries gave: those to attempt now, and those held elsewhere."""
+
+    known: bool = True  # False: the video is unknown (deleted for good, or never existed)
+    claimed: list[Claimed] = field(default_factory=list)
+    #: Deliveries an attempt elsewhere holds right now (a copy of the event is being handled).
+    held: int = 0
 
 
 class DeliveryLog:
-    def __init__(self, pool: asyncpg.Pool, *, lease_s: float, max_batch: int = 100) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, lease_s: float, max_batch: int = 500) -> None:
         self.pool = pool
         self.lease_s = lease_s
+        self._claims: Batcher[IncomingEvent, Fanout] = Batcher(self._claim, max_size=max_batch)
         self._leases: dict[bool, Batcher[str, asyncpg.Record | None]] = {
             manual: Batcher(functools.partial(self._lease, manual=manual), max_size=max_batch)
             for manual in (False, True)
         }
         self._attempts: Batcher[repo.Attempt, None] = Batcher(self._record, max_size=max_batch)
+
+    async def claim(self, event: IncomingEvent) -> Fanout:
+        """Record the event and hold its deliveries (one per matching endpoint, and the callback)."""
+        return await self._claims.submit(event)
 
     async def lease(self, delivery_id: str, *, manual: bool) -> asyncpg.Record | None:
         """Hold the delivery for one attempt; ``None`` if it is settled or another attempt holds it."""
@@ -34,6 +80,64 @@ class DeliveryLog:
     async def record(self, attempt: repo.Attempt) -> None:
         """Log the attempt and settle its delivery."""
         await self._attempts.submit(attempt)
+
+    async def _claim(self, events: Sequence[IncomingEvent]) -> list[Fanout]:
+        async with self.pool.acquire() as conn:
+            audiences = await lookups.audiences(conn, list({e.video_id for e in events}))
+            first: dict[str, IncomingEvent] = {}
+            records: list[repo.NewEvent] = []
+            wanted: list[tuple[repo.NewDelivery, IncomingEvent, tuple[str, ...]]] = []
+            for event in events:
+                audience = audiences.get(event.video_id)
+                if audience is None or event.id in first:
+                    continue  # a second copy in the same batch waits for the first (below)
+                first[event.id] = event
+                targets: list[tuple[str, str | None, str, tuple[str, ...]]] = [
+                    (e.webhook_id, e.webhook_id, e.url, e.secrets) for e in audience.endpoints(event.type)
+                ]
+                if audience.callback_url:
+                    targets.append((CALLBACK, None, audience.callback_url, (audience.callback_secret,)))
+                if not targets:
+                    continue
+                records.append(
+                    repo.NewEvent(
+                        event.id,
+                        event.type,
+                        event.video_id,
+                        audience.client_id,
+                        event.occurred_at,
+                        event.body,
+                    )
+                )
+                for target, webhook_id, url, secrets in targets:
+                    delivery = repo.NewDelivery(
+                        new_id("dlv"), event.id, audience.client_id, target, webhook_id, url
+                    )
+                    wanted.append((delivery, event, secrets))
+            states = (
+                await repo.claim_deliveries(conn, records, [d for d, _, _ in wanted], self.lease_s)
+                if wanted
+                else {}
+            )
+        outcomes: dict[str, Fanout] = {}
+        for d, event, secrets in wanted:
+            state = states[(d.event_id, d.target)]
+            outcome = outcomes.setdefault(d.event_id, Fanout())
+            if state.claimed:
+                outcome.claimed.append(
+                    Claimed(state.delivery_id, event, d.client_id, d.webhook_id, d.url, secrets)
+                )
+            elif state.why_not == "held":
+                outcome.held += 1
+        results: list[Fanout] = []
+        for event in events:
+            if event.video_id not in audiences:
+                results.append(Fanout(known=False))
+            elif first.get(event.id) is not event:
+                results.append(Fanout(held=1))  # the other copy in this batch holds its deliveries
+            else:
+                results.append(outcomes.get(event.id, Fanout()))
+        return results
 
     async def _lease(self, delivery_ids: Sequence[str], *, manual: bool) -> list[asyncpg.Record | None]:
         async with self.pool.acquire() as conn:

@@ -13,7 +13,7 @@ import asyncpg
 
 from notifier import lookups
 from notifier import repository as repo
-from notifier.delivery_log import DeliveryLog
+from notifier.delivery_log import Claimed, DeliveryLog, IncomingEvent
 from notifier.email import Email, EmailSender, render, render_endpoint_disabled
 from notifier.settings import NotifierSettings
 from notifier.signing import headers as signed_headers
@@ -31,16 +31,14 @@ from shared.errors import (
 from shared.events import AnyEvent, VideoFailed, VideoReady
 from shared.ids import event_id as derived_id
 from shared.ids import new_id
-from shared.messaging.codec import outgoing
-from shared.messaging.consumer import choose_delay
+from shared.messaging.codec import OutgoingMessage, outgoing
+from shared.messaging.consumer import choose_delay, dead_letter, schedule_retry
 from shared.messaging.publisher import Publisher
-from shared.messaging.topology import DELIVERIES, NOTIFIER_DELIVERIES, Topology
+from shared.messaging.topology import DELIVERIES, NOTIFIER_DELIVERIES, RETRY, Topology
 from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_SECONDS
 from shared.reports import WebhookDisabledReport, publish_report
 
 log = logging.getLogger(__name__)
-
-CALLBACK = "callback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,53 +53,125 @@ class NotifierDeps:
     log: DeliveryLog
 
 
+def _command(delivery_id: str, *, manual: bool = False) -> OutgoingMessage:
+    return outgoing(
+        DeliverWebhook(delivery_id=delivery_id, manual=manual),
+        message_id=new_id("msg"),
+        type="webhook.deliver",
+        correlation_id=None,
+        app_id="notifier",
+    )
+
+
 async def _send_commands(deps: NotifierDeps, delivery_ids: list[str]) -> None:
     """One DeliverWebhook per delivery, published together (their confirms overlap)."""
-
-    async def send(delivery_id: str) -> None:
-        command = DeliverWebhook(delivery_id=delivery_id)
-        message = outgoing(
-            command, message_id=new_id("msg"), type="webhook.deliver", correlation_id=None, app_id="notifier"
-        )
-        await deps.publisher.publish(DELIVERIES, "webhook", message)
-
-    await asyncio.gather(*(send(delivery_id) for delivery_id in delivery_ids))
+    await asyncio.gather(*(deps.publisher.publish(DELIVERIES, "webhook", _command(d)) for d in delivery_ids))
 
 
 @db_errors_are_transient
 async def handle_event_for_webhooks(event: AnyEvent, deps: NotifierDeps) -> None:
-    """Record the event and one delivery per matching endpoint (and the callback_url).
+    """Deliver the event to every matching endpoint and to the video's callback_url, now.
 
-    Idempotent on the event id: a redelivered event adds no delivery, and only re-sends the
-    commands of deliveries no attempt has touched. Publishes one DeliverWebhook per delivery.
-    Two round trips: who listens, then the event and its deliveries in one statement.
+    The deliveries are claimed first (the event and one delivery per target recorded, each held
+    for its attempt: one statement shared with the events arriving at the same moment), then
+    sent side by side, and each attempt is logged (again shared). Only then is the event
+    acknowledged, so a notifier that dies on the way leaves the event to be handled again; its
+    claims keep a copy handled at the same moment from sending the same delivery twice (that copy
+    is deferred until they are settled). A failed attempt becomes a retry command on the webhook
+    schedule (``vidq.notifier.deliveries`` through its delay queues), as does a delivery to an
+    endpoint whose slots are all busy.
     """
-    with map_asyncpg_errors():
-        async with deps.pool.acquire() as conn:
-            audience = await lookups.audience(conn, event.video_id)
-            if audience is None:
-                log.warning("event %s for an unknown video; nobody to notify", event.id)
-                return
-            target = audience.target
-            deliveries = [
-                repo.NewDelivery(new_id("dlv"), e.webhook_id, e.webhook_id, e.url)
-                for e in audience.endpoints(event.type)
-            ]
-            if target.callback_url:
-                deliveries.append(repo.NewDelivery(new_id("dlv"), CALLBACK, None, target.callback_url))
-            if not deliveries:
-                return
-            untried = await repo.record_event(
-                conn,
-                event_id=event.id,
-                type_=event.type,
-                video_id=event.video_id,
-                client_id=target.client_id,
-                occurred_at=event.timestamp,
-                body=event.model_dump_json().encode(),
-                deliveries=deliveries,
-            )
-    await _send_commands(deps, untried)
+    incoming = IncomingEvent(
+        event.id, event.type, event.video_id, event.timestamp, event.model_dump_json().encode()
+    )
+    fanout = await deps.log.claim(incoming)
+    if not fanout.known:
+        log.warning("event %s for an unknown video; nobody to notify", event.id)
+        return
+    outcomes = await asyncio.gather(
+        *(_first_attempt(c, deps) for c in fanout.claimed), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome  # the others are settled; this one is retried with the event
+    if fanout.held:
+        raise Deferred(f"{fanout.held} deliveries of event {event.id} are held by another attempt")
+
+
+async def _first_attempt(claim: Claimed, deps: NotifierDeps) -> None:
+    """Send a claimed delivery, log the attempt and act on its outcome (retry, disable, give up)."""
+    queue = deps.topology.queue(NOTIFIER_DELIVERIES)
+    slot = await deps.limiter.acquire(claim.url)
+    if slot is None:  # the endpoint is busy and shows no sign of answering soon: retry later
+        delay = min(queue.retry_delays, default=0)
+        await deps.publisher.publish(RETRY, queue.delay_queue(delay), _command(claim.id))
+        with map_asyncpg_errors():
+            await repo.defer_delivery(deps.pool, claim.id, datetime.now(UTC) + timedelta(seconds=delay))
+        return
+    try:
+        headers = signed_headers(claim.secrets, claim.event.id, int(time.time()), claim.event.body)
+        result = await deps.sender.send(claim.url, claim.event.body, headers)
+    except ForbiddenDestination as exc:
+        await _record(deps, claim.id, DeliveryResult(None, 0, str(exc)), status="failed", error=str(exc))
+        WEBHOOK_DELIVERIES.labels("forbidden").inc()
+        await dead_letter(
+            deps.publisher, queue, _command(claim.id), reason="permanent", error=str(exc), attempts=1
+        )
+        return
+    finally:
+        deps.limiter.release(slot)
+    WEBHOOK_SECONDS.observe(result.latency_ms / 1000)
+    WEBHOOK_DELIVERIES.labels("success" if result.ok else "failure").inc()
+    attempt = Outcome(
+        claim.id, claim.webhook_id, claim.client_id, claim.url, claim.event.id, claim.event.type
+    )
+    if result.ok or result.status_code == GONE:
+        await _settle_final(attempt, result, deps)
+        return
+    if not queue.retry_delays:
+        await _record(deps, claim.id, result, status="failed", error=result.error)
+        await dead_letter(
+            deps.publisher,
+            queue,
+            _command(claim.id),
+            reason="retries-exhausted",
+            error=str(result.error),
+            attempts=1,
+        )
+        return
+    # The retry is queued before the attempt is logged: a notifier dying in between leaves a
+    # retry whose delivery is still untried, not a logged failure that nothing retries.
+    delay = await schedule_retry(
+        deps.publisher,
+        queue,
+        _command(claim.id),
+        attempt=0,
+        error=str(result.error),
+        retry_after=result.retry_after,
+    )
+    next_at = datetime.now(UTC) + timedelta(seconds=delay)
+    await _record(deps, claim.id, result, status="pending", error=result.error, next_attempt_at=next_at)
+    if claim.webhook_id is not None:
+        with map_asyncpg_errors():
+            await _failing_for_too_long(attempt, deps)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The delivery an attempt was for, as the outcome's consequences need it."""
+
+    delivery_id: str
+    webhook_id: str | None
+    client_id: str
+    url: str
+    event_id: str
+    event_type: str
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Outcome:
+        return cls(
+            row["id"], row["webhook_id"], row["client_id"], row["url"], row["event_id"], row["event_type"]
+        )
 
 
 def _next_attempt(deps: NotifierDeps, automatic_attempts: int, retry_after: float | None) -> datetime | None:
@@ -115,11 +185,13 @@ def _next_attempt(deps: NotifierDeps, automatic_attempts: int, retry_after: floa
 async def handle_deliver_webhook(cmd: DeliverWebhook, deps: NotifierDeps) -> None:
     """POST one event to one endpoint, signed; every attempt goes to the delivery log.
 
-    Idempotent: a settled delivery, or one another attempt holds, is skipped. A failed attempt
-    raises TransientError, so the consumer policy retries it on the webhook schedule (honouring
-    Retry-After); a manual retry is one attempt only. Two writes on the way, each shared with
-    the deliveries in flight at the same moment (``notifier/delivery_log.py``): the lease (which
-    also reads the secrets), then the attempt with the delivery's new state.
+    The path of retries, deferred deliveries, replays, test events and manual retries (an
+    event's first attempts are made by :func:`handle_event_for_webhooks`). Idempotent: a settled
+    delivery, or one another attempt holds, is skipped. A failed attempt raises TransientError,
+    so the consumer policy retries it on the webhook schedule (honouring Retry-After); a manual
+    retry is one attempt only. Two writes on the way, each shared with the deliveries in flight
+    at the same moment (``notifier/delivery_log.py``): the lease (which also reads the
+    secrets), then the attempt with the delivery's new state.
     """
     with map_asyncpg_errors():
         row = await deps.log.lease(cmd.delivery_id, manual=cmd.manual)
@@ -142,7 +214,7 @@ async def handle_deliver_webhook(cmd: DeliverWebhook, deps: NotifierDeps) -> Non
         result = await deps.sender.send(row["url"], body, headers)
     except ForbiddenDestination as exc:
         result = DeliveryResult(None, 0, str(exc))
-        await _record(deps, cmd, result, status="failed", error=str(exc))
+        await _record(deps, cmd.delivery_id, result, manual=cmd.manual, status="failed", error=str(exc))
         WEBHOOK_DELIVERIES.labels("forbidden").inc()
         raise
     finally:
@@ -154,39 +226,56 @@ async def handle_deliver_webhook(cmd: DeliverWebhook, deps: NotifierDeps) -> Non
 
 async def _record(
     deps: NotifierDeps,
-    cmd: DeliverWebhook,
+    delivery_id: str,
     result: DeliveryResult,
     *,
     status: str,
     error: str | None,
+    manual: bool = False,
     next_attempt_at: datetime | None = None,
 ) -> None:
     with map_asyncpg_errors():
         await deps.log.record(
-            repo.Attempt(cmd.delivery_id, result, cmd.manual, status, error, next_attempt_at=next_attempt_at)
+            repo.Attempt(delivery_id, result, manual, status, error, next_attempt_at=next_attempt_at)
         )
+
+
+async def _settle_final(
+    attempt: Outcome, result: DeliveryResult, deps: NotifierDeps, *, manual: bool = False
+) -> None:
+    """Log a success, or a 410 Gone (which disables the endpoint): neither is retried."""
+    if result.ok:
+        await _record(deps, attempt.delivery_id, result, manual=manual, status="succeeded", error=None)
+        return
+    reason = f"it answered 410 Gone to {attempt.event_type} {attempt.event_id}"
+    await _record(deps, attempt.delivery_id, result, manual=manual, status="failed", error=reason)
+    await _gone(reason, attempt, deps)
 
 
 async def _settle(
     cmd: DeliverWebhook, row: asyncpg.Record, result: DeliveryResult, deps: NotifierDeps
 ) -> None:
     """Log the attempt with the delivery's new state, then act on it (disable, retry, give up)."""
-    if result.status_code == GONE:
-        reason = f"it answered 410 Gone to {row['event_type']} {row['event_id']}"
-        await _record(deps, cmd, result, status="failed", error=reason)
-        await _gone(reason, cmd.delivery_id, row, deps)
-        return
-    if result.ok:
-        await _record(deps, cmd, result, status="succeeded", error=None)
+    attempt = Outcome.of(row)
+    if result.ok or result.status_code == GONE:
+        await _settle_final(attempt, result, deps, manual=cmd.manual)
         return
     automatic = int(row["automatic_attempts"]) + (0 if cmd.manual else 1)
     next_at = None if cmd.manual else _next_attempt(deps, automatic - 1, result.retry_after)
     status = "pending" if next_at is not None else ("failed" if not cmd.manual else row["status"])
-    await _record(deps, cmd, result, status=status, error=result.error, next_attempt_at=next_at)
+    await _record(
+        deps,
+        cmd.delivery_id,
+        result,
+        manual=cmd.manual,
+        status=status,
+        error=result.error,
+        next_attempt_at=next_at,
+    )
     if cmd.manual:
         return
     with map_asyncpg_errors():
-        if row["webhook_id"] is not None and await _failing_for_too_long(row, deps):
+        if attempt.webhook_id is not None and await _failing_for_too_long(attempt, deps):
             return
     if next_at is None:
         # Given up: recorded in the delivery log above, and parked in the DLQ for ops.
@@ -197,38 +286,41 @@ async def _settle(
 GONE = 410
 
 
-async def _gone(reason: str, delivery_id: str, row: asyncpg.Record, deps: NotifierDeps) -> None:
+async def _gone(reason: str, attempt: Outcome, deps: NotifierDeps) -> None:
     """410 Gone: the receiver wants nothing more; have the gateway disable the endpoint."""
-    if row["webhook_id"] is not None:  # a video's callback_url has nothing to disable
-        await _disable(
-            row, reason, notice=derived_id(row["webhook_id"], "webhook.disabled", delivery_id), deps=deps
-        )
+    if attempt.webhook_id is not None:  # a video's callback_url has nothing to disable
+        notice = derived_id(attempt.webhook_id, "webhook.disabled", attempt.delivery_id)
+        await _disable(attempt, attempt.webhook_id, reason, notice=notice, deps=deps)
 
 
-async def _failing_for_too_long(row: asyncpg.Record, deps: NotifierDeps) -> bool:
+async def _failing_for_too_long(attempt: Outcome, deps: NotifierDeps) -> bool:
     """Disable an endpoint whose every attempt has failed for ``webhook_disable_after_s``."""
-    since = await repo.failing_since(deps.pool, row["webhook_id"])
+    webhook_id = attempt.webhook_id
+    if webhook_id is None:
+        return False
+    since = await repo.failing_since(deps.pool, webhook_id)
     limit = deps.settings.webhook_disable_after_s
     if since is None or (datetime.now(UTC) - since).total_seconds() < limit:
         return False
     reason = f"no delivery to it has succeeded since {since.isoformat(timespec='seconds')}"
-    await repo.give_up_delivery(deps.pool, row["id"], f"endpoint disabled: {reason}")
-    await _disable(
-        row, reason, notice=derived_id(row["webhook_id"], "webhook.disabled", since.isoformat()), deps=deps
-    )
+    await repo.give_up_delivery(deps.pool, attempt.delivery_id, f"endpoint disabled: {reason}")
+    notice = derived_id(webhook_id, "webhook.disabled", since.isoformat())
+    await _disable(attempt, webhook_id, reason, notice=notice, deps=deps)
     return True
 
 
-async def _disable(row: asyncpg.Record, reason: str, *, notice: str, deps: NotifierDeps) -> None:
+async def _disable(
+    attempt: Outcome, webhook_id: str, reason: str, *, notice: str, deps: NotifierDeps
+) -> None:
     """Have the gateway disable the endpoint, and tell its owner by email (once per notice)."""
     report = WebhookDisabledReport(
-        id=notice, timestamp=datetime.now(UTC), webhook_id=row["webhook_id"], reason=reason
+        id=notice, timestamp=datetime.now(UTC), webhook_id=webhook_id, reason=reason
     )
     await publish_report(deps.publisher, report, app_id="notifier")
-    log.warning("endpoint %s disabled: %s", row["url"], reason)
-    for recipient in await lookups.client_emails(deps.pool, row["client_id"]):
+    log.warning("endpoint %s disabled: %s", attempt.url, reason)
+    for recipient in await lookups.client_emails(deps.pool, attempt.client_id):
         await _email_once(
-            deps, notice, recipient, render_endpoint_disabled(row["url"], reason, recipient, notice)
+            deps, notice, recipient, render_endpoint_disabled(attempt.url, reason, recipient, notice)
         )
 
 

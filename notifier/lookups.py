@@ -8,6 +8,7 @@ source of truth for subscriptions (an endpoint disabled a second ago gets nothin
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,12 +31,6 @@ class VideoTarget:
         """The video's own address first, then the client's defaults, each once."""
         own = [self.notify_email] if self.notify_email else []
         return list(dict.fromkeys([*own, *self.client_emails]))
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    webhook_id: str
-    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,36 +58,65 @@ REPLAY_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
+class Listener:
+    """One enabled endpoint of a client, with the secrets that sign for it right now."""
+
+    webhook_id: str
+    url: str
+    events: tuple[str, ...]
+    secrets: tuple[str, ...]
+
+    def wants(self, event_type: str) -> bool:
+        return any(pattern_matches(p, event_type) for p in self.events)
+
+
+@dataclass(frozen=True, slots=True)
 class Audience:
-    """Who hears of an event of a video: its owner, its callback and the owner's endpoints."""
+    """Who hears of an event of a video: its owner's endpoints and the video's callback_url."""
 
-    target: VideoTarget
-    subscriptions: tuple[Subscription, ...]
+    client_id: str
+    callback_url: str | None
+    callback_secret: str
+    listeners: tuple[Listener, ...]
 
-    def endpoints(self, event_type: str) -> list[Endpoint]:
-        return [Endpoint(s.webhook_id, s.url) for s in self.subscriptions if s.wants(event_type)]
+    def endpoints(self, event_type: str) -> list[Listener]:
+        return [listener for listener in self.listeners if listener.wants(event_type)]
 
 
-async def audience(conn: Conn, video_id: str) -> Audience | None:
-    """The video's target and its owner's enabled subscriptions, in one round trip."""
-    row = await conn.fetchrow(
-        """SELECT v.client_id, v.callback_url, v.notify_email, c.notify_emails,
-                  (SELECT coalesce(json_agg(json_build_object('id', w.id, 'url', w.url, 'events', w.events)
-                                            ORDER BY w.id), '[]')
+async def audiences(conn: Conn, video_ids: Sequence[str]) -> dict[str, Audience]:
+    """The audience of each video (unknown videos are left out), in one round trip.
+
+    Read with the secrets, so the deliveries of a whole batch of events are signed without
+    another query; an endpoint disabled or deleted a moment ago is not among them.
+    """
+    rows = await conn.fetch(
+        f"""SELECT v.id, v.client_id, v.callback_url, c.callback_secret,
+                  (SELECT coalesce(json_agg(json_build_object(
+                              'id', w.id, 'url', w.url, 'events', w.events,
+                              'secrets', {_ENDPOINT_SECRETS_SQL}) ORDER BY w.id), '[]')
                    FROM webhooks w
                    WHERE w.client_id = v.client_id AND w.enabled AND w.deleted_at IS NULL) AS endpoints
-           FROM videos v JOIN clients c ON c.id = v.client_id WHERE v.id = $1""",
-        video_id,
+           FROM videos v JOIN clients c ON c.id = v.client_id WHERE v.id = ANY($1::text[])""",  # noqa: S608 - a constant
+        list(video_ids),
     )
-    if row is None:
-        return None
-    target = VideoTarget(
-        row["client_id"], row["callback_url"], row["notify_email"], tuple(row["notify_emails"])
-    )
-    subscriptions = tuple(
-        Subscription(e["id"], target.client_id, e["url"], list(e["events"])) for e in row["endpoints"]
-    )
-    return Audience(target, subscriptions)
+    return {
+        row["id"]: Audience(
+            row["client_id"],
+            row["callback_url"],
+            row["callback_secret"],
+            tuple(
+                Listener(e["id"], e["url"], tuple(e["events"]), tuple(e["secrets"])) for e in row["endpoints"]
+            ),
+        )
+        for row in rows
+    }
+
+
+#: An endpoint ``w``'s signing secrets: its current one, then the previous one while its
+#: rotation grace lasts.
+_ENDPOINT_SECRETS_SQL = """ARRAY[w.secret] || CASE WHEN w.previous_secret IS NOT NULL
+                                      AND w.previous_secret_expires_at > now()
+                                     THEN ARRAY[w.previous_secret] ELSE '{}'::text[] END"""
 
 
 #: The secrets that sign a delivery ``d`` (a ``webhook_deliveries`` row), as a SQL expression:
@@ -100,15 +124,13 @@ async def audience(conn: Conn, video_id: str) -> Audience | None:
 #: client's ``callback_secret`` for a video's own callback_url. NULL when the endpoint is
 #: disabled or deleted. Embedded in the notifier's lease query, so one round trip both holds the
 #: delivery and reads how to sign it.
-SIGNING_SECRETS_SQL = """
+SIGNING_SECRETS_SQL = f"""
 CASE WHEN d.webhook_id IS NULL THEN
     (SELECT ARRAY[c.callback_secret] FROM clients c WHERE c.id = d.client_id)
 ELSE
-    (SELECT ARRAY[w.secret] || CASE WHEN w.previous_secret IS NOT NULL
-                                     AND w.previous_secret_expires_at > now()
-                                    THEN ARRAY[w.previous_secret] ELSE '{}'::text[] END
+    (SELECT {_ENDPOINT_SECRETS_SQL}
      FROM webhooks w WHERE w.id = d.webhook_id AND w.enabled AND w.deleted_at IS NULL)
-END"""
+END"""  # noqa: S608 - constants, not input
 
 
 async def video_target(pool: asyncpg.Pool, video_id: str) -> VideoTarget | None:

@@ -37,54 +37,106 @@ async def insert_event(
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvent:
+    id: str
+    type: str
+    video_id: str
+    client_id: str
+    occurred_at: datetime
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class NewDelivery:
     id: str
+    event_id: str
+    client_id: str
     target: str  # a webhook id, or 'callback'
     webhook_id: str | None
     url: str
 
 
-async def record_event(
-    conn: Conn,
-    *,
-    event_id: str,
-    type_: str,
-    video_id: str,
-    client_id: str,
-    occurred_at: datetime,
-    body: bytes,
-    deliveries: Sequence[NewDelivery],
-) -> list[str]:
-    """Record an event and one pending delivery per target, in one statement (one commit).
+@dataclass(frozen=True, slots=True)
+class ClaimState:
+    """What a claim found for one (event, target): ``claimed``, or why not."""
 
-    Idempotent on the event id and on (event, target). Returns the deliveries no attempt has
-    touched: the new ones, and those of an earlier copy of the event whose command may be lost.
+    delivery_id: str
+    claimed: bool
+    #: Not claimed: ``held`` (an attempt holds its lease right now), ``scheduled`` (a command
+    #: owns it: a retry, a replay or a deferral) or ``settled`` (succeeded or failed).
+    why_not: str | None = None
+
+
+async def claim_deliveries(
+    conn: Conn, events: Sequence[NewEvent], deliveries: Sequence[NewDelivery], lease_s: float
+) -> dict[tuple[str, str], ClaimState]:
+    """Record events and hold their deliveries for a first attempt, in one statement (one commit).
+
+    A delivery is claimed if it is new, or if it exists untried and unheld (an earlier copy of
+    the event recorded it and then died before its attempt). Keyed by (event id, target); the
+    same key must not appear twice. Rows are written in key order, so two claims that share
+    deliveries never deadlock.
     """
+    ordered = sorted(deliveries, key=lambda d: (d.event_id, d.target))
     rows = await conn.fetch(
-        """WITH event AS (
+        """WITH events AS (
                INSERT INTO notifier_events (id, type, video_id, client_id, occurred_at, body)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING),
-           added AS (
-               INSERT INTO webhook_deliveries (id, event_id, client_id, target, webhook_id, url, status)
-               SELECT n.id, $1, $4, n.target, n.webhook_id, n.url, 'pending'
-               FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) AS n(id, target, webhook_id, url)
-               ON CONFLICT (event_id, target) DO NOTHING
-               RETURNING id)
-           SELECT id FROM added
-           UNION
-           SELECT id FROM webhook_deliveries WHERE event_id = $1 AND status = 'pending' AND attempts = 0""",
-        event_id,
-        type_,
-        video_id,
-        client_id,
-        occurred_at,
-        body,
-        [d.id for d in deliveries],
-        [d.target for d in deliveries],
-        [d.webhook_id for d in deliveries],
-        [d.url for d in deliveries],
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                                    $6::bytea[])
+               ON CONFLICT (id) DO NOTHING),
+           wanted AS (
+               SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+                   WITH ORDINALITY AS w(id, event_id, client_id, target, webhook_id, url, n)),
+           claimed AS (
+               INSERT INTO webhook_deliveries AS d
+                   (id, event_id, client_id, target, webhook_id, url, status, lease_until)
+               SELECT id, event_id, client_id, target, webhook_id, url, 'pending',
+                      now() + make_interval(secs => $13)
+               FROM wanted ORDER BY n
+               ON CONFLICT (event_id, target) DO UPDATE
+               SET lease_until = EXCLUDED.lease_until, url = EXCLUDED.url, updated_at = now()
+               WHERE d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at IS NULL
+                 AND (d.lease_until IS NULL OR d.lease_until < now())
+               RETURNING d.id, d.event_id, d.target)
+           SELECT id, event_id, target, true AS claimed, NULL AS why_not FROM claimed
+           UNION ALL
+           SELECT d.id, d.event_id, d.target, false,
+                  CASE WHEN d.status <> 'pending' THEN 'settled'
+                       WHEN d.lease_until > now() THEN 'held'
+                       ELSE 'scheduled' END
+           FROM webhook_deliveries d JOIN wanted w ON d.event_id = w.event_id AND d.target = w.target
+           WHERE NOT EXISTS (SELECT FROM claimed c WHERE c.event_id = d.event_id AND c.target = d.target)""",
+        [e.id for e in events],
+        [e.type for e in events],
+        [e.video_id for e in events],
+        [e.client_id for e in events],
+        [e.occurred_at for e in events],
+        [e.body for e in events],
+        [d.id for d in ordered],
+        [d.event_id for d in ordered],
+        [d.client_id for d in ordered],
+        [d.target for d in ordered],
+        [d.webhook_id for d in ordered],
+        [d.url for d in ordered],
+        lease_s,
     )
-    return [r["id"] for r in rows]
+    found = {(r["event_id"], r["target"]): ClaimState(r["id"], r["claimed"], r["why_not"]) for r in rows}
+    # A row inserted by a concurrent claim that committed after this statement began is in
+    # neither half of the answer: it is held by that claim.
+    return {
+        (d.event_id, d.target): found.get((d.event_id, d.target), ClaimState(d.id, False, "held"))
+        for d in ordered
+    }
+
+
+async def defer_delivery(pool: asyncpg.Pool, delivery_id: str, next_attempt_at: datetime) -> None:
+    """Hand a claimed, unattempted delivery to the retry command that will make its attempt."""
+    await pool.execute(
+        """UPDATE webhook_deliveries SET lease_until = NULL, next_attempt_at = $2, updated_at = now()
+           WHERE id = $1 AND status = 'pending'""",
+        delivery_id,
+        next_attempt_at,
+    )
 
 
 async def restart_delivery(

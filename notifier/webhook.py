@@ -1,9 +1,10 @@
 """Sending one webhook: POST, time it, keep the start of the answer, never follow redirects.
 
-``WebhookSender`` takes an ``httpx.AsyncClient`` so tests can inject ``httpx.MockTransport``;
-:func:`guarded_client` builds the real one (``notifier/transport.py``), whose connections go
-only where ``notifier/destinations.py`` allows. The outcome is data (:class:`DeliveryResult`);
-deciding to retry is the handler's business.
+``WebhookSender`` posts through a :class:`Poster`: :func:`guarded_client` builds the real one
+(``notifier/transport.py``), whose connections go only where ``notifier/destinations.py``
+allows; :class:`HttpxPoster` posts through any ``httpx.AsyncClient`` (tests inject
+``httpx.MockTransport``). The outcome is data (:class:`DeliveryResult`); deciding to retry is
+the handler's business.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import contextlib
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 import httpx
 
 from notifier.destinations import DestinationGuard
 from notifier.settings import NotifierSettings
-from notifier.transport import WebhookTransport
+from notifier.transport import Answer, WebhookTransport
 from shared.errors import ForbiddenDestination
 
 USER_AGENT = "vidq-webhooks/1.0 (+https://www.standardwebhooks.com)"
@@ -53,13 +56,38 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class WebhookSender:
-    def __init__(self, client: httpx.AsyncClient, *, timeout: float = 15.0, log_bytes: int = 2048) -> None:
+class Poster(Protocol):
+    """POSTs a JSON body; the answer with at most ``keep`` bytes of its body (decoded)."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int) -> Answer: ...
+
+
+class HttpxPoster:
+    """A :class:`Poster` over an ``httpx.AsyncClient`` (redirects are never followed)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int) -> Answer:
+        request_headers = {"content-type": "application/json", **headers}
+        async with self.client.stream(
+            "POST", url, content=body, headers=request_headers, follow_redirects=False
+        ) as response:
+            kept = bytearray()
+            async for chunk in response.aiter_bytes():
+                kept += chunk
+                if len(kept) >= keep:
+                    break
+            return Answer(response.status_code, dict(response.headers), bytes(kept[:keep]))
+
+
+class WebhookSender:
+    def __init__(self, poster: Poster, *, timeout: float = 15.0, log_bytes: int = 2048) -> None:
+        self.poster = poster
         self.timeout = timeout
         self.log_bytes = log_bytes
 
-    async def send(self, url: str, body: bytes, headers: dict[str, str]) -> DeliveryResult:
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         """POST ``body``; any answer or failure is a result, except a forbidden destination."""
         started = time.perf_counter()
 
@@ -68,27 +96,21 @@ class WebhookSender:
 
         try:
             async with asyncio.timeout(self.timeout):
-                async with self.client.stream(
-                    "POST", url, content=body, headers={"content-type": "application/json", **headers}
-                ) as response:
-                    kept = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        kept += chunk
-                        if len(kept) >= self.log_bytes:
-                            break
-                    return DeliveryResult(
-                        status_code=response.status_code,
-                        latency_ms=elapsed(),
-                        error=None if response.is_success else f"HTTP {response.status_code}",
-                        response_body=kept[: self.log_bytes].decode(errors="replace"),
-                        retry_after=parse_retry_after(response.headers.get("retry-after")),
-                    )
+                answer = await self.poster.post(url, body, headers, keep=self.log_bytes)
         except ForbiddenDestination:
             raise
         except TimeoutError:
             return DeliveryResult(None, elapsed(), f"no answer within {self.timeout:g} s")
         except httpx.HTTPError as exc:
             return DeliveryResult(None, elapsed(), f"{type(exc).__name__}: {exc}"[:500])
+        ok = 200 <= answer.status < 300  # noqa: PLR2004
+        return DeliveryResult(
+            status_code=answer.status,
+            latency_ms=elapsed(),
+            error=None if ok else f"HTTP {answer.status}",
+            response_body=answer.body.decode(errors="replace"),
+            retry_after=parse_retry_after(answer.headers.get("retry-after")),
+        )
 
 
 class EndpointLimiter:
@@ -165,17 +187,12 @@ class EndpointLimiter:
                 del self._waiters[key]
 
 
-def guarded_client(settings: NotifierSettings) -> httpx.AsyncClient:
+def guarded_client(settings: NotifierSettings) -> WebhookTransport:
     """One pooled client for every endpoint, connecting only to allowed addresses."""
-    transport = WebhookTransport(
+    return WebhookTransport(
         DestinationGuard(settings.webhook_allow_hosts),
         ssl_context=httpx.create_ssl_context(),
         max_connections=settings.notifier_max_connections,
         keepalive_expiry=30.0,
-    )
-    return httpx.AsyncClient(
-        transport=transport,
-        follow_redirects=False,
-        headers={"user-agent": USER_AGENT},
-        timeout=settings.webhook_timeout_s,
+        user_agent=USER_AGENT,
     )

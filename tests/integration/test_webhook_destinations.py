@@ -7,6 +7,7 @@ resolves through ``loop.getaddrinfo``); every other name and address goes to the
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
 import socket
 import string
@@ -21,7 +22,6 @@ from standardwebhooks.webhooks import Webhook
 
 from notifier import signing
 from notifier.settings import NotifierSettings
-from notifier.transport import WebhookTransport
 from notifier.webhook import USER_AGENT, WebhookSender, guarded_client
 from shared.errors import ForbiddenDestination
 from tests.e2e.harness import WebhookReceiver, serve
@@ -32,6 +32,8 @@ SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = b'{"id": "evt_1", "type": "video.ready", "data": {}}'
 #: A body longer than any log limit used here, distinct at every offset.
 BIG = (string.ascii_letters * 200).encode()
+#: What ``/gzip`` answers, compressed (a proxy's error page, say).
+PAGE = b"<html>upstream is down</html>" * 50
 
 
 @dataclass
@@ -57,6 +59,11 @@ async def site() -> AsyncIterator[Site]:
     receiver = WebhookReceiver()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("path") == "/gzip":
+            headers = [(b"content-encoding", b"gzip"), (b"retry-after", b"30")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": gzip.compress(PAGE)})
+            return
         if scope.get("path") != "/big":
             await receiver(scope, receive, send)
             return
@@ -97,8 +104,8 @@ async def dns(monkeypatch: pytest.MonkeyPatch) -> Resolver:
 @asynccontextmanager
 async def sender(*allow: str, timeout: float = 5.0, log_bytes: int = 2048) -> AsyncIterator[WebhookSender]:
     """The notifier's real client, allowlisting ``allow``, in a ``WebhookSender``."""
-    async with guarded_client(make(NotifierSettings, webhook_allow_hosts=allow)) as client:
-        yield WebhookSender(client, timeout=timeout, log_bytes=log_bytes)
+    async with guarded_client(make(NotifierSettings, webhook_allow_hosts=allow)) as transport:
+        yield WebhookSender(transport, timeout=timeout, log_bytes=log_bytes)
 
 
 def signed(body: bytes = BODY) -> dict[str, str]:
@@ -237,11 +244,9 @@ async def test_the_kept_response_body_is_cut_to_log_bytes(site: Site) -> None:
 
 
 async def test_one_connection_serves_deliveries_one_after_another(site: Site) -> None:
-    async with guarded_client(make(NotifierSettings, webhook_allow_hosts=("127.0.0.1",))) as client:
-        webhooks = WebhookSender(client)
+    async with guarded_client(make(NotifierSettings, webhook_allow_hosts=("127.0.0.1",))) as transport:
+        webhooks = WebhookSender(transport)
         results = [await webhooks.send(site.url(f"/k{i}"), BODY, signed()) for i in range(3)]
-        transport = client._transport
-        assert isinstance(transport, WebhookTransport)
         assert transport.open == 1  # kept alive and reused
 
     assert all(r.ok for r in results)
@@ -249,12 +254,10 @@ async def test_one_connection_serves_deliveries_one_after_another(site: Site) ->
 
 
 async def test_a_delivery_after_an_answer_read_in_part_gets_a_sound_connection(site: Site) -> None:
-    async with guarded_client(make(NotifierSettings, webhook_allow_hosts=("127.0.0.1",))) as client:
-        webhooks = WebhookSender(client, log_bytes=100)
+    async with guarded_client(make(NotifierSettings, webhook_allow_hosts=("127.0.0.1",))) as transport:
+        webhooks = WebhookSender(transport, log_bytes=100)
         big = await webhooks.send(site.url("/big"), BODY, signed())
         small = await webhooks.send(site.url("/after"), BODY, signed())
-        transport = client._transport
-        assert isinstance(transport, WebhookTransport)
         # reused only if the whole answer had arrived; closed (and a new one opened) otherwise
         assert transport.open == 1
 
@@ -262,3 +265,27 @@ async def test_a_delivery_after_an_answer_read_in_part_gets_a_sound_connection(s
     assert big.response_body == BIG[:100].decode()
     assert small.ok
     assert small.response_body == "ok"
+
+
+async def test_a_compressed_answer_is_logged_decoded(site: Site) -> None:
+    async with sender("127.0.0.1", log_bytes=100) as webhooks:
+        result = await webhooks.send(site.url("/gzip"), BODY, signed())
+
+    assert result.status_code == 503
+    assert result.retry_after == 30.0
+    assert result.response_body == PAGE[:100].decode()
+
+
+async def test_a_header_that_would_split_the_request_is_refused_unsent(site: Site) -> None:
+    headers = {**signed(), "webhook-id": "evt_1\r\nx-injected: 1"}
+    async with sender("127.0.0.1") as webhooks:
+        result = await webhooks.send(site.url("/x"), BODY, headers)
+        again = await webhooks.send(site.url("/x?after=1"), BODY, signed())
+
+    assert not result.ok
+    assert result.status_code is None
+    assert result.error is not None
+    assert "line break" in result.error
+    assert again.ok  # the refusal left the connection pool sound
+    [request] = site.receiver.requests
+    assert "x-injected" not in request.headers

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from notifier.webhook import EndpointLimiter, WebhookSender, parse_retry_after
+from notifier.webhook import EndpointLimiter, HttpxPoster, WebhookSender, parse_retry_after
 from shared.errors import ForbiddenDestination
 
 URL = "https://hooks.example.com/vidq"
@@ -34,8 +34,8 @@ def streamed(status: int, body: bytes = b"", headers: dict[str, str] | None = No
 
 
 def sender_for(handler: Handler, *, timeout: float = 5.0, log_bytes: int = 2048) -> WebhookSender:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), follow_redirects=False)
-    return WebhookSender(client, timeout=timeout, log_bytes=log_bytes)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), follow_redirects=True)
+    return WebhookSender(HttpxPoster(client), timeout=timeout, log_bytes=log_bytes)
 
 
 async def test_a_2xx_answer_is_a_success() -> None:
