@@ -1,10 +1,13 @@
 """Live event streams (SSE), pushed from the broker.
 
 Each gateway process has its own exclusive queue on ``vidq.events`` (``vidq.gateway.live.<host>-
-<pid>``, bound ``#``) and fans each event out to the streams watching that video. A stream first
-replays what the video already went through from the event log (once, not by polling; resuming
-after ``Last-Event-ID`` works the same way), then forwards live events, filling any gap from the
-log, and ends after a terminal event. The SSE ``id`` is the event's ``sequence``.
+<pid>``) and fans each event out to the streams watching that video. The queue is bound (``#``)
+only while the process has streams to feed, and for ``unbind_after_s`` after the last one ends:
+a gateway nobody watches costs the broker and itself nothing per event. A stream waits for the
+binding, then replays what the video already went through from the event log (once, not by
+polling; resuming after ``Last-Event-ID`` works the same way), then forwards live events,
+filling any gap from the log, and ends after a terminal event. The SSE ``id`` is the event's
+``sequence``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -22,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 
 from gateway import repository as repo
 from shared.events import TERMINAL_EVENT_TYPES
-from shared.messaging.topology import GATEWAY_LIVE_PREFIX, broadcast_queue, declare_queue
+from shared.messaging.topology import EVENTS, GATEWAY_LIVE_PREFIX, broadcast_queue, declare_queue
 from shared.metrics import SSE_CLIENTS
 from shared.resources import TERMINAL_STATUSES
 
@@ -41,16 +44,25 @@ class LiveEvent:
 class LiveHub:
     """Routes events from this process's broadcast queue to the streams that want them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, unbind_after_s: float = 30.0) -> None:
+        self.unbind_after_s = unbind_after_s
         self._watchers: dict[str, set[asyncio.Queue[LiveEvent]]] = defaultdict(set)
         self._queue: AbstractQueue | None = None
+        self._bound = False
+        self._binding = asyncio.Lock()
+        self._unbinding: asyncio.Task[None] | None = None
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         channel = await connection.channel()
-        self._queue = await declare_queue(channel, broadcast_queue(GATEWAY_LIVE_PREFIX, "#"))
+        self._queue = await declare_queue(channel, broadcast_queue(GATEWAY_LIVE_PREFIX))
         # At-most-once is right for a live view: a stream that misses an event fills the gap
         # from the event log when the next one arrives.
         await self._queue.consume(self._on_message, no_ack=True)
+
+    @property
+    def bound(self) -> bool:
+        """Whether events reach this process now (a stream is watching, or did a moment ago)."""
+        return self._bound
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         video_id = message.correlation_id
@@ -70,18 +82,45 @@ class LiveHub:
             with contextlib.suppress(asyncio.QueueFull):  # a gap, filled from the log later
                 inbox.put_nowait(event)
 
-    @contextlib.contextmanager
-    def watch(self, video_id: str) -> Iterator[asyncio.Queue[LiveEvent]]:
+    @contextlib.asynccontextmanager
+    async def watch(self, video_id: str) -> AsyncIterator[asyncio.Queue[LiveEvent]]:
+        """An inbox of the video's live events, from the moment this returns."""
         inbox: asyncio.Queue[LiveEvent] = asyncio.Queue(_INBOX_SIZE)
         self._watchers[video_id].add(inbox)
         SSE_CLIENTS.inc()
         try:
+            await self._bind()
             yield inbox
         finally:
             SSE_CLIENTS.dec()
             self._watchers[video_id].discard(inbox)
             if not self._watchers[video_id]:
                 del self._watchers[video_id]
+            if not self._watchers and self._unbinding is None:
+                self._unbinding = asyncio.create_task(self._unbind_when_idle())
+
+    async def _bind(self) -> None:
+        if self._unbinding is not None:
+            self._unbinding.cancel()
+            self._unbinding = None
+        async with self._binding:  # an unbind under way ends first
+            if not self._bound and self._queue is not None:
+                await self._queue.bind(EVENTS, routing_key="#")
+                self._bound = True
+
+    async def _unbind_when_idle(self) -> None:
+        await asyncio.sleep(self.unbind_after_s)
+        async with self._binding:
+            # From here on nobody cancels this task: a new watcher waits for the lock, then binds.
+            self._unbinding = None
+            if self._watchers or not self._bound or self._queue is None:
+                return
+            try:
+                await self._queue.unbind(EVENTS, routing_key="#")
+            except Exception:
+                log.warning("could not unbind the live queue; it stays bound", exc_info=True)
+                return
+            self._bound = False
 
 
 def _sse(sequence: int, type_: str, body: str) -> dict[str, str]:
@@ -111,7 +150,7 @@ async def event_stream(
     pool: asyncpg.Pool, hub: LiveHub, video_id: str, *, after: int
 ) -> AsyncIterator[dict[str, str]]:
     """The SSE events of one video after sequence ``after``, ending after a terminal event."""
-    with hub.watch(video_id) as inbox:
+    async with hub.watch(video_id) as inbox:
         last = after
         # The whole history first (a failed video may have been retried since, so a terminal
         # event in the past does not end the stream; the video's current state decides).

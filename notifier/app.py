@@ -50,6 +50,7 @@ def routes(settings: NotifierSettings, topology: Topology) -> tuple[Route[Any, N
             ANY_EVENT,
             handle_event_for_webhooks,
             prefetch=settings.notifier_concurrency,
+            coalesce_acks=True,
         ),
         Route(
             topology.queue(NOTIFIER_DELIVERIES),
@@ -57,6 +58,7 @@ def routes(settings: NotifierSettings, topology: Topology) -> tuple[Route[Any, N
             handle_deliver_webhook,
             on_failure=delivery_given_up,
             prefetch=settings.notifier_concurrency,
+            coalesce_acks=True,
         ),
         Route(topology.queue(NOTIFIER_REQUESTS), WEBHOOK_REQUEST, handle_webhook_request, prefetch=5),
         Route(topology.queue(NOTIFIER_EMAIL), EMAIL_EVENTS, handle_event_for_email, prefetch=10),

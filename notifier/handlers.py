@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -88,12 +89,15 @@ async def handle_event_for_webhooks(event: AnyEvent, deps: NotifierDeps) -> None
     if not fanout.known:
         log.warning("event %s for an unknown video; nobody to notify", event.id)
         return
-    outcomes = await asyncio.gather(
-        *(_first_attempt(c, deps) for c in fanout.claimed), return_exceptions=True
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome  # the others are settled; this one is retried with the event
+    if len(fanout.claimed) == 1:
+        await _first_attempt(fanout.claimed[0], deps)
+    else:
+        outcomes = await asyncio.gather(
+            *(_first_attempt(c, deps) for c in fanout.claimed), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the others are settled; this one is retried with the event
     if fanout.held:
         raise Deferred(f"{fanout.held} deliveries of event {event.id} are held by another attempt")
 
@@ -101,27 +105,19 @@ async def handle_event_for_webhooks(event: AnyEvent, deps: NotifierDeps) -> None
 async def _first_attempt(claim: Claimed, deps: NotifierDeps) -> None:
     """Send a claimed delivery, log the attempt and act on its outcome (retry, disable, give up)."""
     queue = deps.topology.queue(NOTIFIER_DELIVERIES)
-    slot = await deps.limiter.acquire(claim.url)
-    if slot is None:  # the endpoint is busy and shows no sign of answering soon: retry later
+    try:
+        result = await _post(deps, claim.id, claim.url, claim.secrets, claim.event.id, claim.event.body)
+    except ForbiddenDestination as exc:
+        await dead_letter(
+            deps.publisher, queue, _command(claim.id), reason="permanent", error=str(exc), attempts=1
+        )
+        return
+    if result is None:  # the endpoint is busy and shows no sign of answering soon: retry later
         delay = min(queue.retry_delays, default=0)
         await deps.publisher.publish(RETRY, queue.delay_queue(delay), _command(claim.id))
         with map_asyncpg_errors():
             await repo.defer_delivery(deps.pool, claim.id, datetime.now(UTC) + timedelta(seconds=delay))
         return
-    try:
-        headers = signed_headers(claim.secrets, claim.event.id, int(time.time()), claim.event.body)
-        result = await deps.sender.send(claim.url, claim.event.body, headers)
-    except ForbiddenDestination as exc:
-        await _record(deps, claim.id, DeliveryResult(None, 0, str(exc)), status="failed", error=str(exc))
-        WEBHOOK_DELIVERIES.labels("forbidden").inc()
-        await dead_letter(
-            deps.publisher, queue, _command(claim.id), reason="permanent", error=str(exc), attempts=1
-        )
-        return
-    finally:
-        deps.limiter.release(slot)
-    WEBHOOK_SECONDS.observe(result.latency_ms / 1000)
-    WEBHOOK_DELIVERIES.labels("success" if result.ok else "failure").inc()
     attempt = Outcome(
         claim.id, claim.webhook_id, claim.client_id, claim.url, claim.event.id, claim.event.type
     )
@@ -203,25 +199,56 @@ async def handle_deliver_webhook(cmd: DeliverWebhook, deps: NotifierDeps) -> Non
         if row["secrets"] is None:
             await repo.give_up_delivery(deps.pool, cmd.delivery_id, "the endpoint was disabled or deleted")
             return
-    slot = await deps.limiter.acquire(row["url"])
-    if slot is None:
+    body = bytes(row["body"])
+    result = await _post(
+        deps, cmd.delivery_id, row["url"], row["secrets"], row["event_id"], body, manual=cmd.manual
+    )
+    if result is None:
         with map_asyncpg_errors():
             await repo.release_lease(deps.pool, cmd.delivery_id)
         raise Deferred(f"{row['url']} has {deps.limiter.limit} deliveries in flight")
-    body = bytes(row["body"])
-    headers = signed_headers(row["secrets"], row["event_id"], int(time.time()), body)
+    await _settle(cmd, row, result, deps)
+
+
+_SUCCEEDED = WEBHOOK_DELIVERIES.labels("success")
+_FAILED = WEBHOOK_DELIVERIES.labels("failure")
+_FORBIDDEN = WEBHOOK_DELIVERIES.labels("forbidden")
+
+
+async def _post(
+    deps: NotifierDeps,
+    delivery_id: str,
+    url: str,
+    secrets: Sequence[str],
+    event_id: str,
+    body: bytes,
+    *,
+    manual: bool = False,
+) -> DeliveryResult | None:
+    """Sign and POST a delivery in one of its endpoint's slots; ``None`` if no slot came free.
+
+    A destination vidq may not call is logged as a failed attempt and raised.
+    """
+    slot = await deps.limiter.acquire(url)
+    if slot is None:
+        return None
+    refused: ForbiddenDestination | None = None
     try:
-        result = await deps.sender.send(row["url"], body, headers)
+        result = await deps.sender.send(url, body, signed_headers(secrets, event_id, int(time.time()), body))
     except ForbiddenDestination as exc:
-        result = DeliveryResult(None, 0, str(exc))
-        await _record(deps, cmd.delivery_id, result, manual=cmd.manual, status="failed", error=str(exc))
-        WEBHOOK_DELIVERIES.labels("forbidden").inc()
-        raise
+        refused = exc
     finally:
         deps.limiter.release(slot)
+    if refused is not None:
+        error = str(refused)
+        await _record(
+            deps, delivery_id, DeliveryResult(None, 0, error), manual=manual, status="failed", error=error
+        )
+        _FORBIDDEN.inc()
+        raise refused
     WEBHOOK_SECONDS.observe(result.latency_ms / 1000)
-    WEBHOOK_DELIVERIES.labels("success" if result.ok else "failure").inc()
-    await _settle(cmd, row, result, deps)
+    (_SUCCEEDED if result.ok else _FAILED).inc()
+    return result
 
 
 async def _record(

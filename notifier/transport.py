@@ -289,9 +289,10 @@ class WebhookTransport(httpx.AsyncBaseTransport):
                 self._targets.clear()
             target = self._targets[url] = _prepare(url, self.user_agent)
         parts = [target.head]
-        parts += [
-            b"%s: %s\r\n" % (_safe(name.encode()), _safe(value.encode())) for name, value in headers.items()
-        ]
+        for name, value in headers.items():
+            if not (name.isprintable() and value.isprintable()):
+                raise httpx.LocalProtocolError("a header holds a line break or a control character")
+            parts.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
         parts.append(b"content-length: %d\r\n\r\n" % len(body))
         connection = await self._check_out(target.origin)
         try:

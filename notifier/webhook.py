@@ -129,7 +129,7 @@ class EndpointLimiter:
         self.patience = patience
         self.active: dict[str, int] = {}
         self._activity: dict[str, float] = {}
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, deque[asyncio.Future[bool]]] = {}
 
     def try_acquire(self, url: str) -> str | None:
         """Take a slot for the endpoint ``url``; ``None`` when it already has ``limit`` in flight."""
@@ -145,17 +145,21 @@ class EndpointLimiter:
         key = self.try_acquire(url)
         if key is not None or not self._lively(url):
             return key
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         waiters = self._waiters.setdefault(url, deque())
         waiters.append(waiter)
+        timer = loop.call_later(self.patience, _give_up, waiter)
         try:
-            await asyncio.wait({waiter}, timeout=self.patience)
+            handed_over = await waiter
         except asyncio.CancelledError:
-            if waiter.done():
+            if waiter.done() and not waiter.cancelled() and waiter.result():
                 self.release(url)  # the slot was handed over just as we were cancelled
             self._forget(url, waiter)
             raise
-        if waiter.done():
+        finally:
+            timer.cancel()
+        if handed_over:
             return url
         self._forget(url, waiter)
         return None
@@ -166,7 +170,7 @@ class EndpointLimiter:
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the slot passes to it, still counted
+                waiter.set_result(True)  # the slot passes to it, still counted
                 return
         self._waiters.pop(key, None)
         self.active[key] -= 1
@@ -177,7 +181,7 @@ class EndpointLimiter:
     def _lively(self, key: str) -> bool:
         return time.monotonic() - self._activity.get(key, -math.inf) < self.patience
 
-    def _forget(self, key: str, waiter: asyncio.Future[None]) -> None:
+    def _forget(self, key: str, waiter: asyncio.Future[bool]) -> None:
         waiter.cancel()
         waiters = self._waiters.get(key)
         if waiters is not None:
@@ -185,6 +189,11 @@ class EndpointLimiter:
                 waiters.remove(waiter)
             if not waiters:
                 del self._waiters[key]
+
+
+def _give_up(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 def guarded_client(settings: NotifierSettings) -> WebhookTransport:

@@ -31,6 +31,7 @@ from aio_pika.abc import (
 )
 
 from shared.backoff import until_reachable
+from shared.messaging.acks import CoalescedAcks
 from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
 from shared.messaging.consumer import Route, process
 from shared.messaging.publisher import Publisher
@@ -89,6 +90,7 @@ class Consumers:
         self._stale = {name: StaleChannel(channel_stale_s) for name in self.routes}
         self._consumes = 0
         self._watchdog: asyncio.Task[None] | None = None
+        self._acks = CoalescedAcks()
 
     async def start(self) -> None:
         for name in self.routes:
@@ -113,8 +115,9 @@ class Consumers:
             task = asyncio.current_task()
             if task is not None:
                 self.inflight.add(task)
+            delivery = self._acks.wrap(message) if route.coalesce_acks else message
             try:
-                await process(route, message, self.deps, self.publisher)
+                await process(route, delivery, self.deps, self.publisher)
             finally:
                 if task is not None:
                     self.inflight.discard(task)
@@ -206,6 +209,7 @@ class Consumers:
             _, pending = await asyncio.wait(set(self.inflight), timeout=grace)
             for task in pending:
                 task.cancel()  # unacked: the broker redelivers them to another consumer
+        await self._acks.drain()
 
 
 def stop_event() -> asyncio.Event:

@@ -89,6 +89,9 @@ class Route(Generic[M, D]):
     handler: Callable[[M, D], Awaitable[None]]
     on_failure: Callable[[M, PipelineError, D], Awaitable[None]] | None = None
     prefetch: int = 1
+    #: Acknowledge the deliveries settled together with one frame (``shared/messaging/acks.py``):
+    #: for queues that hand a consumer many deliveries at once.
+    coalesce_acks: bool = False
 
 
 class Delivery(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -62,9 +63,23 @@ async def connection(broker: AdminSettings) -> AsyncIterator[AbstractRobustConne
     await conn.close()
 
 
-async def _consumers(conn: AbstractRobustConnection, settings: AdminSettings, rec: Recorder) -> Consumers:
+async def _consumers(
+    conn: AbstractRobustConnection,
+    settings: AdminSettings,
+    rec: Recorder,
+    *,
+    coalesce_acks: bool = False,
+    prefetch: int = 5,
+) -> Consumers:
     topology = build(settings)
-    route = Route(topology.queue(THUMBNAILER_UPLOADS), Ping, handle_ping, on_failure=ping_failed, prefetch=5)
+    route = Route(
+        topology.queue(THUMBNAILER_UPLOADS),
+        Ping,
+        handle_ping,
+        on_failure=ping_failed,
+        prefetch=prefetch,
+        coalesce_acks=coalesce_acks,
+    )
     publisher = await AmqpPublisher.open(conn)
     consumers = Consumers(
         service="test", connection=conn, topology=topology, routes=[route], deps=rec, publisher=publisher
@@ -107,11 +122,12 @@ async def _drain(conn: AbstractRobustConnection, queue: str) -> list[aio_pika.ab
     return messages
 
 
+@pytest.mark.parametrize("coalesce", [False, True], ids=["acks", "coalesced-acks"])
 async def test_a_transient_failure_waits_in_the_delay_queue_and_comes_back(
-    broker: AdminSettings, connection: AbstractRobustConnection
+    broker: AdminSettings, connection: AbstractRobustConnection, coalesce: bool
 ) -> None:
     rec = Recorder()
-    consumers = await _consumers(connection, broker, rec)
+    consumers = await _consumers(connection, broker, rec, coalesce_acks=coalesce)
     await _publish(connection, Ping(n=1, fail="transient-once"))
     await _until(lambda: rec.seen.get(1) == 2)
     await consumers.stop(1)
@@ -120,11 +136,12 @@ async def test_a_transient_failure_waits_in_the_delay_queue_and_comes_back(
     assert await _drain(connection, f"{THUMBNAILER_UPLOADS}.dlq") == []
 
 
+@pytest.mark.parametrize("coalesce", [False, True], ids=["acks", "coalesced-acks"])
 async def test_retries_used_up_end_in_the_dlq_with_the_attempt_count(
-    broker: AdminSettings, connection: AbstractRobustConnection
+    broker: AdminSettings, connection: AbstractRobustConnection, coalesce: bool
 ) -> None:
     rec = Recorder()
-    consumers = await _consumers(connection, broker, rec)
+    consumers = await _consumers(connection, broker, rec, coalesce_acks=coalesce)
     await _publish(connection, Ping(n=2, fail="transient-always"))
     await _until(lambda: len(rec.failures) == 1)
     await consumers.stop(1)
@@ -137,11 +154,12 @@ async def test_retries_used_up_end_in_the_dlq_with_the_attempt_count(
     assert json.loads(dead.body)["n"] == 2
 
 
+@pytest.mark.parametrize("coalesce", [False, True], ids=["acks", "coalesced-acks"])
 async def test_poison_goes_to_the_dlq_at_once_and_the_consumer_keeps_running(
-    broker: AdminSettings, connection: AbstractRobustConnection
+    broker: AdminSettings, connection: AbstractRobustConnection, coalesce: bool
 ) -> None:
     rec = Recorder()
-    consumers = await _consumers(connection, broker, rec)
+    consumers = await _consumers(connection, broker, rec, coalesce_acks=coalesce)
     await _publish(connection, b"{not json", message_id="poison-1")
     await _publish(connection, b'{"n": "not a number"}', message_id="poison-2")
     await _publish(connection, Ping(n=3, fail="permanent"), message_id="perm")
@@ -158,6 +176,45 @@ async def test_poison_goes_to_the_dlq_at_once_and_the_consumer_keeps_running(
     assert dead["perm"]["vidq-dead-letter-reason"] == "permanent"
     assert dead["bug"]["vidq-dead-letter-reason"] == "error"
     assert rec.seen == {3: 1, 4: 1, 5: 1}  # poison never reached the handler
+
+
+async def test_coalesced_acks_settle_every_delivery_of_a_burst_handled_out_of_order(
+    broker: AdminSettings, connection: AbstractRobustConnection
+) -> None:
+    rec = Recorder()
+
+    async def jittery(ping: Ping, rec: Recorder) -> None:
+        await asyncio.sleep(random.random() / 20)  # finish in another order than delivered
+        await handle_ping(ping, rec)
+
+    topology = build(broker)
+    route = Route(topology.queue(THUMBNAILER_UPLOADS), Ping, jittery, prefetch=50, coalesce_acks=True)
+    consumers = Consumers(
+        service="test",
+        connection=connection,
+        topology=topology,
+        routes=[route],
+        deps=rec,
+        publisher=await AmqpPublisher.open(connection),
+    )
+    await consumers.start()
+    publisher = await AmqpPublisher.open(connection)
+    await asyncio.gather(
+        *(
+            publisher.publish(
+                UPLOADS, "", outgoing(Ping(n=n), message_id=f"m{n}", type="ping", correlation_id="v")
+            )
+            for n in range(300)
+        )
+    )
+    await _until(lambda: len(rec.seen) == 300)
+    await consumers.stop(5)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(THUMBNAILER_UPLOADS, passive=True)
+    await channel.close()
+    # Anything left unacknowledged would have gone back to the queue when the consumer stopped.
+    assert queue.declaration_result.message_count == 0
+    assert set(rec.seen.values()) == {1}
 
 
 async def test_a_message_in_flight_at_shutdown_is_redelivered_to_another_consumer(

@@ -1,0 +1,84 @@
+"""The gateway's live feed on a real broker: bound only while streams watch, events to their video."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from gateway.streams import LiveHub
+from shared.errors import TransientError
+from shared.messaging.codec import OutgoingMessage
+from shared.messaging.publisher import AmqpPublisher
+from shared.messaging.topology import EVENTS, declare_exchanges
+from shared.runtime import connect
+
+GRACE_S = 0.3
+
+
+@pytest.fixture
+async def connection(vhost: str) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection to an empty vhost holding only vidq's exchanges: no queue but the hub's."""
+    conn = await connect(vhost, "test")
+    async with conn.channel() as channel:
+        await declare_exchanges(channel)
+    yield conn
+    await conn.close()
+
+
+def event(video_id: str, sequence: int) -> OutgoingMessage:
+    body = {
+        "id": f"evt_{video_id}_{sequence}",
+        "type": "rendition.progress",
+        "sequence": sequence,
+        "data": {},
+    }
+    return OutgoingMessage(json.dumps(body).encode(), body["id"], "rendition.progress", video_id, "gateway")
+
+
+async def reaches_a_queue(publisher: AmqpPublisher, message: OutgoingMessage) -> bool:
+    """Publish with ``mandatory``: whether any queue is bound to take it."""
+    try:
+        await publisher.publish(EVENTS, message.type, message)
+    except TransientError as exc:
+        if "unroutable" not in str(exc):
+            raise
+        return False
+    return True
+
+
+async def test_the_live_queue_is_bound_only_while_a_stream_watches(
+    connection: AbstractRobustConnection,
+) -> None:
+    hub = LiveHub(unbind_after_s=GRACE_S)
+    await hub.start(connection)
+    publisher = await AmqpPublisher.open(connection)
+
+    assert not hub.bound
+    assert not await reaches_a_queue(publisher, event("vid_a", 1))
+
+    async with hub.watch("vid_a") as inbox:
+        assert hub.bound
+        assert await reaches_a_queue(publisher, event("vid_b", 1))  # another video's: not ours
+        assert await reaches_a_queue(publisher, event("vid_a", 2))
+        received = await asyncio.wait_for(inbox.get(), 5)
+        assert (received.sequence, received.type) == (2, "rendition.progress")
+        assert inbox.empty()
+
+    # A stream that comes back within the grace period finds the binding still there.
+    assert hub.bound
+    async with hub.watch("vid_a"):
+        await asyncio.sleep(GRACE_S * 2)
+        assert hub.bound
+
+    await asyncio.sleep(GRACE_S * 3)
+    assert not hub.bound
+    assert not await reaches_a_queue(publisher, event("vid_a", 3))
+
+    # And binds again for the next stream.
+    async with hub.watch("vid_c") as inbox:
+        assert await reaches_a_queue(publisher, event("vid_c", 1))
+        assert (await asyncio.wait_for(inbox.get(), 5)).sequence == 1
