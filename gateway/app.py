@@ -73,7 +73,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             deps=deps,
             publisher=publisher,
         )
-        hub = LiveHub()
+        hub = LiveHub(unbind_after_s=settings.live_unbind_after_s)
         await hub.start(connection)
         await consumers.start()
         scheduler = asyncio.create_task(run_scheduler(deps))

@@ -24,6 +24,9 @@ class GatewaySettings(ServiceSettings):
     #: How long an Idempotency-Key is remembered.
     idempotency_ttl_s: int = 24 * 3600
     sse_keepalive_s: float = 15.0
+    #: The live queue stays bound this long after the last stream of this process ends (a
+    #: client that reconnects finds it bound; then events stop costing this gateway anything).
+    live_unbind_after_s: float = Field(default=5.0, ge=0)
     #: Projection consumer prefetch (reports are small; the video row lock serialises a video).
     projection_prefetch: int = 20
     outbox_batch: int = 200

@@ -44,7 +44,7 @@ class LiveEvent:
 class LiveHub:
     """Routes events from this process's broadcast queue to the streams that want them."""
 
-    def __init__(self, *, unbind_after_s: float = 30.0) -> None:
+    def __init__(self, *, unbind_after_s: float = 5.0) -> None:
         self.unbind_after_s = unbind_after_s
         self._watchers: dict[str, set[asyncio.Queue[LiveEvent]]] = defaultdict(set)
         self._queue: AbstractQueue | None = None

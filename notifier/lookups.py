@@ -7,6 +7,7 @@ source of truth for subscriptions (an endpoint disabled a second ago gets nothin
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,12 @@ class Listener:
     secrets: tuple[str, ...]
 
     def wants(self, event_type: str) -> bool:
-        return any(pattern_matches(p, event_type) for p in self.events)
+        return _wants(self.events, event_type)
+
+
+@functools.lru_cache(maxsize=4096)
+def _wants(patterns: tuple[str, ...], event_type: str) -> bool:
+    return any(pattern_matches(p, event_type) for p in patterns)
 
 
 @dataclass(frozen=True, slots=True)

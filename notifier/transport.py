@@ -204,6 +204,11 @@ class _Body(httpx.AsyncByteStream):
 async def _kept_body(connection: _Connection, coding: str, keep: int) -> bytes:
     """Up to ``keep`` bytes of the answer's body, decoded (reading stops there)."""
     wbits = _DECODERS.get(coding.strip().lower())
+    if wbits is None and connection.complete:  # the usual answer: short, and all there already
+        whole = b"".join(connection.chunks)
+        connection.chunks.clear()
+        connection.buffered = 0
+        return whole[:keep]
     decoder = zlib.decompressobj(wbits) if wbits is not None else None
     kept = bytearray()
     async with contextlib.aclosing(connection.body()) as chunks:
