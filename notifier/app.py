@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from notifier.audiences import AudienceCache
 from notifier.delivery_log import DeliveryLog
 from notifier.email import SmtpEmailSender
 from notifier.handlers import (
@@ -72,11 +73,16 @@ async def main() -> None:
     await migrate_all(settings, ("notifier",))
     # the notifier never changes session state, so a released connection needs no reset
     pool = await create_pool(settings, reset_sessions=False)
+    # claims commit without waiting for the WAL flush (see DeliveryLog); one batch at a time
+    claim_pool = await create_pool(
+        settings, reset_sessions=False, max_size=2, server_settings={"synchronous_commit": "off"}
+    )
     connection = await connect(str(settings.amqp_url), "notifier")
     client = guarded_client(settings)
     try:
         publisher = await AmqpPublisher.open(connection)
         topology = build(settings)
+        audiences = AudienceCache(pool)
         deps = NotifierDeps(
             settings=settings,
             topology=topology,
@@ -86,7 +92,9 @@ async def main() -> None:
                 client, timeout=settings.webhook_timeout_s, log_bytes=settings.webhook_response_log_bytes
             ),
             email=SmtpEmailSender(settings.smtp_url, settings.smtp_from, timeout=settings.smtp_timeout_s),
-            log=DeliveryLog(pool, lease_s=settings.webhook_timeout_s + 30),
+            log=DeliveryLog(
+                pool, lease_s=settings.webhook_timeout_s + 30, audiences=audiences, claim_pool=claim_pool
+            ),
             limiter=EndpointLimiter(
                 settings.notifier_endpoint_concurrency, patience=settings.notifier_endpoint_wait_s
             ),
@@ -99,8 +107,9 @@ async def main() -> None:
             deps=deps,
             publisher=publisher,
         )
-        await run_until_stopped(consumers, grace=settings.shutdown_grace_s)
+        await run_until_stopped(consumers, grace=settings.shutdown_grace_s, background=[audiences.listen])
     finally:
         await client.aclose()
         await connection.close()
+        await claim_pool.close()
         await pool.close()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
-from notifier import lookups
 from notifier import repository as repo
+from notifier.audiences import AudienceCache
 from notifier.batch import Batcher
 from shared.ids import new_id
 
@@ -59,8 +59,26 @@ class Fanout:
 
 
 class DeliveryLog:
-    def __init__(self, pool: asyncpg.Pool, *, lease_s: float, max_batch: int = 500) -> None:
+    """The notifier's writes on the delivery path.
+
+    ``claim_pool`` takes the claims: its connections may commit without waiting for the WAL
+    flush (``synchronous_commit=off``, see ``notifier/app.py``), because a claim lost in a
+    database crash costs nothing: its event is not acknowledged until the attempt is logged, and
+    that commit waits for the flush (which covers the claim's WAL too).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lease_s: float,
+        audiences: AudienceCache | None = None,
+        claim_pool: asyncpg.Pool | None = None,
+        max_batch: int = 500,
+    ) -> None:
         self.pool = pool
+        self.claim_pool = claim_pool or pool
+        self.audiences = audiences or AudienceCache(pool)
         self.lease_s = lease_s
         self._claims: Batcher[IncomingEvent, Fanout] = Batcher(self._claim, max_size=max_batch)
         self._leases: dict[bool, Batcher[str, asyncpg.Record | None]] = {
@@ -82,8 +100,9 @@ class DeliveryLog:
         await self._attempts.submit(attempt)
 
     async def _claim(self, events: Sequence[IncomingEvent]) -> list[Fanout]:
-        async with self.pool.acquire() as conn:
-            audiences = await lookups.audiences(conn, list({e.video_id for e in events}))
+        audiences = await self.audiences.get(list({e.video_id for e in events}))
+        now = datetime.now(UTC)
+        async with self.claim_pool.acquire() as conn:
             first: dict[str, IncomingEvent] = {}
             records: list[repo.NewEvent] = []
             wanted: list[tuple[repo.NewDelivery, IncomingEvent, tuple[str, ...]]] = []
@@ -93,7 +112,8 @@ class DeliveryLog:
                     continue  # a second copy in the same batch waits for the first (below)
                 first[event.id] = event
                 targets: list[tuple[str, str | None, str, tuple[str, ...]]] = [
-                    (e.webhook_id, e.webhook_id, e.url, e.secrets) for e in audience.endpoints(event.type)
+                    (e.webhook_id, e.webhook_id, e.url, e.secrets(now))
+                    for e in audience.endpoints(event.type)
                 ]
                 if audience.callback_url:
                     targets.append((CALLBACK, None, audience.callback_url, (audience.callback_secret,)))

@@ -229,7 +229,7 @@ async def _post(
 
     A destination vidq may not call is logged as a failed attempt and raised.
     """
-    slot = await deps.limiter.acquire(url)
+    slot = deps.limiter.try_acquire(url) or await deps.limiter.acquire(url)
     if slot is None:
         return None
     refused: ForbiddenDestination | None = None

@@ -8,6 +8,7 @@ source of truth for subscriptions (an endpoint disabled a second ago gets nothin
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,15 +61,23 @@ REPLAY_LIMIT = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """One enabled endpoint of a client, with the secrets that sign for it right now."""
+    """One enabled endpoint of a client, with its secret and, during a rotation, the previous one."""
 
     webhook_id: str
     url: str
     events: tuple[str, ...]
-    secrets: tuple[str, ...]
+    secret: str
+    previous_secret: str | None = None
+    previous_until: datetime | None = None
 
     def wants(self, event_type: str) -> bool:
         return _wants(self.events, event_type)
+
+    def secrets(self, now: datetime) -> tuple[str, ...]:
+        """The secrets that sign now: the current one, and the previous one during its grace."""
+        if self.previous_secret and self.previous_until is not None and now < self.previous_until:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -93,29 +102,37 @@ async def audiences(conn: Conn, video_ids: Sequence[str]) -> dict[str, Audience]
     """The audience of each video (unknown videos are left out), in one round trip.
 
     Read with the secrets, so the deliveries of a whole batch of events are signed without
-    another query; an endpoint disabled or deleted a moment ago is not among them.
+    another query; an endpoint disabled or deleted is not among them.
     """
     rows = await conn.fetch(
-        f"""SELECT v.id, v.client_id, v.callback_url, c.callback_secret,
-                  (SELECT coalesce(json_agg(json_build_object(
-                              'id', w.id, 'url', w.url, 'events', w.events,
-                              'secrets', {_ENDPOINT_SECRETS_SQL}) ORDER BY w.id), '[]')
-                   FROM webhooks w
-                   WHERE w.client_id = v.client_id AND w.enabled AND w.deleted_at IS NULL) AS endpoints
-           FROM videos v JOIN clients c ON c.id = v.client_id WHERE v.id = ANY($1::text[])""",  # noqa: S608 - a constant
+        """SELECT v.id AS video_id, v.client_id, v.callback_url, c.callback_secret, w.id AS webhook_id,
+                  w.url, w.events, w.secret, w.previous_secret, w.previous_secret_expires_at
+           FROM videos v JOIN clients c ON c.id = v.client_id
+           LEFT JOIN webhooks w ON w.client_id = v.client_id AND w.enabled AND w.deleted_at IS NULL
+           WHERE v.id = ANY($1::text[])
+           ORDER BY v.id, w.id""",
         list(video_ids),
     )
-    return {
-        row["id"]: Audience(
-            row["client_id"],
-            row["callback_url"],
-            row["callback_secret"],
-            tuple(
-                Listener(e["id"], e["url"], tuple(e["events"]), tuple(e["secrets"])) for e in row["endpoints"]
-            ),
+    found: dict[str, Audience] = {}
+    for video_id, group in itertools.groupby(rows, key=lambda r: r["video_id"]):
+        members = list(group)
+        first = members[0]
+        listeners = tuple(
+            Listener(
+                r["webhook_id"],
+                r["url"],
+                tuple(r["events"]),
+                r["secret"],
+                r["previous_secret"],
+                r["previous_secret_expires_at"],
+            )
+            for r in members
+            if r["webhook_id"] is not None
         )
-        for row in rows
-    }
+        found[video_id] = Audience(
+            first["client_id"], first["callback_url"], first["callback_secret"], listeners
+        )
+    return found
 
 
 #: An endpoint ``w``'s signing secrets: its current one, then the previous one while its

@@ -22,17 +22,24 @@ def secret_bytes(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(PREFIX))
 
 
+def _signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    return b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+
+
+def _signature(secret: str, content: bytes) -> str:
+    return "v1," + base64.b64encode(hmac.digest(secret_bytes(secret), content, "sha256")).decode()
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<signature>`` for ``body`` sent as ``msg_id`` at unix time ``timestamp``."""
-    content = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.digest(secret_bytes(secret), content, "sha256")
-    return "v1," + base64.b64encode(digest).decode()
+    return _signature(secret, _signed_content(msg_id, timestamp, body))
 
 
 def headers(secrets: Iterable[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
     """The three Standard Webhooks headers, signed with every secret given."""
+    content = _signed_content(msg_id, timestamp, body)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
+        "webhook-signature": " ".join([_signature(s, content) for s in secrets]),
     }

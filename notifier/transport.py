@@ -204,11 +204,6 @@ class _Body(httpx.AsyncByteStream):
 async def _kept_body(connection: _Connection, coding: str, keep: int) -> bytes:
     """Up to ``keep`` bytes of the answer's body, decoded (reading stops there)."""
     wbits = _DECODERS.get(coding.strip().lower())
-    if wbits is None and connection.complete:  # the usual answer: short, and all there already
-        whole = b"".join(connection.chunks)
-        connection.chunks.clear()
-        connection.buffered = 0
-        return whole[:keep]
     decoder = zlib.decompressobj(wbits) if wbits is not None else None
     kept = bytearray()
     async with contextlib.aclosing(connection.body()) as chunks:
@@ -299,12 +294,21 @@ class WebhookTransport(httpx.AsyncBaseTransport):
                 raise httpx.LocalProtocolError("a header holds a line break or a control character")
             parts.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
         parts.append(b"content-length: %d\r\n\r\n" % len(body))
-        connection = await self._check_out(target.origin)
+        connection = self._idle_connection(target.origin) or await self._check_out(target.origin)
         try:
             connection.send(b"".join(parts), body)
-            status, raw = await connection.answer()
+            while not connection.head_done:
+                connection._raise_if_broken("without answering")
+                await connection._wait()
+            status, raw = connection.status, connection.headers
             answer = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
-            kept = await _kept_body(connection, answer.get("content-encoding", ""), keep)
+            coding = answer.get("content-encoding")
+            if coding is None and connection.complete:  # the usual answer: short, and all there already
+                kept = b"".join(connection.chunks)[:keep]
+                connection.chunks.clear()
+                connection.buffered = 0
+            else:
+                kept = await _kept_body(connection, coding or "", keep)
         except BaseException:
             self._discard(connection)
             raise
@@ -344,7 +348,8 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
         self.open = 0
 
-    async def _check_out(self, origin: Origin) -> _Connection:
+    def _idle_connection(self, origin: Origin) -> _Connection | None:
+        """The most recently used idle connection to ``origin`` that is still good, if any."""
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -352,6 +357,12 @@ class WebhookTransport(httpx.AsyncBaseTransport):
             if connection.usable(now, self.keepalive_expiry):
                 return connection
             self._discard(connection)
+        return None
+
+    async def _check_out(self, origin: Origin) -> _Connection:
+        connection = self._idle_connection(origin)
+        if connection is not None:
+            return connection
         while self.open >= self.max_connections:
             if not self._evict_one_idle():
                 self._freed.clear()

@@ -51,7 +51,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    settings: ServiceSettings, *, give_up_after: float = 60.0, reset_sessions: bool = True
+    settings: ServiceSettings,
+    *,
+    give_up_after: float = 60.0,
+    reset_sessions: bool = True,
+    max_size: int | None = None,
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
     """Open the pool, retrying while the database is not reachable yet.
 
@@ -62,10 +67,12 @@ async def create_pool(
     """
 
     async def attempt() -> asyncpg.Pool:
+        size = max_size or settings.db_pool_max
         pool = await asyncpg.create_pool(
             str(settings.database_url),
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
+            min_size=min(settings.db_pool_min, size),
+            max_size=size,
+            server_settings=server_settings,
             command_timeout=settings.db_command_timeout_s,
             init=_init_connection,
             reset=None if reset_sessions else _keep_session,
