@@ -364,13 +364,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             receiver_process(args.sample_every) as receiver,
             event_publisher(running) as publisher,
         ):
+            for n in range(2, args.notifiers + 1):  # more notifiers share the queues, as replicas do
+                await running.stack.start_service("notifier", name=f"notifier-{n}")
             for scenario in scenarios(args):
                 target = await prepare(running, scenario, receiver, clip)
                 profile = RESULTS / f"{args.name}-{scenario.name}.notifier.txt" if args.profile else None
                 outcome = await measure(running, receiver, publisher, scenario, target, profile)
                 results[scenario.name] = figures(outcome)
                 print_scenario(scenario.name, results[scenario.name])
-    return {"env": env, "runs": results}
+    return {"env": env, "notifiers": args.notifiers, "runs": results}
 
 
 def main() -> None:
@@ -380,6 +382,9 @@ def main() -> None:
     parser.add_argument("--paced-events", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=200.0, help="events per second of the paced run")
     parser.add_argument("--only", type=lambda s: s.split(","), default=["paced", "one", "ten"])
+    parser.add_argument(
+        "--notifiers", type=int, default=1, help="notifier processes (replicas sharing the queues)"
+    )
     parser.add_argument("--sample-every", type=int, default=50, help="verify every Nth delivery's signature")
     parser.add_argument("--env", action="append", default=[], help="VIDQ_X=value for the stack (repeatable)")
     parser.add_argument(
