@@ -154,3 +154,48 @@ async def test_a_delivery_given_up_is_in_the_log_and_the_dead_letter_queue(runni
     assert dead is not None
     assert dead.headers["vidq-dead-letter-reason"] == "retries-exhausted"
     assert json.loads(dead.body)["delivery_id"] == sent["delivery_id"]
+
+
+async def test_an_events_failed_first_attempt_is_retried_on_the_schedule(
+    running: Running, tmp_path: Path
+) -> None:
+    running.receiver.fail["/flaky"] = 1  # the first request answers 500
+    async with running.client() as api:
+        hook = await _hook(api, running, "/flaky", ["video.ready"])
+        video_id = await _ready_video(api, tmp_path)
+        log = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
+    [delivery] = log
+    assert delivery["event_type"] == "video.ready"
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 200]
+    received = running.receiver.at("/flaky", "video.ready")
+    assert [r.json()["data"]["id"] for r in received] == [video_id, video_id]
+    assert received[0].headers["webhook-id"] == received[1].headers["webhook-id"]
+
+
+async def test_an_event_for_a_forbidden_address_is_logged_failed_and_parked(
+    running: Running, tmp_path: Path
+) -> None:
+    async with running.client() as api:
+        response = await api.post(
+            "/v1/webhooks", json={"url": "http://10.11.12.13/hook", "events": ["video.ready"]}
+        )
+        assert response.status_code == 201, response.text
+        hook = response.json()
+        await _ready_video(api, tmp_path)
+        log = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "failed")
+    [delivery] = log
+    assert "VIDQ_WEBHOOK_ALLOW_HOSTS" in delivery["last_error"]
+    assert len(delivery["attempt_log"]) == 1
+    connection = await aio_pika.connect(running.env["VIDQ_AMQP_URL"])
+    async with connection, connection.channel() as channel:
+        dlq = await channel.get_queue("vidq.notifier.deliveries.dlq", ensure=True)
+        parked = []
+        for _ in range(50):
+            message = await dlq.get(no_ack=True, fail=False)
+            if message is not None:
+                parked.append(json.loads(message.body)["delivery_id"])
+            elif delivery["id"] in parked:
+                break
+            else:
+                await asyncio.sleep(0.1)
+    assert delivery["id"] in parked
