@@ -1,7 +1,8 @@
 """Group commit: concurrent requests for the same statement run as one.
 
-A :class:`Batcher` runs a batch at once when it is idle, and while that batch is in flight
-gathers the requests that arrive, to run them together next. Alone, a request waits for nothing;
+A :class:`Batcher` runs a batch at once when it is idle (or, with ``linger_s``, that long after
+the first request, for work whose caller is not waiting on a client), and while that batch is
+in flight gathers the requests that arrive, to run them together next. Alone, a request waits for nothing;
 under load, a hundred deliveries share one statement, one round trip and one commit, instead
 of a hundred of each. Every caller gets its own result (or the batch's exception) only once its
 batch has run, so a delivery is never acknowledged before its write is committed.
@@ -20,9 +21,16 @@ R = TypeVar("R")
 class Batcher(Generic[T, R]):
     """Runs ``run(items)`` for the requests gathered; ``run`` returns one result per item, in order."""
 
-    def __init__(self, run: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, max_size: int = 100) -> None:
+    def __init__(
+        self,
+        run: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        *,
+        max_size: int = 100,
+        linger_s: float = 0.0,
+    ) -> None:
         self.run = run
         self.max_size = max_size
+        self.linger_s = linger_s
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -38,6 +46,8 @@ class Batcher(Generic[T, R]):
     async def _flush(self) -> None:
         batch: list[tuple[T, asyncio.Future[R]]] = []
         try:
+            if self.linger_s:
+                await asyncio.sleep(self.linger_s)
             while self._pending:
                 batch, self._pending = self._pending[: self.max_size], self._pending[self.max_size :]
                 await self._run_one(batch)
