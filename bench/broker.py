@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -32,8 +30,7 @@ import psutil
 import uvloop
 
 from bench.common import exclusive, percentile, report, table
-from shared.bootstrap import Management
-from tests.realdeps import ADMIN_URL, amqp_url_for, unique
+from tests.realdeps import scratch_vhost
 from tests.settings import ROOT
 
 #: An event's size on the wire (a rendition.completed with its video resource is about 1.5 kB).
@@ -65,18 +62,6 @@ def broker_cpu() -> float:
 def own_cpu() -> float:
     t = psutil.Process().cpu_times()
     return float(t.user + t.system)
-
-
-@contextlib.asynccontextmanager
-async def vhost() -> AsyncIterator[str]:
-    name = unique("vidq-bench-broker-")
-    async with Management(ADMIN_URL) as api:
-        await api.ensure_vhost(name)
-        await api.grant(name, api.admin_user)
-        try:
-            yield amqp_url_for(name)
-        finally:
-            await api.delete_vhost(name)
 
 
 async def declare(url: str, kind: str) -> str:
@@ -193,7 +178,7 @@ async def burst(url: str, queue_name: str, count: int) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    async with vhost() as url:
+    async with scratch_vhost("vidq-bench-broker-") as url:
         for kind in args.types:
             queue_name = await declare(url, kind)
             if "paced" in args.only:

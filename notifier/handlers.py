@@ -113,7 +113,11 @@ async def _first_attempt(claim: Claimed, deps: NotifierDeps) -> None:
         )
         return
     if result is None:  # the endpoint is busy and shows no sign of answering soon: retry later
-        delay = min(queue.retry_delays, default=0)
+        if not queue.retry_delays:  # no delay queue to wait in: the event waits instead
+            with map_asyncpg_errors():
+                await repo.release_lease(deps.pool, claim.id)
+            raise Deferred(f"{claim.url} has {deps.limiter.limit} deliveries in flight")
+        delay = min(queue.retry_delays)
         await deps.publisher.publish(RETRY, queue.delay_queue(delay), _command(claim.id))
         with map_asyncpg_errors():
             await repo.defer_delivery(deps.pool, claim.id, datetime.now(UTC) + timedelta(seconds=delay))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
+from collections.abc import AsyncIterator
 from urllib.parse import quote, urlparse, urlunparse
 
 import asyncpg
 
-from shared.bootstrap import OWNERS
+from shared.bootstrap import OWNERS, Management
 from shared.db import migrate
 from tests.settings import ROOT, machine_value
 
@@ -25,6 +27,19 @@ def amqp_url_for(vhost: str, user: str | None = None, password: str | None = Non
     admin = urlparse(ADMIN_URL)
     credentials = f"{user or admin.username}:{password or admin.password}"
     return f"amqp://{credentials}@{admin.hostname}:5672/{quote(vhost, safe='')}"
+
+
+@contextlib.asynccontextmanager
+async def scratch_vhost(prefix: str) -> AsyncIterator[str]:
+    """A new, empty RabbitMQ vhost the administrator may use (its AMQP URL), deleted afterwards."""
+    name = unique(prefix)
+    async with Management(ADMIN_URL) as api:
+        await api.ensure_vhost(name)
+        await api.grant(name, api.admin_user)
+        try:
+            yield amqp_url_for(name)
+        finally:
+            await api.delete_vhost(name)
 
 
 def unique(prefix: str) -> str:

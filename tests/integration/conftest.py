@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from shared.bootstrap import Management, bootstrap_broker
+from shared.bootstrap import bootstrap_broker
 from shared.db import _init_connection
 from shared.settings import AdminSettings, ServiceSettings
-from tests.realdeps import ADMIN_URL, amqp_url_for, create_database, drop_database, unique
+from tests.realdeps import ADMIN_URL, create_database, drop_database, scratch_vhost, unique
 from tests.settings import make
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -57,12 +57,8 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 async def vhost() -> AsyncIterator[str]:
     """The AMQP URL of a new, empty vhost (the administrator may use it)."""
-    name = unique("vidq-test-")
-    async with Management(ADMIN_URL) as api:
-        await api.ensure_vhost(name)
-        await api.grant(name, api.admin_user)
-        yield amqp_url_for(name)
-        await api.delete_vhost(name)
+    async with scratch_vhost("vidq-test-") as url:
+        yield url
 
 
 @pytest.fixture

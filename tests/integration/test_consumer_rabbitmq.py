@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractRobustConnection
 from pydantic import BaseModel
 
 from shared.errors import PermanentError, PipelineError, TransientError
+from shared.messaging.channels import CHANNEL_STALE_S
 from shared.messaging.codec import ATTEMPT_HEADER, outgoing
 from shared.messaging.consumer import Route
 from shared.messaging.publisher import AmqpPublisher
@@ -68,21 +69,29 @@ async def _consumers(
     settings: AdminSettings,
     rec: Recorder,
     *,
+    handler: Callable[[Ping, Recorder], Awaitable[None]] = handle_ping,
     coalesce_acks: bool = False,
     prefetch: int = 5,
+    channel_stale_s: float = CHANNEL_STALE_S,
 ) -> Consumers:
     topology = build(settings)
     route = Route(
         topology.queue(THUMBNAILER_UPLOADS),
         Ping,
-        handle_ping,
+        handler,
         on_failure=ping_failed,
         prefetch=prefetch,
         coalesce_acks=coalesce_acks,
     )
     publisher = await AmqpPublisher.open(conn)
     consumers = Consumers(
-        service="test", connection=conn, topology=topology, routes=[route], deps=rec, publisher=publisher
+        service="test",
+        connection=conn,
+        topology=topology,
+        routes=[route],
+        deps=rec,
+        publisher=publisher,
+        channel_stale_s=channel_stale_s,
     )
     await consumers.start()
     return consumers
@@ -187,17 +196,7 @@ async def test_coalesced_acks_settle_every_delivery_of_a_burst_handled_out_of_or
         await asyncio.sleep(random.random() / 20)  # finish in another order than delivered
         await handle_ping(ping, rec)
 
-    topology = build(broker)
-    route = Route(topology.queue(THUMBNAILER_UPLOADS), Ping, jittery, prefetch=50, coalesce_acks=True)
-    consumers = Consumers(
-        service="test",
-        connection=connection,
-        topology=topology,
-        routes=[route],
-        deps=rec,
-        publisher=await AmqpPublisher.open(connection),
-    )
-    await consumers.start()
+    consumers = await _consumers(connection, broker, rec, handler=jittery, prefetch=50, coalesce_acks=True)
     publisher = await AmqpPublisher.open(connection)
     await asyncio.gather(
         *(
@@ -244,18 +243,7 @@ async def test_a_route_whose_channel_is_lost_for_good_gets_a_new_one_and_consume
     # aio-pika sometimes fails to restore a channel after a reconnect; closing it ourselves leaves
     # it just as dead (the robust layer never reopens a channel closed by its owner).
     rec = Recorder()
-    topology = build(broker)
-    route = Route(topology.queue(THUMBNAILER_UPLOADS), Ping, handle_ping, prefetch=5)
-    consumers = Consumers(
-        service="test",
-        connection=connection,
-        topology=topology,
-        routes=[route],
-        deps=rec,
-        publisher=await AmqpPublisher.open(connection),
-        channel_stale_s=0.5,
-    )
-    await consumers.start()
+    consumers = await _consumers(connection, broker, rec, channel_stale_s=0.5)
     try:
         lost = consumers.queues[THUMBNAILER_UPLOADS].channel
         await lost.close()

@@ -140,6 +140,15 @@ async def test_an_untried_delivery_whose_lease_ran_out_is_claimed_again(
     assert {t: s.delivery_id for t, s in again.items()} == {t: s.delivery_id for t, s in first.items()}
 
 
+async def move_unnoticed(db: asyncpg.Pool, webhook_id: str) -> None:
+    """Change an endpoint's URL behind the ``webhooks_changed`` trigger's back (nobody is notified)."""
+    await db.execute("ALTER TABLE webhooks DISABLE TRIGGER webhooks_changed")
+    try:
+        await db.execute("UPDATE webhooks SET url = 'https://example.com/moved' WHERE id = $1", webhook_id)
+    finally:
+        await db.execute("ALTER TABLE webhooks ENABLE TRIGGER webhooks_changed")
+
+
 @contextlib.asynccontextmanager
 async def listening(cache: AudienceCache) -> AsyncIterator[None]:
     task = asyncio.create_task(cache.listen())
