@@ -37,6 +37,7 @@ bench: setup          ## Every benchmark, one after the other (figures in var/be
 	.venv/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench.time_to_ready
 	$(PY) -m bench.encoding
+	$(PY) -m bench.broker
 	$(PY) -m bench.webhooks
 	$(PY) -m bench.sse
 	$(PY) -m bench.upload

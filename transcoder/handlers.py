@@ -217,6 +217,24 @@ def check_complete(cmd: TranscodeRendition, made_s: float, warnings: list[str]) 
         )
 
 
+class _FinalProgress:
+    """Passes progress on, and keeps ffmpeg's closing block: how far it got (``out_time``).
+
+    The closing block (``progress=end``) says how much of the source ffmpeg encoded and muxed,
+    which is all the transcoder needs to know about its outputs, sizes apart: an ffprobe of each
+    output after the encode took as long as the rest of the pipeline after it.
+    """
+
+    def __init__(self, then: ffmpeg.OnProgress) -> None:
+        self.then = then
+        self.out_time_s: float | None = None
+
+    async def __call__(self, progress: ffmpeg.Progress) -> None:
+        if progress.done:
+            self.out_time_s = progress.out_time_s
+        await self.then(progress)
+
+
 async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[RenditionCompletedReport]:
     """Encode a video's renditions from one decode, each to its final path atomically.
 
@@ -233,7 +251,7 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
         settings.transcoder_realtime,
     )
     started = time.monotonic()
-    made: list[tuple[Job, ffmpeg.ProbeResult, int]] = []
+    made: list[tuple[Job, int]] = []
     async with contextlib.AsyncExitStack() as stack:
         temps = [
             await stack.enter_async_context(
@@ -241,6 +259,7 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
             )
             for job in batch
         ]
+        final = _FinalProgress(_progress_reporter(batch, deps))
         warnings = await deps.encoder.run(
             encode.argv_many(
                 source, [(str(t), job.command) for t, job in zip(temps, batch, strict=True)], profile
@@ -250,13 +269,14 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
             )
             * len(batch),
             stall_timeout=settings.transcoder_stall_timeout_s,
-            on_progress=_progress_reporter(batch, deps),
+            on_progress=final,
         )
-        # The outputs are checked together: one ffprobe each, run at once.
-        probes = await asyncio.gather(*(deps.encoder.probe(str(temp)) for temp in temps))
-        for job, temp, probed in zip(batch, temps, probes, strict=True):
-            check_complete(job.command, probed.duration_s, warnings or [])
-            made.append((job, probed, temp.stat().st_size))
+        made_s = final.out_time_s
+        if made_s is None:  # no closing progress block (never seen from ffmpeg): look at the files
+            made_s = min([(await deps.encoder.probe(str(temp))).duration_s for temp in temps])
+        for job, temp in zip(batch, temps, strict=True):
+            check_complete(job.command, made_s, warnings or [])
+            made.append((job, temp.stat().st_size))
     elapsed = time.monotonic() - started
     speed = first.duration_s / max(elapsed, 1e-3)
     qualities = ", ".join(job.command.quality.value for job in batch)
@@ -268,7 +288,7 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
         first.video_id,
         elapsed,
         speed,
-        sum(size for _, _, size in made),
+        sum(size for _, size in made),
         "one decode" if len(batch) > 1 else "alone",
         extra={"encode_seconds": round(elapsed, 3), "speed": round(speed, 2), "renditions": len(batch)},
     )
@@ -279,13 +299,13 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
             video_id=job.video_id,
             job_id=job.command.job_id,
             quality=job.command.quality.value,
-            width=probed.display_width,
-            height=probed.display_height,
+            width=job.command.width,  # the scale filter makes exactly this size, square pixels
+            height=job.command.height,
             size_bytes=size,
-            duration_s=probed.duration_s,
+            duration_s=round(made_s, 3),
             encode_seconds=round(elapsed, 3),
         )
-        for job, probed, size in made
+        for job, size in made
     ]
 
 

@@ -332,13 +332,21 @@ async def test_truncated_faststart_upload_probes_but_encodes_short(tmp_path: Pat
     out = tmp_path / "144p.mp4"
     (rendition,) = plan(probed.width, probed.height, probed.rotation, [Quality.P144])
     cmd = command_for(rendition, has_audio=probed.has_audio, duration_s=probed.duration_s)
-    warnings = await run(argv(str(partial), str(out), cmd, FAST), timeout=60)
+    progress: list[Progress] = []
+
+    async def collect(item: Progress) -> None:
+        progress.append(item)
+
+    warnings = await run(argv(str(partial), str(out), cmd, FAST), timeout=60, on_progress=collect)
     made = await probe(out)
 
     assert any("partial file" in line or "Invalid" in line for line in warnings), warnings
     assert made.duration_s < probed.duration_s / 2
+    # ffmpeg's closing progress block (what the transcoder goes by) tells the same story
+    assert progress[-1].done
+    assert progress[-1].out_time_s == pytest.approx(made.duration_s, abs=DURATION_TOLERANCE_S)
     with pytest.raises(EncodeFailed, match="truncated or corrupt"):
-        check_complete(cmd, made.duration_s, warnings)
+        check_complete(cmd, progress[-1].out_time_s, warnings)
 
 
 # --- 2. encoding ------------------------------------------------------------------------------

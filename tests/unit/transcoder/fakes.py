@@ -66,7 +66,8 @@ class FakeClaims:
 
 
 class FakeEncoder(Encoder):
-    """Writes ``content`` to the output of the command (or raises ``error``) and probes ``made``."""
+    """Writes ``content`` to the output of the command (or raises ``error``); ``made`` is what it
+    encoded: the duration its closing progress block reports, and what a probe of an output finds."""
 
     def __init__(self, made: ffmpeg.ProbeResult, *, content: bytes = b"mp4 bytes") -> None:
         self.made = made
@@ -85,6 +86,8 @@ class FakeEncoder(Encoder):
             await on_progress(progress)
         if self.error is not None:
             raise self.error
+        if not any(progress.done for progress in self.progress):
+            await on_progress(ffmpeg.Progress(self.made.duration_s, None, None, done=True))
         source = argv[argv.index("-i") + 1]
         for output in (Path(arg) for arg in argv if arg.endswith(".mp4") and arg != source):
             output.write_bytes(self.content)  # every output of the command (one per rendition)

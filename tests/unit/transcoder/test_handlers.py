@@ -143,15 +143,18 @@ async def test_a_redelivered_job_reports_the_same_completed_id(
     assert first.message.message_id == second.message.message_id
 
 
-async def test_the_report_gives_the_displayed_size_of_what_was_made(
+async def test_the_report_gives_the_planned_size_and_the_duration_ffmpeg_encoded(
     deps: TranscoderDeps, cmd: TranscodeRendition, publisher: InMemoryPublisher, encoder: FakeEncoder
 ) -> None:
-    encoder.made = ProbeResult("mp4", 10.0, 1280, 720, 90, "h264", "yuv420p", 25.0, None)
+    # ffmpeg's closing progress block says how far it got; the scale filter makes the planned
+    # size, upright (tests/integration/test_ffmpeg.py reads both back from real outputs)
+    encoder.progress = [Progress(out_time_s=9.96, speed=2.0, frame=249, done=True)]
 
     await run_job(Job(cmd, 1), deps)
 
     report = only(publisher.to(RESULTS, "rendition.completed")).decode(RenditionCompletedReport)
-    assert (report.width, report.height) == (720, 1280)
+    assert (report.width, report.height) == (cmd.width, cmd.height)
+    assert report.duration_s == 9.96
 
 
 async def test_progress_is_reported_as_a_percentage_and_throttled(
