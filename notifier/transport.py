@@ -181,6 +181,12 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def expire(self) -> None:
+        """The request's time is up: whoever waits on its answer gets ``TimeoutError``."""
+        if self.error is None:
+            self.error = TimeoutError()
+        self._wake()
+
 
 class _Body(httpx.AsyncByteStream):
     """An answer's body; closing it hands the connection back (or closes it)."""
@@ -277,11 +283,16 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         self._freed = asyncio.Event()
         self._targets: dict[str, _Target] = {}
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int) -> Answer:
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int, timeout: float
+    ) -> Answer:
         """POST ``body`` as JSON with ``headers``; the answer, with at most ``keep`` bytes of its body.
 
-        Raises what connecting raises (``ForbiddenDestination``, ``httpx.ConnectError``) and
-        ``httpx`` transport errors for a connection that fails or answers nonsense.
+        Raises ``TimeoutError`` when the whole exchange (connecting included) takes longer than
+        ``timeout`` seconds, what connecting raises (``ForbiddenDestination``,
+        ``httpx.ConnectError``), and ``httpx`` transport errors for a connection that fails or
+        answers nonsense. The deadline is one timer on the connection, not a cancellation scope:
+        this is the notifier's hot path.
         """
         target = self._targets.get(url)
         if target is None:
@@ -294,7 +305,13 @@ class WebhookTransport(httpx.AsyncBaseTransport):
                 raise httpx.LocalProtocolError("a header holds a line break or a control character")
             parts.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
         parts.append(b"content-length: %d\r\n\r\n" % len(body))
-        connection = self._idle_connection(target.origin) or await self._check_out(target.origin)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        connection = self._idle_connection(target.origin)
+        if connection is None:
+            async with asyncio.timeout_at(deadline):
+                connection = await self._check_out(target.origin)
+        timer = loop.call_at(deadline, connection.expire)
         try:
             connection.send(b"".join(parts), body)
             while not connection.head_done:
@@ -312,6 +329,8 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._discard(connection)
             raise
+        finally:
+            timer.cancel()
         self.check_in(target.origin, connection)
         return Answer(status, answer, kept)
 

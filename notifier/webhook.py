@@ -57,9 +57,14 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class Poster(Protocol):
-    """POSTs a JSON body; the answer with at most ``keep`` bytes of its body (decoded)."""
+    """POSTs a JSON body; the answer with at most ``keep`` bytes of its body (decoded).
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int) -> Answer: ...
+    ``TimeoutError`` when the whole exchange takes longer than ``timeout`` seconds.
+    """
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int, timeout: float
+    ) -> Answer: ...
 
 
 class HttpxPoster:
@@ -68,11 +73,16 @@ class HttpxPoster:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int) -> Answer:
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, keep: int, timeout: float
+    ) -> Answer:
         request_headers = {"content-type": "application/json", **headers}
-        async with self.client.stream(
-            "POST", url, content=body, headers=request_headers, follow_redirects=False
-        ) as response:
+        async with (
+            asyncio.timeout(timeout),
+            self.client.stream(
+                "POST", url, content=body, headers=request_headers, follow_redirects=False
+            ) as response,
+        ):
             kept = bytearray()
             async for chunk in response.aiter_bytes():
                 kept += chunk
@@ -95,8 +105,7 @@ class WebhookSender:
             return int((time.perf_counter() - started) * 1000)
 
         try:
-            async with asyncio.timeout(self.timeout):
-                answer = await self.poster.post(url, body, headers, keep=self.log_bytes)
+            answer = await self.poster.post(url, body, headers, keep=self.log_bytes, timeout=self.timeout)
         except ForbiddenDestination:
             raise
         except TimeoutError:
