@@ -35,8 +35,9 @@ class NotifierSettings(ServiceSettings):
     #: Deliveries in flight to one endpoint (URL) at once in this process; more
     #: wait in the shortest delay queue, so one slow endpoint never holds the others' slots.
     notifier_endpoint_concurrency: int = Field(default=10, ge=1)
-    #: How long a delivery may wait for one of those slots while the endpoint is answering (its
-    #: slots turn over); a delivery to an endpoint that is not is deferred at once.
+    #: A delivery waits for one of those slots while the endpoint answers: while a request to it
+    #: started or ended within this many seconds (its slots turn over). A delivery to an
+    #: endpoint that has been quiet this long is deferred.
     notifier_endpoint_wait_s: float = Field(default=0.5, ge=0)
     #: An endpoint with no successful delivery for this long is disabled and its owner emailed.
     webhook_disable_after_s: float = Field(default=5 * 86400, gt=0)

@@ -122,15 +122,24 @@ class WebhookSender:
         )
 
 
+@dataclass(slots=True)
+class _Wait:
+    """A delivery waiting for one of its endpoint's slots: ``True`` once handed one."""
+
+    future: asyncio.Future[bool]
+    timer: asyncio.TimerHandle | None = None
+
+
 class EndpointLimiter:
     """Counts deliveries in flight per endpoint (its URL) in this process.
 
-    An endpoint has at most ``limit`` deliveries in flight. Another one may wait up to
-    ``patience`` seconds for a slot, but only while the endpoint is lively: a request to it
-    started or ended less than ``patience`` ago. Slots of a fast endpoint turn over in
-    milliseconds, so its deliveries wait a moment instead of being deferred; a hanging endpoint
-    shows no such sign, so deliveries to it are refused at once and never hold a consumer slot
-    waiting. A freed slot goes to the longest waiting delivery.
+    An endpoint has at most ``limit`` deliveries in flight. Another one waits for a slot for as
+    long as the endpoint is lively: a request to it started or ended less than ``patience``
+    ago. Slots of a fast endpoint turn over in milliseconds, so a burst to it waits its turn
+    however long the line (hundreds of an event batch's deliveries to one endpoint), instead of
+    being deferred; a hanging endpoint shows no such sign, so deliveries to it are refused at
+    once, or as soon as it stops answering, and never hold a consumer slot waiting. A freed slot
+    goes to the longest waiting delivery.
     """
 
     def __init__(self, limit: int, patience: float = 0.0) -> None:
@@ -154,11 +163,10 @@ class EndpointLimiter:
         key = self.try_acquire(url)
         if key is not None or not self._lively(url):
             return key
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        waiters = self._waiters.setdefault(url, deque())
-        waiters.append(waiter)
-        timer = loop.call_later(self.patience, _give_up, waiter)
+        wait = _Wait(asyncio.get_running_loop().create_future())
+        waiter = wait.future
+        self._waiters.setdefault(url, deque()).append(waiter)
+        self._arm(url, wait, self.patience)
         try:
             handed_over = await waiter
         except asyncio.CancelledError:
@@ -167,7 +175,8 @@ class EndpointLimiter:
             self._forget(url, waiter)
             raise
         finally:
-            timer.cancel()
+            if wait.timer is not None:
+                wait.timer.cancel()
         if handed_over:
             return url
         self._forget(url, waiter)
@@ -187,6 +196,19 @@ class EndpointLimiter:
             del self.active[key]
             self._activity.pop(key, None)
 
+    def _arm(self, key: str, wait: _Wait, delay: float) -> None:
+        wait.timer = asyncio.get_running_loop().call_later(delay, self._check, key, wait)
+
+    def _check(self, key: str, wait: _Wait) -> None:
+        """A waiter's patience ran out: it waits on while the endpoint is lively, else gives up."""
+        if wait.future.done():
+            return
+        quiet = time.monotonic() - self._activity.get(key, -math.inf)
+        if quiet < self.patience:
+            self._arm(key, wait, self.patience - quiet)
+        else:
+            wait.future.set_result(False)
+
     def _lively(self, key: str) -> bool:
         return time.monotonic() - self._activity.get(key, -math.inf) < self.patience
 
@@ -198,11 +220,6 @@ class EndpointLimiter:
                 waiters.remove(waiter)
             if not waiters:
                 del self._waiters[key]
-
-
-def _give_up(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
 
 
 def guarded_client(settings: NotifierSettings) -> WebhookTransport:

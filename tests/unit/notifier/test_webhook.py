@@ -222,3 +222,22 @@ async def test_a_wait_that_runs_out_gives_up_its_place() -> None:
     assert await limiter.acquire(URL) is None
     limiter.release(first)
     assert limiter.active == {}  # nobody was still waiting for the slot
+
+
+async def test_a_line_to_an_endpoint_whose_slots_turn_over_waits_longer_than_its_patience() -> None:
+    limiter = EndpointLimiter(1, patience=0.05)
+
+    async def deliver() -> bool:
+        slot = limiter.try_acquire(URL) or await limiter.acquire(URL)
+        if slot is None:
+            return False
+        await asyncio.sleep(0.03)  # each request takes 30 ms: a slot is freed every 30 ms
+        limiter.release(slot)
+        return True
+
+    started = time.monotonic()
+    delivered = await asyncio.gather(*(deliver() for _ in range(8)))
+
+    assert delivered == [True] * 8  # the last waited about 0.2 s, four times its patience
+    assert time.monotonic() - started >= 0.2
+    assert limiter.active == {}
