@@ -190,14 +190,7 @@ async def test_the_audience_cache_keeps_a_read_until_the_gateway_changes_a_webho
     cache = AudienceCache(db)
     async with listening(cache):
         [before] = (await cache.get([world.video_id]))[world.video_id].listeners
-        # changed behind the trigger's back: the cache does not know, and keeps its copy
-        await db.execute("ALTER TABLE webhooks DISABLE TRIGGER webhooks_changed")
-        try:
-            await db.execute(
-                "UPDATE webhooks SET url = 'https://example.com/moved' WHERE id = $1", world.webhook_id
-            )
-        finally:
-            await db.execute("ALTER TABLE webhooks ENABLE TRIGGER webhooks_changed")
+        await move_unnoticed(db, world.webhook_id)  # the cache does not know, and keeps its copy
         [kept] = (await cache.get([world.video_id]))[world.video_id].listeners
         assert kept.url == before.url == "https://example.com/hook"
 
@@ -215,13 +208,7 @@ async def test_the_audience_cache_keeps_nothing_while_it_cannot_hear_changes(
 ) -> None:
     cache = AudienceCache(db)  # not listening
     await cache.get([world.video_id])
-    await db.execute("ALTER TABLE webhooks DISABLE TRIGGER webhooks_changed")
-    try:
-        await db.execute(
-            "UPDATE webhooks SET url = 'https://example.com/moved' WHERE id = $1", world.webhook_id
-        )
-    finally:
-        await db.execute("ALTER TABLE webhooks ENABLE TRIGGER webhooks_changed")
+    await move_unnoticed(db, world.webhook_id)
 
     [listener] = (await cache.get([world.video_id]))[world.video_id].listeners
 
