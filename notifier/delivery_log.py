@@ -20,6 +20,7 @@ import asyncpg
 from notifier import repository as repo
 from notifier.audiences import AudienceCache
 from notifier.batch import Batcher
+from notifier.lookups import Audience
 from shared.ids import new_id
 
 CALLBACK = "callback"
@@ -56,6 +57,19 @@ class Fanout:
     claimed: list[Claimed] = field(default_factory=list)
     #: Deliveries an attempt elsewhere holds right now (a copy of the event is being handled).
     held: int = 0
+
+
+Target = tuple[str, str | None, str, tuple[str, ...]]  # target, webhook id, URL, secrets
+
+
+def _targets(audience: Audience, event_type: str, now: datetime) -> list[Target]:
+    """Where an event of the type goes: each endpoint that wants it, and the video's callback_url."""
+    targets: list[Target] = [
+        (e.webhook_id, e.webhook_id, e.url, e.secrets(now)) for e in audience.endpoints(event_type)
+    ]
+    if audience.callback_url:
+        targets.append((CALLBACK, None, audience.callback_url, (audience.callback_secret,)))
+    return targets
 
 
 class DeliveryLog:
@@ -107,43 +121,36 @@ class DeliveryLog:
     async def _claim(self, events: Sequence[IncomingEvent]) -> list[Fanout]:
         audiences = await self.audiences.get(list({e.video_id for e in events}))
         now = datetime.now(UTC)
-        async with self.claim_pool.acquire() as conn:
-            first: dict[str, IncomingEvent] = {}
-            records: list[repo.NewEvent] = []
-            wanted: list[tuple[repo.NewDelivery, IncomingEvent, tuple[str, ...]]] = []
-            for event in events:
-                audience = audiences.get(event.video_id)
-                if audience is None or event.id in first:
-                    continue  # a second copy in the same batch waits for the first (below)
-                first[event.id] = event
-                targets: list[tuple[str, str | None, str, tuple[str, ...]]] = [
-                    (e.webhook_id, e.webhook_id, e.url, e.secrets(now))
-                    for e in audience.endpoints(event.type)
-                ]
-                if audience.callback_url:
-                    targets.append((CALLBACK, None, audience.callback_url, (audience.callback_secret,)))
-                if not targets:
-                    continue
-                records.append(
-                    repo.NewEvent(
-                        event.id,
-                        event.type,
-                        event.video_id,
-                        audience.client_id,
-                        event.occurred_at,
-                        event.body,
-                    )
+        first: dict[str, IncomingEvent] = {}
+        records: list[repo.NewEvent] = []
+        wanted: list[tuple[repo.NewDelivery, IncomingEvent, tuple[str, ...]]] = []
+        for event in events:
+            audience = audiences.get(event.video_id)
+            if audience is None or event.id in first:
+                continue  # a second copy in the same batch waits for the first (below)
+            first[event.id] = event
+            targets = _targets(audience, event.type, now)
+            if not targets:
+                continue
+            records.append(
+                repo.NewEvent(
+                    event.id,
+                    event.type,
+                    event.video_id,
+                    audience.client_id,
+                    event.occurred_at,
+                    event.body,
                 )
-                for target, webhook_id, url, secrets in targets:
-                    delivery = repo.NewDelivery(
-                        new_id("dlv"), event.id, audience.client_id, target, webhook_id, url
-                    )
-                    wanted.append((delivery, event, secrets))
-            states = (
-                await repo.claim_deliveries(conn, records, [d for d, _, _ in wanted], self.lease_s)
-                if wanted
-                else {}
             )
+            for target, webhook_id, url, secrets in targets:
+                delivery = repo.NewDelivery(
+                    new_id("dlv"), event.id, audience.client_id, target, webhook_id, url
+                )
+                wanted.append((delivery, event, secrets))
+        states: dict[tuple[str, str], repo.ClaimState] = {}
+        if wanted:
+            async with self.claim_pool.acquire() as conn:
+                states = await repo.claim_deliveries(conn, records, [d for d, _, _ in wanted], self.lease_s)
         outcomes: dict[str, Fanout] = {}
         for d, event, secrets in wanted:
             state = states[(d.event_id, d.target)]

@@ -54,9 +54,9 @@ class NotifierDeps:
     log: DeliveryLog
 
 
-def _command(delivery_id: str, *, manual: bool = False) -> OutgoingMessage:
+def _command(delivery_id: str) -> OutgoingMessage:
     return outgoing(
-        DeliverWebhook(delivery_id=delivery_id, manual=manual),
+        DeliverWebhook(delivery_id=delivery_id),
         message_id=new_id("msg"),
         type="webhook.deliver",
         correlation_id=None,
@@ -151,9 +151,8 @@ async def _first_attempt(claim: Claimed, deps: NotifierDeps) -> None:
     )
     next_at = datetime.now(UTC) + timedelta(seconds=delay)
     await _record(deps, claim.id, result, status="pending", error=result.error, next_attempt_at=next_at)
-    if claim.webhook_id is not None:
-        with map_asyncpg_errors():
-            await _failing_for_too_long(attempt, deps)
+    with map_asyncpg_errors():
+        await _failing_for_too_long(attempt, deps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +305,7 @@ async def _settle(
     if cmd.manual:
         return
     with map_asyncpg_errors():
-        if attempt.webhook_id is not None and await _failing_for_too_long(attempt, deps):
+        if await _failing_for_too_long(attempt, deps):
             return
     if next_at is None:
         # Given up: recorded in the delivery log above, and parked in the DLQ for ops.

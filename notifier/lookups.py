@@ -135,25 +135,20 @@ async def audiences(conn: Conn, video_ids: Sequence[str]) -> dict[str, Audience]
     return found
 
 
-#: An endpoint ``w``'s signing secrets: its current one, then the previous one while its
-#: rotation grace lasts.
-_ENDPOINT_SECRETS_SQL = """ARRAY[w.secret] || CASE WHEN w.previous_secret IS NOT NULL
-                                      AND w.previous_secret_expires_at > now()
-                                     THEN ARRAY[w.previous_secret] ELSE '{}'::text[] END"""
-
-
 #: The secrets that sign a delivery ``d`` (a ``webhook_deliveries`` row), as a SQL expression:
 #: the endpoint's current secret, then the previous one while its rotation grace lasts; the
 #: client's ``callback_secret`` for a video's own callback_url. NULL when the endpoint is
 #: disabled or deleted. Embedded in the notifier's lease query, so one round trip both holds the
 #: delivery and reads how to sign it.
-SIGNING_SECRETS_SQL = f"""
+SIGNING_SECRETS_SQL = """
 CASE WHEN d.webhook_id IS NULL THEN
     (SELECT ARRAY[c.callback_secret] FROM clients c WHERE c.id = d.client_id)
 ELSE
-    (SELECT {_ENDPOINT_SECRETS_SQL}
+    (SELECT ARRAY[w.secret] || CASE WHEN w.previous_secret IS NOT NULL
+                                     AND w.previous_secret_expires_at > now()
+                                    THEN ARRAY[w.previous_secret] ELSE '{}'::text[] END
      FROM webhooks w WHERE w.id = d.webhook_id AND w.enabled AND w.deleted_at IS NULL)
-END"""  # noqa: S608 - constants, not input
+END"""
 
 
 async def video_target(pool: asyncpg.Pool, video_id: str) -> VideoTarget | None:

@@ -314,10 +314,7 @@ class WebhookTransport(httpx.AsyncBaseTransport):
         timer = loop.call_at(deadline, connection.expire)
         try:
             connection.send(b"".join(parts), body)
-            while not connection.head_done:
-                connection._raise_if_broken("without answering")
-                await connection._wait()
-            status, raw = connection.status, connection.headers
+            status, raw = await connection.answer()
             answer = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
             coding = answer.get("content-encoding")
             if coding is None and connection.complete:  # the usual answer: short, and all there already
