@@ -18,6 +18,7 @@ from notifier.handlers import (
     handle_event_for_webhooks,
     handle_webhook_request,
 )
+from notifier.retention import run_retention
 from notifier.settings import NotifierSettings
 from notifier.webhook import EndpointLimiter, WebhookSender, guarded_client
 from shared.commands import WEBHOOK_REQUEST, DeliverWebhook
@@ -107,7 +108,11 @@ async def main() -> None:
             deps=deps,
             publisher=publisher,
         )
-        await run_until_stopped(consumers, grace=settings.shutdown_grace_s, background=[audiences.listen])
+        await run_until_stopped(
+            consumers,
+            grace=settings.shutdown_grace_s,
+            background=[audiences.listen, lambda: run_retention(pool, settings)],
+        )
     finally:
         await client.aclose()
         await connection.close()

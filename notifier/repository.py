@@ -24,9 +24,16 @@ async def insert_event(
     occurred_at: datetime,
     body: bytes,
 ) -> None:
+    """Record an event if it is new; either way, hold its row until the transaction ends.
+
+    The lock (``DO UPDATE … WHERE false`` locks the existing row and writes nothing) keeps the
+    retention pass from deleting an event between this and the delivery the caller writes for it
+    (``prune_delivery_log``).
+    """
     await conn.execute(
         """INSERT INTO notifier_events (id, type, video_id, client_id, occurred_at, body)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING""",
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id WHERE false""",
         event_id,
         type_,
         video_id,
@@ -333,3 +340,65 @@ async def email_settled(
         status,
         error,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    events: int
+    deliveries: int
+    attempts: int
+    emails: int = 0
+
+
+async def prune_delivery_log(conn: Conn, keep_s: float, limit: int) -> Pruned:
+    """Delete up to ``limit`` of the oldest events past ``keep_s`` with their deliveries and attempts.
+
+    An event goes with all of its deliveries or not at all, and never while one of them is
+    being retried or attempted (pending, or leased by a manual retry): it is kept until they
+    settle. Events are taken oldest first and locked, skipping any that a replay holds; a
+    replay that reaches an event this pass holds waits, then writes it anew (``insert_event``).
+    A delivery leased after this statement's snapshot is re-checked under its row lock and
+    kept, and then so is its event.
+    """
+    row = await conn.fetchrow(
+        """WITH old AS (
+               SELECT e.id FROM notifier_events e
+               WHERE e.received_at < now() - make_interval(secs => $1)
+                 AND NOT EXISTS (SELECT FROM webhook_deliveries d WHERE d.event_id = e.id
+                                 AND (d.status = 'pending' OR d.lease_until > now()))
+               ORDER BY e.received_at LIMIT $2
+               FOR UPDATE SKIP LOCKED),
+           deliveries AS (
+               DELETE FROM webhook_deliveries d USING old
+               WHERE d.event_id = old.id AND d.status <> 'pending'
+                 AND (d.lease_until IS NULL OR d.lease_until <= now())
+               RETURNING d.id, d.event_id),
+           attempts AS (
+               DELETE FROM webhook_attempts a USING deliveries g WHERE a.delivery_id = g.id RETURNING 1),
+           events AS (
+               DELETE FROM notifier_events e USING old
+               WHERE e.id = old.id
+                 AND (SELECT count(*) FROM webhook_deliveries d WHERE d.event_id = e.id)
+                     = (SELECT count(*) FROM deliveries g WHERE g.event_id = e.id)
+               RETURNING 1)
+           SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM deliveries) AS deliveries,
+                  (SELECT count(*) FROM attempts) AS attempts""",
+        keep_s,
+        limit,
+    )
+    assert row is not None  # noqa: S101 - an aggregate always answers one row
+    return Pruned(row["events"], row["deliveries"], row["attempts"])
+
+
+async def prune_email_log(conn: Conn, keep_s: float, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest settled email rows past ``keep_s``."""
+    status = await conn.execute(
+        """DELETE FROM email_log WHERE ctid IN (
+               SELECT ctid FROM email_log
+               WHERE created_at < now() - make_interval(secs => $1)
+                 AND (status <> 'sending' OR lease_until IS NULL OR lease_until < now())
+               ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)""",
+        keep_s,
+        limit,
+    )
+    return int(status.split()[-1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
 from shared.settings import ServiceSettings
@@ -41,3 +41,19 @@ class NotifierSettings(ServiceSettings):
     notifier_endpoint_wait_s: float = Field(default=0.5, ge=0)
     #: An endpoint with no successful delivery for this long is disabled and its owner emailed.
     webhook_disable_after_s: float = Field(default=5 * 86400, gt=0)
+    #: Events, their deliveries and attempts, and the email log are kept this long after the
+    #: event arrived, then pruned (a delivery still being retried is kept until it settles).
+    #: Must exceed ``webhook_disable_after_s``: the disable rule reads that much history.
+    delivery_log_retention_s: float = Field(default=30 * 86400, gt=0)
+    #: How often a notifier looks for rows past their retention (one replica at a time prunes).
+    delivery_log_prune_every_s: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _retention_covers_the_disable_rule(self) -> NotifierSettings:
+        if self.delivery_log_retention_s <= self.webhook_disable_after_s:
+            raise ValueError(
+                "VIDQ_DELIVERY_LOG_RETENTION_S must be longer than VIDQ_WEBHOOK_DISABLE_AFTER_S "
+                f"({self.delivery_log_retention_s:g} <= {self.webhook_disable_after_s:g} s): an endpoint "
+                "is disabled after that long of failures, read from the delivery log"
+            )
+        return self
