@@ -653,6 +653,22 @@ async def test_one_decode_makes_every_rendition_exactly(tmp_path: Path) -> None:
         assert sound["channels"] == 2
         assert abs(float(info["format"]["duration"]) - probed.duration_s) <= 0.1
         assert moov_before_mdat(Path(path)), cmd.quality
+    # the same pictures and sound as one ffmpeg per rendition would have made (the audio is
+    # encoded once and shared, the video of each rung on its own)
+    for path, cmd in outputs:
+        alone = tmp_path / f"alone-{cmd.quality.value}.mp4"
+        await run(argv(str(source), str(alone), cmd, EncodeProfile(preset="ultrafast")))
+        assert stream_hashes(Path(path)) == stream_hashes(alone), cmd.quality
+
+
+def stream_hashes(path: Path) -> str:
+    """A hash of each stream's packets (``streamhash``): equal when the encoded media are."""
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0", "-c", "copy", "-f", "streamhash", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 async def test_poster_of_a_video_with_key_frames_after_the_quarter_mark_needs_one_cheap_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,18 @@ class FakeClaims:
         return 0
 
 
+def outputs(argv: list[str], source: str) -> list[Path]:
+    """The files an ffmpeg command writes: plain outputs, and each file of a ``tee`` output."""
+    found: list[Path] = []
+    for arg in argv:
+        if arg.startswith("[select="):
+            for spec in re.split(r"(?<!\\)\|", arg):
+                found.append(Path(re.sub(r"\\(.)", r"\1", spec.split("]", 1)[1])))
+        elif arg.endswith(".mp4") and arg != source:
+            found.append(Path(arg))
+    return found
+
+
 class FakeEncoder(Encoder):
     """Writes ``content`` to the output of the command (or raises ``error``); ``made`` is what it
     encoded: the duration its closing progress block reports, and what a probe of an output finds."""
@@ -89,7 +102,7 @@ class FakeEncoder(Encoder):
         if not any(progress.done for progress in self.progress):
             await on_progress(ffmpeg.Progress(self.made.duration_s, None, None, done=True))
         source = argv[argv.index("-i") + 1]
-        for output in (Path(arg) for arg in argv if arg.endswith(".mp4") and arg != source):
+        for output in outputs(argv, source):
             output.write_bytes(self.content)  # every output of the command (one per rendition)
         return self.warnings
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.ladder import Quality
 from tests.unit import factories
-from transcoder.encode import MAXRATE_KBPS, EncodeProfile, argv, percent
+from transcoder.encode import MAXRATE_KBPS, EncodeProfile, argv, argv_many, percent
 
 
 def value_after(args: list[str], flag: str) -> str:
@@ -79,6 +81,67 @@ def test_threads_are_passed_only_when_set() -> None:
 
 def test_progress_is_written_to_stdout_for_the_runner() -> None:
     assert value_after(command_line(), "-progress") == "pipe:1"
+
+
+LADDER = ((Quality.P720, 1280, 720), (Quality.P360, 640, 360), (Quality.P144, 256, 144))
+
+
+def many(*, has_audio: bool = True, directory: str = "/media") -> list[str]:
+    outputs = [
+        (f"{directory}/{q.value}.mp4", factories.transcode(quality=q, width=w, height=h, has_audio=has_audio))
+        for q, w, h in LADDER
+    ]
+    return argv_many("/media/source", outputs, EncodeProfile())
+
+
+def tee_files(args: list[str]) -> list[str]:
+    """The tee's files, split where an unescaped ``|`` separates them."""
+    (spec,) = [a for a in args if a.startswith("[select=")]
+    return re.split(r"(?<!\\)\|", spec)
+
+
+def test_one_command_encodes_every_rung_from_one_decode_and_the_audio_once() -> None:
+    args = many()
+
+    assert args.count("-i") == 1
+    assert "split=3" in value_after(args, "-filter_complex")
+    assert [args[i + 1] for i, a in enumerate(args) if a == "-map"].count("0:a") == 1
+    assert args.count("-c:a") == 1
+    assert value_after(args, "-f") == "tee"
+    assert value_after(args, "-flags") == "+global_header"
+
+
+def test_each_file_of_the_tee_gets_its_own_video_the_shared_audio_and_faststart() -> None:
+    assert tee_files(many()) == [
+        f"[select=\\'v:{i},a\\':f=mp4:movflags=+faststart]/media/{q.value}.mp4"
+        for i, (q, _, _) in enumerate(LADDER)
+    ]
+    assert all(",a" not in f for f in tee_files(many(has_audio=False)))
+    assert "0:a" not in many(has_audio=False)
+
+
+def test_each_rung_of_one_command_keeps_its_own_bitrate_cap() -> None:
+    args = many()
+
+    for i, (quality, _, _) in enumerate(LADDER):
+        assert value_after(args, f"-maxrate:v:{i}") == f"{MAXRATE_KBPS[quality]}k"
+        assert value_after(args, f"-bufsize:v:{i}") == f"{2 * MAXRATE_KBPS[quality]}k"
+    assert "-maxrate" not in args
+
+
+def test_file_names_that_mean_something_to_the_tee_are_escaped() -> None:
+    files = tee_files(many(directory="/var/my videos|[1]'s"))
+
+    assert len(files) == len(LADDER)
+    assert files[0].endswith("]/var/my\\ videos\\|\\[1\\]\\'s/720p.mp4")
+
+
+def test_a_relative_file_name_is_made_absolute_for_the_tee(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert tee_files(many(directory="var/storage"))[0].endswith(f"]{tmp_path}/var/storage/720p.mp4")
 
 
 @pytest.mark.parametrize(
