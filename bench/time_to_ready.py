@@ -73,14 +73,18 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def make_source(path: Path, duration: float) -> Path:
-    """A 1080p30 clip with a moving pattern and a tone, encoded near-losslessly (a fair source)."""
+def make_source(path: Path, duration: float, *, then: str = "") -> Path:
+    """A 1080p30 clip with a moving pattern and a tone, encoded near-losslessly (a fair source).
+
+    ``then``: filters applied to the pattern before it is encoded (e.g. ``noise=…`` for grain).
+    """
     if path.exists():
         return path
+    pattern = f"testsrc2=size=1920x1080:rate=30:duration={duration}" + (f",{then}" if then else "")
     subprocess.run(
         [
             "ffmpeg", "-v", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={duration}",
+            "-f", "lavfi", "-i", pattern,
             "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={duration}",
             "-c:v", "libx264", "-preset", "fast", "-crf", "16", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-b:a", "192k", str(path),

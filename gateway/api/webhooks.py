@@ -85,7 +85,12 @@ async def list_deliveries(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> DeliveryPage:
-    """Delivery log: each event sent to this endpoint with every attempt, newest first."""
+    """Delivery log: each event sent to this endpoint with every attempt, newest first.
+
+    Deliveries are kept for 30 days after their event (the operator's
+    `VIDQ_DELIVERY_LOG_RETENTION_S`); a replay of every event (not `failed_only`) still reaches
+    older ones.
+    """
     async with deps.pool.acquire() as conn:
         items, next_cursor = await webhooks.list_deliveries(
             conn,
