@@ -35,8 +35,8 @@ from transcoder.encode import MAXRATE_KBPS, EncodeProfile, argv
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 CRFS = (20, 23, 26)
 CAPS = ("0.5", "1", "2", "off")
-#: Strong temporal film grain over the pattern: what CRF alone would spend many times the bytes on.
-GRAIN = "noise=alls=14:allf=t+u"
+#: Heavy temporal film grain over the pattern: what CRF alone would spend many times the bytes on.
+GRAIN = "noise=alls=40:allf=t+u"
 
 
 def with_cap(args: list[str], kbps: int | None) -> list[str]:
