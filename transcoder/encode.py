@@ -55,7 +55,9 @@ def argv_many(
     is decoded and encoded once, for all of them. Against one ffmpeg per rendition this saves a
     decode of the source per extra rendition (about a fifth of the CPU for a 1080p source and
     five rungs), and an AAC encode per extra rendition (another fifth: every rung carries the
-    same 128 kbit/s stereo track). The files are byte for byte those of one ffmpeg per rendition.
+    same 128 kbit/s stereo track). The files carry what one ffmpeg per rendition would write: the
+    same audio, byte for byte, and the same video (byte for byte too on a quiet machine; x264
+    with a bitrate cap and several threads varies its bits slightly from run to run under load).
     """
     inp = ffmpeg.input(source, **({"re": None} if profile.realtime else {}))
     if len(outputs) == 1:
