@@ -60,7 +60,8 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
             for w, h in sizes
         ]
         source = str(deps.storage.local_path(source_key(video.id)))
-        for at_s, key_frames_only in poster.attempts(video.source.duration_s):
+        looks = poster.attempts(video.source.duration_s, video.source.width, video.source.height)
+        for at_s, key_frames_only in looks:
             await deps.grabber.run(
                 poster.argv(source, at_s, outputs, key_frames_only=key_frames_only),
                 timeout=deps.settings.thumbnailer_timeout_s,

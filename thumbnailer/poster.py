@@ -8,7 +8,10 @@ of a 1080p video costs a tenth of the CPU of decoding a batch of consecutive fra
 previous key frame on (docs/benchmarks.md), and never competes with the encodes for long; key
 frames are also the encoder's sharpest pictures, and they span more of the video. A video with no
 key frame after that point (a short one with long groups of pictures) is looked at again, every
-frame this time (:func:`attempts`). One ffmpeg run decodes once and writes every width.
+frame this time (:func:`attempts`). A short, small video is looked at frame by frame at once:
+its frames decode so cheaply that the whole look costs about as much as starting ffmpeg, and
+a first pass among key frames would mostly find none (docs/benchmarks.md, "Many small jobs").
+One ffmpeg run decodes once and writes every width.
 """
 
 from __future__ import annotations
@@ -29,9 +32,16 @@ def timestamp(duration_s: float) -> float:
     return round(max(0.0, duration_s) * 0.25, 3)
 
 
-def attempts(duration_s: float) -> list[tuple[float, bool]]:
+#: Up to this many pixels a frame, and this many seconds, every frame is looked at straight away.
+CHEAP_PIXELS = 640 * 360
+CHEAP_DURATION_S = 10.0
+
+
+def attempts(duration_s: float, width: int, height: int) -> list[tuple[float, bool]]:
     """Where to look and whether among key frames only, in order, until a frame comes out."""
     at_s = timestamp(duration_s)
+    if width * height <= CHEAP_PIXELS and duration_s <= CHEAP_DURATION_S:
+        return [(at_s, False)]
     return [(at_s, True), (at_s, False)]
 
 

@@ -95,4 +95,14 @@ def test_looking_at_every_frame_does_not_skip_any() -> None:
 
 
 def test_the_poster_is_looked_for_among_key_frames_then_among_every_frame() -> None:
-    assert attempts(8.0) == [(2.0, True), (2.0, False)]
+    assert attempts(8.0, 1920, 1080) == [(2.0, True), (2.0, False)]
+    assert attempts(60.0, 640, 360) == [(15.0, True), (15.0, False)]
+
+
+@pytest.mark.parametrize(
+    ("duration", "width", "height"), [(1.0, 256, 144), (10.0, 640, 360), (4.0, 360, 640)]
+)
+def test_a_short_small_video_is_looked_at_frame_by_frame_at_once(
+    duration: float, width: int, height: int
+) -> None:
+    assert attempts(duration, width, height) == [(duration / 4, False)]
