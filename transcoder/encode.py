@@ -89,9 +89,7 @@ def _tee(inp: Any, outputs: list[tuple[str, TranscodeRendition]], profile: Encod
         **{k: v for k, v in _options(outputs[0][1], profile).items() if k not in _PER_FILE},
     }
     for i, (_, cmd) in enumerate(outputs):
-        maxrate = MAXRATE_KBPS[cmd.quality]
-        options[f"maxrate:v:{i}"] = f"{maxrate}k"
-        options[f"bufsize:v:{i}"] = f"{2 * maxrate}k"
+        options.update(_cap(cmd, f":v:{i}"))
     files = "|".join(
         f"[select=\\'v:{i}{',a' if cmd.has_audio else ''}\\':f=mp4:movflags=+faststart]{_tee_escape(path)}"
         for i, (path, cmd) in enumerate(outputs)
@@ -117,15 +115,19 @@ def _rendition(inp: Any, branch: Any, cmd: TranscodeRendition) -> list[Any]:
     return [video, inp.audio] if cmd.has_audio else [video]
 
 
-def _options(cmd: TranscodeRendition, profile: EncodeProfile) -> dict[str, object]:
+def _cap(cmd: TranscodeRendition, stream: str = "") -> dict[str, object]:
+    """The rung's bitrate cap (``-maxrate``, with a buffer of twice it), for ``stream`` if named."""
     maxrate = MAXRATE_KBPS[cmd.quality]
+    return {f"maxrate{stream}": f"{maxrate}k", f"bufsize{stream}": f"{2 * maxrate}k"}
+
+
+def _options(cmd: TranscodeRendition, profile: EncodeProfile) -> dict[str, object]:
     options: dict[str, object] = {
         "f": "mp4",
         "c:v": "libx264",
         "preset": profile.preset,
         "crf": profile.crf,
-        "maxrate": f"{maxrate}k",
-        "bufsize": f"{2 * maxrate}k",
+        **_cap(cmd),
         "profile:v": "high",
         "movflags": "+faststart",
         "map_metadata": -1,
