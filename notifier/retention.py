@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from dataclasses import replace
 
 import asyncpg
 from prometheus_client import Counter
@@ -42,18 +41,15 @@ async def prune_once(pool: asyncpg.Pool, keep_s: float, *, batch: int = BATCH) -
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
             return None
         try:
-            total = repo.Pruned(0, 0, 0)
+            events = deliveries = attempts = emails = 0
             while True:
                 async with conn.transaction():
                     step = await repo.prune_delivery_log(conn, keep_s, batch)
-                total = repo.Pruned(
-                    total.events + step.events,
-                    total.deliveries + step.deliveries,
-                    total.attempts + step.attempts,
-                )
+                events += step.events
+                deliveries += step.deliveries
+                attempts += step.attempts
                 if step.events < batch:
                     break
-            emails = 0
             while True:
                 step_emails = await repo.prune_email_log(conn, keep_s, batch)
                 emails += step_emails
@@ -61,7 +57,7 @@ async def prune_once(pool: asyncpg.Pool, keep_s: float, *, batch: int = BATCH) -
                     break
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-    pruned = replace(total, emails=emails)
+    pruned = repo.Pruned(events, deliveries, attempts, emails)
     for table, count in (
         ("notifier_events", pruned.events),
         ("webhook_deliveries", pruned.deliveries),
@@ -69,7 +65,7 @@ async def prune_once(pool: asyncpg.Pool, keep_s: float, *, batch: int = BATCH) -
         ("email_log", pruned.emails),
     ):
         PRUNED.labels(table).inc(count)
-    if pruned != repo.Pruned(0, 0, 0):
+    if events or deliveries or attempts or emails:
         log.info(
             "delivery log: pruned %d events, %d deliveries, %d attempts and %d emails past their retention",
             pruned.events,
