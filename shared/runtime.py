@@ -45,6 +45,10 @@ _CONNECT_ERRORS = (ConnectionError, OSError, aiormq.exceptions.AMQPConnectionErr
 _CONSUME_ERRORS = (*_CONNECT_ERRORS, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, RuntimeError)
 
 
+class _StuckChannel(Exception):
+    """A route's channel that never finished its restore although its connection is back."""
+
+
 def instance_name(service: str) -> str:
     """``gateway@host-1234``: how connections and consumers appear in the management UI."""
     return f"{service}@{socket.gethostname()}-{os.getpid()}"
@@ -128,7 +132,14 @@ class Consumers:
         queue = self.queues[name]
         if isinstance(queue.channel, AbstractRobustChannel):
             # Not while aio-pika is restoring the channel: it may be re-registering consumers.
-            await asyncio.wait_for(queue.channel.ready(), CONSUME_TIMEOUT_S)
+            try:
+                await asyncio.wait_for(queue.channel.ready(), CONSUME_TIMEOUT_S)
+            except TimeoutError:
+                if not self.connection.is_closed and self.connection.connected.is_set():
+                    # The connection is back but the channel's restore never finished (it can
+                    # fail half way, leaving the channel open and never "ready"): a new one.
+                    raise _StuckChannel(name) from None
+                raise
         self._consumes += 1  # a tag per consume: one the broker still holds is never reused
         tag = f"{instance_name(self.service)}/{name}/{self._consumes}"
         self.tags[name] = await asyncio.wait_for(
@@ -146,6 +157,8 @@ class Consumers:
             return
         try:
             await self._consume(name)
+        except _StuckChannel:
+            await self._replace_channel(name)
         except _CONSUME_ERRORS as exc:
             log.warning("cannot consume from %s yet (%r); retrying in the background", name, exc)
             self._resuming[name] = asyncio.create_task(self._resume_later(name))
@@ -160,6 +173,10 @@ class Consumers:
                         await self._open(name)
                         new_channel = False
                     await self._consume(name)
+                except _StuckChannel:
+                    log.warning("the channel of %s never finished its restore; opening a new one", name)
+                    await self._close_quietly(name)
+                    new_channel = True
                 except _CONSUME_ERRORS as exc:
                     log.debug("still cannot consume from %s: %r", name, exc)
                     delay = min(delay * 2, 5.0)
@@ -183,9 +200,12 @@ class Consumers:
         if pending is not None:
             pending.cancel()
         self.tags.pop(name, None)
+        await self._close_quietly(name)
+        self._resuming[name] = asyncio.create_task(self._resume_later(name, new_channel=True))
+
+    async def _close_quietly(self, name: str) -> None:
         with contextlib.suppress(Exception):
             await self.queues[name].channel.close()  # so the robust layer forgets it
-        self._resuming[name] = asyncio.create_task(self._resume_later(name, new_channel=True))
 
     async def pause(self, name: str) -> None:
         """Stop taking deliveries from queue ``name`` (messages already delivered stay ours)."""

@@ -89,6 +89,8 @@ async def reap_forever(deps: TranscoderDeps) -> None:
             await deps.claims.reap(partial(reclaim, deps=deps))
         except TransientError as exc:
             log.warning("reaper skipped a round: %s", exc)
+        except Exception:  # e.g. a connection left mid-operation by a database restart: next round
+            log.exception("reaper round failed")
 
 
 async def main() -> None:
@@ -111,8 +113,8 @@ async def main() -> None:
                 await consumers.pause(name)
 
         async def resume() -> None:
-            for name in work:
-                await consumers.resume(name)
+            # at once: a queue whose channel is slow to come back must not hold up the others
+            await asyncio.gather(*(consumers.resume(name) for name in work))
 
         async def before_stop() -> None:
             await deps.runner.drain(settings.shutdown_grace_s, partial(hand_back, deps=deps))

@@ -13,6 +13,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pydantic import BaseModel
 
+from shared import runtime
 from shared.errors import PermanentError, PipelineError, TransientError
 from shared.messaging.channels import CHANNEL_STALE_S
 from shared.messaging.codec import ATTEMPT_HEADER, outgoing
@@ -251,6 +252,27 @@ async def test_a_route_whose_channel_is_lost_for_good_gets_a_new_one_and_consume
         await _until(lambda: THUMBNAILER_UPLOADS in consumers.tags)
         await _publish(connection, Ping(n=7))
         await _until(lambda: rec.seen.get(7) == 1)
+    finally:
+        await consumers.stop(1)
+
+
+async def test_a_route_whose_channel_never_finishes_its_restore_resumes_on_a_new_one(
+    broker: AdminSettings, connection: AbstractRobustConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aio-pika can leave a channel open but never "ready" when its restore fails half way (seen
+    # after a broker restart): a resume must not wait on it for ever.
+    monkeypatch.setattr(runtime, "CONSUME_TIMEOUT_S", 0.5)
+    rec = Recorder()
+    consumers = await _consumers(connection, broker, rec)
+    try:
+        await consumers.pause(THUMBNAILER_UPLOADS)
+        stuck = consumers.queues[THUMBNAILER_UPLOADS].channel
+        stuck._RobustChannel__restored.clear()  # type: ignore[attr-defined]  # the fault
+        await consumers.resume(THUMBNAILER_UPLOADS)
+        await _until(lambda: THUMBNAILER_UPLOADS in consumers.tags)
+        assert consumers.queues[THUMBNAILER_UPLOADS].channel is not stuck
+        await _publish(connection, Ping(n=3))
+        await _until(lambda: rec.seen.get(3) == 1)
     finally:
         await consumers.stop(1)
 
