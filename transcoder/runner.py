@@ -114,6 +114,9 @@ class JobRunner:
             except TransientError as exc:
                 log.warning("could not renew leases (%s); will retry", exc)
                 continue
+            except Exception:  # never stop renewing (and the encodes with us) over one bad round
+                log.exception("could not renew leases; will retry")
+                continue
             lost = set(held) - kept
             if not lost:
                 continue

@@ -24,6 +24,8 @@ class FakeClaims:
     #: Leases taken from us: ``renew`` leaves them out.
     lost: set[str] = field(default_factory=set)
     renew_failures: int = 0
+    #: Renewals that fail with something unexpected (not a ``TransientError``) before those.
+    renew_crashes: int = 0
     states: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str | None] = field(default_factory=dict)
     released: list[str] = field(default_factory=list)
@@ -43,6 +45,9 @@ class FakeClaims:
         return Job(command, self.attempt)
 
     async def renew(self, job_ids: Iterable[str]) -> set[str]:
+        if self.renew_crashes:
+            self.renew_crashes -= 1
+            raise RuntimeError("cannot switch to state 15; another operation (2) is in progress")
         if self.renew_failures:
             self.renew_failures -= 1
             raise TransientError("database unavailable")

@@ -183,7 +183,8 @@ async def test_the_heartbeat_stops_jobs_whose_lease_was_lost_and_keeps_the_other
     await runner.submit(job("kept-running", "480p"))
     await runner.submit(job("lost-waiting", "1080p"))
     claims.lost = {"lost-running", "lost-waiting"}
-    claims.renew_failures = 1  # the first renewal fails; the heartbeat goes on
+    claims.renew_crashes = 1  # the first renewal fails unexpectedly, the second as expected;
+    claims.renew_failures = 1  # the heartbeat goes on
 
     heartbeat = asyncio.create_task(runner.heartbeat())
     try:
