@@ -6,14 +6,19 @@ the gateway's outbox relay publishes them. The notifier fans each out to the cli
 (registered through ``POST /v1/webhooks``), signs and POSTs it, and keeps the delivery log. The
 receiver is ``bench/receiver.py``, a hand-written HTTP/1.1 server in its own process, which
 stamps each request with ``time.time()`` when it has been read; the publish instant is
-``time.time()`` just before the publish call. Three runs, each with its own client and video:
+``time.time()`` just before the publish call. Four runs, each with its own client and video:
 
 * ``one``: N events (10,000) to one endpoint, published as fast as confirms allow;
 * ``ten``: N/10 events (1,000) to each of 10 endpoints (N deliveries);
-* ``paced``: 2,000 events at 200 events/s to one endpoint.
+* ``paced``: 2,000 events at 200 events/s to one endpoint;
+* ``backlog``: N events (10,000) to one endpoint, published while the notifier is stopped, then
+  the notifier started: how fast vidq catches up after a deploy or an outage, with the two cores
+  to itself (no publisher beside it).
 
 Deliveries per second are counted from the first publish to the last receipt, and again to the
-last delivery recorded as succeeded in the delivery log. A sample of deliveries is verified with
+last delivery recorded as succeeded in the delivery log; for ``backlog``, from the first receipt
+after the restart to the last (the CPU figures cover the same interval), and latencies are those
+of the catch-up, not of a live hop. A sample of deliveries is verified with
 the ``standardwebhooks`` library, and the log must hold every delivery as succeeded, with one
 attempt each. Run: ``.venv/bin/python -m bench.webhooks [--events N] [--only one,paced]``.
 """
@@ -76,6 +81,7 @@ class Scenario:
     events: int
     endpoints: int
     rate: float | None = None  # events per second; None: as fast as possible
+    backlog: bool = False  # published while the notifier is stopped, then drained
 
     @property
     def deliveries(self) -> int:
@@ -102,6 +108,8 @@ class Outcome:
     cpu: dict[str, float]
     secrets: dict[str, str]
     figures: dict[str, Any] = field(default_factory=dict)
+    #: Deliveries made while the CPU meters ran (all of them, but for ``backlog``).
+    metered_deliveries: int | None = None
 
 
 # --- the receiver process ------------------------------------------------------------------
@@ -241,6 +249,8 @@ async def measure(
     target: Target,
     profile: Path | None,
 ) -> Outcome:
+    if scenario.backlog:
+        return await measure_backlog(running, receiver, publisher, scenario, target, profile)
     messages = clone_events(target.template, scenario.events)
     await receiver.reset()
     components = Components.of(running, {"receiver": receiver.pid})
@@ -257,10 +267,66 @@ async def measure(
         await wait_for(receiver, scenario.deliveries)
         log = await delivery_log(running, target.webhook_ids, list(sent), scenario.deliveries)
     cpu = cpu_used(before, components.read())
+    return await outcome(receiver, scenario, target, sent, log, cpu)
+
+
+async def first_receipt(receiver: Receiver) -> int:
+    """Poll the receiver (another process) until it has a request; its count then."""
+    deadline = time.monotonic() + STALL_S
+    while (count := await receiver.count()) == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no delivery within {STALL_S:.0f} s of the notifier's start")
+        await asyncio.sleep(0.005)
+    return count
+
+
+async def measure_backlog(
+    running: Running,
+    receiver: Receiver,
+    publisher: AmqpPublisher,
+    scenario: Scenario,
+    target: Target,
+    profile: Path | None,
+) -> Outcome:
+    """Stop the notifiers, queue the events, start them again: the catch-up, timed and metered.
+
+    The meters start at the first delivery after the restart, so neither the publishing nor the
+    notifiers' start-up is counted.
+    """
+    messages = clone_events(target.template, scenario.events)
+    await receiver.reset()
+    notifiers = sorted(name for name in running.stack.processes if name.startswith("notifier"))
+    for name in notifiers:
+        await running.stack.stop(name)
+    sent = await publish_burst(publisher, messages)
+    for name in notifiers:
+        await running.stack.start_service("notifier", name=name)
+    already = await first_receipt(receiver)
+    components = Components.of(running, {"receiver": receiver.pid})
+    before = components.read()
+    async with profiled(running.stack.processes["notifier"].pid, profile):
+        await wait_for(receiver, scenario.deliveries)
+        log = await delivery_log(running, target.webhook_ids, list(sent), scenario.deliveries)
+    cpu = cpu_used(before, components.read())
+    return await outcome(receiver, scenario, target, sent, log, cpu, metered=scenario.deliveries - already)
+
+
+async def outcome(
+    receiver: Receiver,
+    scenario: Scenario,
+    target: Target,
+    sent: dict[str, float],
+    log: dict[str, Any],
+    cpu: dict[str, float],
+    *,
+    metered: int | None = None,
+) -> Outcome:
     dump = await receiver.dump()
     # only this run's events (an endpoint may also get the tail of its video's own events)
     records = [(float(t), str(p), str(i)) for t, p, i in dump["records"] if i in sent]
-    return Outcome(scenario, sent, records, dump["samples"], log, cpu, target.secrets)
+    return Outcome(
+        scenario, sent, records, dump["samples"], log, cpu, target.secrets, metered_deliveries=metered
+    )
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -282,18 +348,21 @@ def figures(outcome: Outcome) -> dict[str, Any]:
     scenario, sent = outcome.scenario, outcome.sent
     unique = {(path, event_id): t for t, path, event_id in outcome.records}
     latencies = [1000 * (t - sent[event_id]) for (_, event_id), t in unique.items() if event_id in sent]
-    first = min(sent.values())
+    # a backlog is timed from its first receipt (the notifier's start), the others from the first publish
+    first = min(t for t, _, _ in outcome.records) if scenario.backlog else min(sent.values())
     last_receipt = max((t for t, _, _ in outcome.records), default=first)
     last_logged = outcome.log["last_completed"] or first
     verified, sampled = verify_samples(outcome.samples, outcome.secrets)
-    published_in = max(sent.values()) - first
+    published_in = max(sent.values()) - min(sent.values())
     return {
         "events": scenario.events,
         "endpoints": scenario.endpoints,
         "rate": scenario.rate,
+        "backlog": scenario.backlog,
         "expected": scenario.deliveries,
         "received": len(unique),
         "duplicates": len(outcome.records) - len(unique),
+        "metered": outcome.metered_deliveries or len(unique),
         "publish_per_s": scenario.events / published_in if published_in > 0 else None,
         "seconds": last_receipt - first,
         "deliveries_per_s": len(unique) / (last_receipt - first),
@@ -312,14 +381,16 @@ def print_scenario(name: str, f: Mapping[str, Any]) -> None:
     log = f["log"]
     print(
         f"\n{name}: {f['events']:,} events × {f['endpoints']} endpoint(s)"
-        + (f" at {f['rate']:g}/s" if f["rate"] else ", as fast as possible")
+        + (f" at {f['rate']:g}/s" if f["rate"] else "")
+        + (", queued while the notifier was stopped" if f["backlog"] else "")
+        + ("" if f["rate"] or f["backlog"] else ", as fast as possible")
         + f"; received {f['received']:,} of {f['expected']:,} ({f['duplicates']} duplicates);"
         f" log {log['succeeded']:,} succeeded, {log['failed']} failed, {log['attempts']:,} attempts"
         f" ({log['attempts_200']:,} answered 200); signatures {f['signatures_verified']}"
         f"/{f['signatures_sampled']} verified"
     )
     names = [n for n in f["cpu_s"] if n not in {"machine", "other"}] + ["other", "machine"]
-    print(table(cpu_rows(f["cpu_s"], f["received"], names), ["component", "CPU s", "CPU ms/delivery"]))
+    print(table(cpu_rows(f["cpu_s"], f["metered"], names), ["component", "CPU s", "CPU ms/delivery"]))
 
 
 def summary(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -350,6 +421,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         Scenario("paced", args.paced_events, 1, rate=args.rate),
         Scenario("one", args.events, 1),
         Scenario("ten", args.events // args.endpoints, args.endpoints),
+        Scenario("backlog", args.events, 1, backlog=True),
     ]
     return [s for s in every if s.name in args.only]
 
@@ -381,7 +453,12 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=10, help="endpoints of the 'ten' run")
     parser.add_argument("--paced-events", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=200.0, help="events per second of the paced run")
-    parser.add_argument("--only", type=lambda s: s.split(","), default=["paced", "one", "ten"])
+    parser.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        default=["paced", "one", "ten", "backlog"],
+        help="runs, comma-separated",
+    )
     parser.add_argument(
         "--notifiers", type=int, default=1, help="notifier processes (replicas sharing the queues)"
     )
