@@ -11,26 +11,35 @@ batch has run, so a delivery is never acknowledged before its write is committed
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from shared.metrics import DELIVERY_LOG_WRITE_ROWS, DELIVERY_LOG_WRITE_SECONDS
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class Batcher(Generic[T, R]):
-    """Runs ``run(items)`` for the requests gathered; ``run`` returns one result per item, in order."""
+    """Runs ``run(items)`` for the requests gathered; ``run`` returns one result per item, in order.
+
+    Each batch's size and run time go to the delivery log's write metrics under ``name``.
+    """
 
     def __init__(
         self,
         run: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
         *,
+        name: str,
         max_size: int = 100,
         linger_s: float = 0.0,
     ) -> None:
         self.run = run
         self.max_size = max_size
         self.linger_s = linger_s
+        self._rows = DELIVERY_LOG_WRITE_ROWS.labels(name)
+        self._seconds = DELIVERY_LOG_WRITE_SECONDS.labels(name)
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -57,6 +66,8 @@ class Batcher(Generic[T, R]):
                 future.cancel()
 
     async def _run_one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self._rows.observe(len(batch))
+        started = time.perf_counter()
         try:
             results = await self.run([item for item, _ in batch])
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
@@ -64,6 +75,8 @@ class Batcher(Generic[T, R]):
                 if not future.done():
                     future.set_exception(exc)
             return
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

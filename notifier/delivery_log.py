@@ -95,15 +95,15 @@ class DeliveryLog:
         self.claim_pool = claim_pool or pool
         self.audiences = audiences or AudienceCache(pool)
         self.lease_s = lease_s
-        self._claims: Batcher[IncomingEvent, Fanout] = Batcher(self._claim, max_size=max_batch)
+        self._claims: Batcher[IncomingEvent, Fanout] = Batcher(self._claim, name="claim", max_size=max_batch)
         self._leases: dict[bool, Batcher[str, asyncpg.Record | None]] = {
-            manual: Batcher(functools.partial(self._lease, manual=manual), max_size=max_batch)
+            manual: Batcher(functools.partial(self._lease, manual=manual), name="lease", max_size=max_batch)
             for manual in (False, True)
         }
         # Logging an attempt comes after its POST, so nobody waits on it but the event's
         # acknowledgement: a few milliseconds' wait gathers bigger batches under load.
         self._attempts: Batcher[repo.Attempt, None] = Batcher(
-            self._record, max_size=max_batch, linger_s=record_linger_s
+            self._record, name="record", max_size=max_batch, linger_s=record_linger_s
         )
 
     async def claim(self, event: IncomingEvent) -> Fanout:

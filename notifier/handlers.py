@@ -36,7 +36,7 @@ from shared.messaging.codec import OutgoingMessage, outgoing
 from shared.messaging.consumer import choose_delay, dead_letter, schedule_retry
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import DELIVERIES, NOTIFIER_DELIVERIES, RETRY, Topology
-from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_SECONDS
+from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_EVENT_LAG, WEBHOOK_SECONDS
 from shared.reports import WebhookDisabledReport, publish_report
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ async def handle_event_for_webhooks(event: AnyEvent, deps: NotifierDeps) -> None
     if not fanout.known:
         log.warning("event %s for an unknown video; nobody to notify", event.id)
         return
+    if fanout.claimed:  # its first deliveries go out now (clocks of other hosts may skew this)
+        WEBHOOK_EVENT_LAG.observe(max(0.0, time.time() - event.timestamp.timestamp()))
     if len(fanout.claimed) == 1:
         await _first_attempt(fanout.claimed[0], deps)
     else:

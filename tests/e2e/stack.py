@@ -58,9 +58,16 @@ class Running:
 
 @asynccontextmanager
 async def running_stack(
-    workdir: Path, env_overrides: Mapping[str, str] | None = None, *, prefix: str = "vidq-e2e"
+    workdir: Path,
+    env_overrides: Mapping[str, str] | None = None,
+    *,
+    prefix: str = "vidq-e2e",
+    service_overrides: Mapping[str, Mapping[str, str]] | None = None,
 ) -> AsyncIterator[Running]:
-    """Start a whole stack under ``workdir`` (storage and logs); ``env_overrides`` tune it."""
+    """Start a whole stack under ``workdir`` (storage and logs).
+
+    ``env_overrides`` tune every service, ``service_overrides`` one (``{"notifier": {…}}``).
+    """
     vhost, database = unique(f"{prefix}-"), unique(f"{prefix.replace('-', '_')}_")
     port, smtp_port, hook_port = free_port(), free_port(), free_port()
     storage, logs = workdir / "storage", workdir / "logs"
@@ -102,7 +109,10 @@ async def running_stack(
         env=env,
         cwd=ROOT,
         log_dir=logs,
-        service_env={service: {"VIDQ_AMQP_URL": url} for service, url in own_urls.items()},
+        service_env={
+            service: {"VIDQ_AMQP_URL": url, **(service_overrides or {}).get(service, {})}
+            for service, url in own_urls.items()
+        },
     )
     try:
         with smtp_server(smtp_port) as mailbox:

@@ -312,4 +312,7 @@ def test_the_dashboard_charts_only_metrics_that_exist():
         "vidq_webhook_deliveries",
         "vidq_webhook_delivery_seconds",
         "vidq_sse_clients",
+        "vidq_webhook_event_lag_seconds",
+        "vidq_delivery_log_write_seconds",
+        "vidq_delivery_log_write_rows",
     }

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
 from notifier.batch import Batcher
 
@@ -26,13 +27,13 @@ class Recorder:
 
 async def test_a_lone_request_runs_at_once() -> None:
     run = Recorder()
-    assert await Batcher(run).submit(1) == 10
+    assert await Batcher(run, name="test").submit(1) == 10
     assert run.batches == [[1]]
 
 
 async def test_requests_arriving_during_a_batch_run_together_next() -> None:
     run = Recorder()
-    batcher = Batcher(run)
+    batcher = Batcher(run, name="test")
     run.gate.clear()
     first = asyncio.create_task(batcher.submit(1))
     await asyncio.sleep(0)  # the first batch is in flight
@@ -46,7 +47,7 @@ async def test_requests_arriving_during_a_batch_run_together_next() -> None:
 
 async def test_a_batch_holds_at_most_max_size() -> None:
     run = Recorder()
-    batcher = Batcher(run, max_size=2)
+    batcher = Batcher(run, name="test", max_size=2)
     run.gate.clear()
     tasks = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
     await asyncio.sleep(0)
@@ -59,8 +60,36 @@ async def test_a_failed_batch_fails_each_of_its_callers() -> None:
     async def broken(items: Sequence[int]) -> list[int]:
         raise ConnectionError("database away")
 
-    batcher: Batcher[int, int] = Batcher(broken)
+    batcher: Batcher[int, int] = Batcher(broken, name="test")
     tasks = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
     for task in tasks:
         with pytest.raises(ConnectionError):
             await task
+
+
+def _observed(metric: str, name: str) -> float:
+    return REGISTRY.get_sample_value(metric, {"write": name}) or 0.0
+
+
+async def test_each_batch_reports_its_size_and_time_under_its_name() -> None:
+    run = Recorder()
+    batcher = Batcher(run, name="sizes")
+    run.gate.clear()
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(batcher.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0.01)  # the first batch is held this long
+    run.gate.set()
+    await asyncio.gather(first, *others)
+    assert _observed("vidq_delivery_log_write_rows_count", "sizes") == 2  # two batches
+    assert _observed("vidq_delivery_log_write_rows_sum", "sizes") == 4  # of 1 and 3 requests
+    assert _observed("vidq_delivery_log_write_seconds_sum", "sizes") >= 0.01
+
+
+async def test_a_failed_batch_is_timed_too() -> None:
+    async def broken(items: Sequence[int]) -> list[int]:
+        raise ConnectionError("database away")
+
+    with pytest.raises(ConnectionError):
+        await Batcher(broken, name="broken").submit(1)
+    assert _observed("vidq_delivery_log_write_seconds_count", "broken") == 1
