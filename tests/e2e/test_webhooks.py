@@ -87,7 +87,8 @@ async def test_the_notifier_reports_each_events_lag_and_its_delivery_log_writes(
     claims = ("vidq_delivery_log_write_rows_sum", (("write", "claim"),))
     records = ("vidq_delivery_log_write_rows_sum", (("write", "record"),))
     before = await _notifier_metrics()
-    async with running.client() as api:
+    # a client of its own: its events are no other test's to replay
+    async with running.client(await running.new_key("metrics")) as api:
         hook = await _hook(api, running, "/measured", ["video.ready"])
         await _ready_video(api, tmp_path)
         await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
@@ -143,9 +144,14 @@ async def test_replay_sends_the_endpoints_events_again(running: Running, tmp_pat
 
         replay = await api.post(f"/v1/webhooks/{hook['id']}/replay", params={"since": since})
         assert replay.status_code == 202
-        await until(lambda: len(running.receiver.at("/replayed", "video.ready")) >= 2)
-        again = running.receiver.at("/replayed", "video.ready")[1]
-        assert again.headers["webhook-id"] == first.headers["webhook-id"]  # the same event, sent again
+
+        # (the client's other events of the last second, if any, are replayed too)
+        def resent() -> list[Any]:
+            later = running.receiver.at("/replayed", "video.ready")[1:]
+            return [r for r in later if r.headers["webhook-id"] == first.headers["webhook-id"]]
+
+        await until(resent)  # the same event, sent again
+        again = resent()[0]
         Webhook(hook["secret"]).verify(again.body, again.headers)
 
         naive = await api.post(f"/v1/webhooks/{hook['id']}/replay", params={"since": "2026-01-01T00:00:00"})
