@@ -52,12 +52,20 @@ def exclusive(name: str) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def bench_stack(env: Mapping[str, str] | None = None) -> AsyncIterator[Running]:
-    """A whole vidq stack for one benchmark, removed afterwards (its logs go to ``var/bench/logs``)."""
+async def bench_stack(
+    env: Mapping[str, str] | None = None, service_env: Mapping[str, Mapping[str, str]] | None = None
+) -> AsyncIterator[Running]:
+    """A whole vidq stack for one benchmark, removed afterwards (its logs go to ``var/bench/logs``).
+
+    ``env`` tunes every service, ``service_env`` one (``{"notifier": {…}}``).
+    """
     with tempfile.TemporaryDirectory(prefix="vidq-bench-") as workdir:
         try:
             async with running_stack(
-                Path(workdir), {**BENCH_ENV, **(env or {})}, prefix="vidq-bench"
+                Path(workdir),
+                {**BENCH_ENV, **(env or {})},
+                prefix="vidq-bench",
+                service_overrides=service_env,
             ) as running:
                 yield running
         finally:

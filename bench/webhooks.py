@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 import httpx
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bench.common import RESULTS, bench_stack, exclusive, parse_env, percentile, report, table
@@ -73,6 +74,9 @@ PRODUCTION_RETRIES = {
 }
 #: Give up waiting when no delivery arrived for this long.
 STALL_S = 60.0
+#: The first notifier's metrics (its delivery-log writes are read); replicas serve none.
+NOTIFIER_METRICS = free_port()
+REPLICA_ENV = {f"notifier-{n}": {"VIDQ_METRICS_PORT": "0"} for n in range(2, 100)}
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,9 @@ class Outcome:
     secrets: dict[str, str]
     figures: dict[str, Any] = field(default_factory=dict)
     #: Deliveries made while the CPU meters ran (all of them, but for ``backlog``).
-    metered_deliveries: int | None = None
+    metered_deliveries: int = 0
+    #: The first notifier's own account of the run (``delivery_path``).
+    delivery_path: dict[str, float] = field(default_factory=dict)
 
 
 # --- the receiver process ------------------------------------------------------------------
@@ -249,25 +255,103 @@ async def measure(
     target: Target,
     profile: Path | None,
 ) -> Outcome:
-    if scenario.backlog:
-        return await measure_backlog(running, receiver, publisher, scenario, target, profile)
+    """Publish the scenario's events and wait for every delivery, with the meters running.
+
+    A backlog is queued while the notifiers are stopped, and the meters start at its first
+    delivery after their restart: neither the publishing nor their start-up is counted.
+    """
     messages = clone_events(target.template, scenario.events)
     await receiver.reset()
+    sent: dict[str, float] = {}
+    already = 0
+    if scenario.backlog:
+        sent = await publish_while_stopped(running, publisher, messages)
+        already = await first_receipt(receiver)
     components = Components.of(running, {"receiver": receiver.pid})
     before = components.read()
+    # a restarted notifier counts from zero, its first batches included
+    counted = {} if scenario.backlog else await notifier_metrics()
     async with profiled(running.stack.processes["notifier"].pid, profile):
-        if scenario.rate is None:
-            sent = await publish_burst(publisher, messages)
-        else:
-
-            async def send(message: OutgoingMessage) -> None:
-                await publisher.publish(EVENTS, message.type, message)
-
-            sent = await publish_paced(messages, scenario.rate, send)
+        if not scenario.backlog:
+            sent = await publish(publisher, messages, scenario.rate)
         await wait_for(receiver, scenario.deliveries)
         log = await delivery_log(running, target.webhook_ids, list(sent), scenario.deliveries)
     cpu = cpu_used(before, components.read())
-    return await outcome(receiver, scenario, target, sent, log, cpu)
+    writes = delivery_path(counted, await notifier_metrics())
+    dump = await receiver.dump()
+    # only this run's events (an endpoint may also get the tail of its video's own events)
+    records = [(float(t), str(p), str(i)) for t, p, i in dump["records"] if i in sent]
+    return Outcome(
+        scenario,
+        sent,
+        records,
+        dump["samples"],
+        log,
+        cpu,
+        target.secrets,
+        metered_deliveries=scenario.deliveries - already,
+        delivery_path=writes,
+    )
+
+
+async def publish(
+    publisher: AmqpPublisher, messages: Sequence[OutgoingMessage], rate: float | None
+) -> dict[str, float]:
+    """Publish the events as fast as confirms allow, or ``rate`` a second; when each went."""
+    if rate is None:
+        return await publish_burst(publisher, messages)
+
+    async def send(message: OutgoingMessage) -> None:
+        await publisher.publish(EVENTS, message.type, message)
+
+    return await publish_paced(messages, rate, send)
+
+
+async def publish_while_stopped(
+    running: Running, publisher: AmqpPublisher, messages: Sequence[OutgoingMessage]
+) -> dict[str, float]:
+    """Stop the notifiers, publish the events (they wait in the queue), start the notifiers again."""
+    notifiers = sorted(name for name in running.stack.processes if name.startswith("notifier"))
+    for name in notifiers:
+        await running.stack.stop(name)
+    sent = await publish_burst(publisher, messages)
+    for name in notifiers:
+        await running.stack.start_service("notifier", name=name, extra_env=REPLICA_ENV.get(name))
+    return sent
+
+
+Samples = dict[tuple[str, str], float]  # (sample name, write label) → value
+
+
+async def notifier_metrics() -> Samples:
+    """The first notifier's counters of its delivery-log writes, read from its ``/metrics``."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"http://127.0.0.1:{NOTIFIER_METRICS}/metrics")).text
+    return {
+        (sample.name, sample.labels.get("write", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("vidq_delivery_log_write")
+        for sample in family.samples
+        if sample.name.endswith(("_sum", "_count"))
+    }
+
+
+def delivery_path(before: Samples, after: Samples) -> dict[str, float]:
+    """Means over the run of each shared write's time (ms) and size.
+
+    (Not the event lag: the benchmark stamps its events when it makes them, before publishing.)
+    """
+
+    def delta(name: str, write: str = "") -> float:
+        return after.get((name, write), 0.0) - before.get((name, write), 0.0)
+
+    means: dict[str, float] = {}
+    for write in ("claim", "record"):
+        batches = delta("vidq_delivery_log_write_rows_count", write)
+        if batches:
+            means[f"{write}_ms"] = 1000 * delta("vidq_delivery_log_write_seconds_sum", write) / batches
+            means[f"{write}_size"] = delta("vidq_delivery_log_write_rows_sum", write) / batches
+    return means
 
 
 async def first_receipt(receiver: Receiver) -> int:
@@ -278,55 +362,6 @@ async def first_receipt(receiver: Receiver) -> int:
             raise TimeoutError(f"no delivery within {STALL_S:.0f} s of the notifier's start")
         await asyncio.sleep(0.005)
     return count
-
-
-async def measure_backlog(
-    running: Running,
-    receiver: Receiver,
-    publisher: AmqpPublisher,
-    scenario: Scenario,
-    target: Target,
-    profile: Path | None,
-) -> Outcome:
-    """Stop the notifiers, queue the events, start them again: the catch-up, timed and metered.
-
-    The meters start at the first delivery after the restart, so neither the publishing nor the
-    notifiers' start-up is counted.
-    """
-    messages = clone_events(target.template, scenario.events)
-    await receiver.reset()
-    notifiers = sorted(name for name in running.stack.processes if name.startswith("notifier"))
-    for name in notifiers:
-        await running.stack.stop(name)
-    sent = await publish_burst(publisher, messages)
-    for name in notifiers:
-        await running.stack.start_service("notifier", name=name)
-    already = await first_receipt(receiver)
-    components = Components.of(running, {"receiver": receiver.pid})
-    before = components.read()
-    async with profiled(running.stack.processes["notifier"].pid, profile):
-        await wait_for(receiver, scenario.deliveries)
-        log = await delivery_log(running, target.webhook_ids, list(sent), scenario.deliveries)
-    cpu = cpu_used(before, components.read())
-    return await outcome(receiver, scenario, target, sent, log, cpu, metered=scenario.deliveries - already)
-
-
-async def outcome(
-    receiver: Receiver,
-    scenario: Scenario,
-    target: Target,
-    sent: dict[str, float],
-    log: dict[str, Any],
-    cpu: dict[str, float],
-    *,
-    metered: int | None = None,
-) -> Outcome:
-    dump = await receiver.dump()
-    # only this run's events (an endpoint may also get the tail of its video's own events)
-    records = [(float(t), str(p), str(i)) for t, p, i in dump["records"] if i in sent]
-    return Outcome(
-        scenario, sent, records, dump["samples"], log, cpu, target.secrets, metered_deliveries=metered
-    )
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -362,7 +397,7 @@ def figures(outcome: Outcome) -> dict[str, Any]:
         "expected": scenario.deliveries,
         "received": len(unique),
         "duplicates": len(outcome.records) - len(unique),
-        "metered": outcome.metered_deliveries or len(unique),
+        "metered": outcome.metered_deliveries,
         "publish_per_s": scenario.events / published_in if published_in > 0 else None,
         "seconds": last_receipt - first,
         "deliveries_per_s": len(unique) / (last_receipt - first),
@@ -374,6 +409,7 @@ def figures(outcome: Outcome) -> dict[str, Any]:
         "signatures_sampled": sampled,
         "log": {k: v for k, v in outcome.log.items() if k != "last_completed"},
         "cpu_s": outcome.cpu,
+        "delivery_path": outcome.delivery_path,
     }
 
 
@@ -391,6 +427,13 @@ def print_scenario(name: str, f: Mapping[str, Any]) -> None:
     )
     names = [n for n in f["cpu_s"] if n not in {"machine", "other"}] + ["other", "machine"]
     print(table(cpu_rows(f["cpu_s"], f["metered"], names), ["component", "CPU s", "CPU ms/delivery"]))
+    path = f["delivery_path"]
+    if "claim_ms" in path and "record_ms" in path:
+        print(
+            f"the notifier's metrics (means): a claim {path['claim_ms']:.2f} ms for"
+            f" {path['claim_size']:.1f} events, an attempts' log {path['record_ms']:.2f} ms for"
+            f" {path['record_size']:.1f} deliveries"
+        )
 
 
 def summary(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -432,12 +475,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vidq-bench-hooks-") as tmp:
         clip = small_clip(Path(tmp))
         async with (
-            bench_stack(env) as running,
+            bench_stack(env, {"notifier": {"VIDQ_METRICS_PORT": str(NOTIFIER_METRICS)}}) as running,
             receiver_process(args.sample_every) as receiver,
             event_publisher(running) as publisher,
         ):
             for n in range(2, args.notifiers + 1):  # more notifiers share the queues, as replicas do
-                await running.stack.start_service("notifier", name=f"notifier-{n}")
+                name = f"notifier-{n}"
+                await running.stack.start_service("notifier", name=name, extra_env=REPLICA_ENV.get(name))
             for scenario in scenarios(args):
                 target = await prepare(running, scenario, receiver, clip)
                 profile = RESULTS / f"{args.name}-{scenario.name}.notifier.txt" if args.profile else None
