@@ -76,7 +76,8 @@ PRODUCTION_RETRIES = {
 STALL_S = 60.0
 #: The first notifier's metrics (its delivery-log writes are read); replicas serve none.
 NOTIFIER_METRICS = free_port()
-REPLICA_ENV = {f"notifier-{n}": {"VIDQ_METRICS_PORT": "0"} for n in range(2, 100)}
+#: What a notifier replica (``notifier-2``…) is started with.
+REPLICA_ENV = {"VIDQ_METRICS_PORT": "0"}
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,9 @@ async def publish_while_stopped(
         await running.stack.stop(name)
     sent = await publish_burst(publisher, messages)
     for name in notifiers:
-        await running.stack.start_service("notifier", name=name, extra_env=REPLICA_ENV.get(name))
+        await running.stack.start_service(
+            "notifier", name=name, extra_env=REPLICA_ENV if name != "notifier" else None
+        )
     return sent
 
 
@@ -480,8 +483,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             event_publisher(running) as publisher,
         ):
             for n in range(2, args.notifiers + 1):  # more notifiers share the queues, as replicas do
-                name = f"notifier-{n}"
-                await running.stack.start_service("notifier", name=name, extra_env=REPLICA_ENV.get(name))
+                await running.stack.start_service("notifier", name=f"notifier-{n}", extra_env=REPLICA_ENV)
             for scenario in scenarios(args):
                 target = await prepare(running, scenario, receiver, clip)
                 profile = RESULTS / f"{args.name}-{scenario.name}.notifier.txt" if args.profile else None
