@@ -15,12 +15,12 @@ import logging
 from typing import Protocol
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 
 from shared.errors import TransientError
 from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
-from shared.messaging.codec import OutgoingMessage, to_amqp
+from shared.messaging.codec import OutgoingMessage, amqp_properties
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class AmqpPublisher:
         self._channel = channel
         self._timeout = timeout
         self._connection = connection
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._checked: set[str] = set()  # exchanges known to exist
         self._stale = StaleChannel(stale_s)
         self._replacing = asyncio.Lock()
 
@@ -69,7 +69,7 @@ class AmqpPublisher:
 
     async def _replace(self, connection: AbstractConnection) -> None:
         log.warning("the publishing channel did not come back after a reconnect; opening a new one")
-        lost, self._exchanges = self._channel, {}
+        lost, self._checked = self._channel, set()
         with contextlib.suppress(Exception):
             await lost.close()
         try:
@@ -80,20 +80,27 @@ class AmqpPublisher:
         else:
             self._stale.reset()
 
-    async def _exchange(self, name: str) -> AbstractExchange:
-        exchange = self._exchanges.get(name)
-        if exchange is None:
+    async def _check_exchange(self, name: str) -> None:
+        if name not in self._checked:
             # Checked once, passively: a missing exchange means the bootstrap never ran.
-            exchange = await self._channel.get_exchange(name, ensure=bool(name))
-            self._exchanges[name] = exchange
-        return exchange
+            await self._channel.get_exchange(name, ensure=bool(name))
+            self._checked.add(name)
 
     async def publish(self, exchange: str, routing_key: str, message: OutgoingMessage) -> None:
         try:
             # The whole publish, waiting for a channel being restored included, is bounded.
             async with asyncio.timeout(self._timeout):
-                target = await self._exchange(exchange)
-                await target.publish(to_amqp(message), routing_key, mandatory=True, timeout=self._timeout)
+                await self._check_exchange(exchange)
+                # the broker client's own publish, which aio-pika's Exchange.publish wraps
+                channel = await self._channel.get_underlay_channel()
+                await channel.basic_publish(
+                    message.body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=amqp_properties(message),
+                    mandatory=True,
+                    timeout=self._timeout,
+                )
         except PublishError as exc:
             raise TransientError(
                 f"unroutable: no queue bound to {exchange!r} with key {routing_key!r}"
@@ -101,13 +108,13 @@ class AmqpPublisher:
         except DeliveryError as exc:
             raise TransientError(f"broker refused the message for {exchange!r}") from exc
         except TimeoutError as exc:
-            self._exchanges.pop(exchange, None)
+            self._checked.discard(exchange)
             await self._replace_lost_channel()
             raise TransientError(f"no confirm from the broker within {self._timeout} s") from exc
         except (AMQPError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             # Outcome unknown (channel or connection lost): the caller republishes the same
             # message_id and the consumer deduplicates.
-            self._exchanges.pop(exchange, None)
+            self._checked.discard(exchange)
             await self._replace_lost_channel()
             raise TransientError(f"publish to {exchange!r} failed: {exc!r}") from exc
 

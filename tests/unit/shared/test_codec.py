@@ -11,11 +11,11 @@ import pytest
 from shared.commands import TranscodeRendition
 from shared.errors import MalformedMessage
 from shared.events import ANY_EVENT
-from shared.messaging.codec import MAX_BODY_BYTES, OutgoingMessage, decode, outgoing, to_amqp
+from shared.messaging.codec import MAX_BODY_BYTES, OutgoingMessage, amqp_properties, decode, outgoing
 from tests.unit import factories
 
 
-def test_to_amqp_makes_a_persistent_json_message_with_every_property() -> None:
+def test_amqp_properties_make_a_persistent_json_message_with_every_property() -> None:
     sent_at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     message = OutgoingMessage(
         b'{"a": 1}',
@@ -27,23 +27,20 @@ def test_to_amqp_makes_a_persistent_json_message_with_every_property() -> None:
         timestamp=sent_at,
     )
 
-    amqp = to_amqp(message)
+    properties = amqp_properties(message)
 
-    assert amqp.body == b'{"a": 1}'
-    assert amqp.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert amqp.message_id == "evt_1"
-    assert amqp.type == "video.ready"
-    assert amqp.correlation_id == "vid_1"
-    assert amqp.content_type == "application/json"
-    assert amqp.app_id == "gateway"
-    assert amqp.headers == {"vidq-attempt": 2}
-    assert amqp.timestamp == sent_at
+    assert properties.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert properties.message_id == "evt_1"
+    assert properties.message_type == "video.ready"
+    assert properties.correlation_id == "vid_1"
+    assert properties.content_type == "application/json"
+    assert properties.app_id == "gateway"
+    assert properties.headers == {"vidq-attempt": 2}
+    assert properties.timestamp == sent_at
 
 
-def test_to_amqp_stamps_a_time_when_the_message_has_none() -> None:
-    amqp = to_amqp(OutgoingMessage(b"{}", "m", "t"))
-
-    assert amqp.timestamp is not None
+def test_amqp_properties_stamp_a_time_when_the_message_has_none() -> None:
+    assert amqp_properties(OutgoingMessage(b"{}", "m", "t")).timestamp is not None
 
 
 def test_outgoing_serialises_the_model_and_round_trips_through_decode() -> None:
