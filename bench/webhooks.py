@@ -40,7 +40,6 @@ from typing import Any
 import asyncpg
 import httpx
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bench.common import RESULTS, bench_stack, exclusive, parse_env, percentile, report, table
@@ -60,6 +59,7 @@ from gateway.settings import GatewaySettings
 from shared.messaging.codec import OutgoingMessage
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import EVENTS
+from tests.e2e.harness import Sample, scrape
 from tests.e2e.stack import Running
 from tests.realdeps import free_port
 from tests.settings import ROOT
@@ -323,30 +323,20 @@ async def publish_while_stopped(
     return sent
 
 
-Samples = dict[tuple[str, str], float]  # (sample name, write label) → value
+async def notifier_metrics() -> dict[Sample, float]:
+    """The first notifier's metrics (its ``/metrics``)."""
+    return await scrape(f"http://127.0.0.1:{NOTIFIER_METRICS}/metrics")
 
 
-async def notifier_metrics() -> Samples:
-    """The first notifier's counters of its delivery-log writes, read from its ``/metrics``."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"http://127.0.0.1:{NOTIFIER_METRICS}/metrics")).text
-    return {
-        (sample.name, sample.labels.get("write", "")): sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name.startswith("vidq_delivery_log_write")
-        for sample in family.samples
-        if sample.name.endswith(("_sum", "_count"))
-    }
-
-
-def delivery_path(before: Samples, after: Samples) -> dict[str, float]:
+def delivery_path(before: Mapping[Sample, float], after: Mapping[Sample, float]) -> dict[str, float]:
     """Means over the run of each shared write's time (ms) and size.
 
     (Not the event lag: the benchmark stamps its events when it makes them, before publishing.)
     """
 
-    def delta(name: str, write: str = "") -> float:
-        return after.get((name, write), 0.0) - before.get((name, write), 0.0)
+    def delta(name: str, write: str) -> float:
+        sample = (name, (("write", write),))
+        return after.get(sample, 0.0) - before.get(sample, 0.0)
 
     means: dict[str, float] = {}
     for write in ("claim", "record"):
@@ -418,12 +408,15 @@ def figures(outcome: Outcome) -> dict[str, Any]:
 
 def print_scenario(name: str, f: Mapping[str, Any]) -> None:
     log = f["log"]
+    if f["rate"]:
+        how = f" at {f['rate']:g}/s"
+    elif f["backlog"]:
+        how = ", queued while the notifier was stopped"
+    else:
+        how = ", as fast as possible"
     print(
-        f"\n{name}: {f['events']:,} events × {f['endpoints']} endpoint(s)"
-        + (f" at {f['rate']:g}/s" if f["rate"] else "")
-        + (", queued while the notifier was stopped" if f["backlog"] else "")
-        + ("" if f["rate"] or f["backlog"] else ", as fast as possible")
-        + f"; received {f['received']:,} of {f['expected']:,} ({f['duplicates']} duplicates);"
+        f"\n{name}: {f['events']:,} events × {f['endpoints']} endpoint(s){how}"
+        f"; received {f['received']:,} of {f['expected']:,} ({f['duplicates']} duplicates);"
         f" log {log['succeeded']:,} succeeded, {log['failed']} failed, {log['attempts']:,} attempts"
         f" ({log['attempts_200']:,} answered 200); signatures {f['signatures_verified']}"
         f"/{f['signatures_sampled']} verified"

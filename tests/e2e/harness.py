@@ -21,6 +21,7 @@ import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,21 @@ async def read_sse(client: httpx.AsyncClient, url: str, *, timeout: float = 120.
             key, _, value = line.partition(":")
             current[key] = value.removeprefix(" ")
     return events
+
+
+#: A Prometheus sample: its name and its labels, sorted.
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+async def scrape(url: str) -> dict[Sample, float]:
+    """Every sample a Prometheus endpoint serves (``…/metrics``), by name and labels."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(url)).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 async def until(predicate: Any, timeout: float = 60.0, interval: float = 0.1) -> None:

@@ -11,10 +11,9 @@ from typing import Any
 import aio_pika
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.e2e.harness import read_sse, until
+from tests.e2e.harness import read_sse, scrape, until
 from tests.e2e.stack import Running
 from tests.media import make_clip
 from tests.realdeps import free_port
@@ -69,16 +68,6 @@ async def test_a_test_event_reaches_the_endpoint_and_the_delivery_log(running: R
         assert log[0]["attempt_log"][0]["status_code"] == 200
 
 
-async def _notifier_metrics() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{NOTIFIER_METRICS}/metrics")).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 async def test_the_notifier_reports_each_events_lag_and_its_delivery_log_writes(
     running: Running, tmp_path: Path
 ) -> None:
@@ -86,13 +75,14 @@ async def test_the_notifier_reports_each_events_lag_and_its_delivery_log_writes(
     lag_sum = ("vidq_webhook_event_lag_seconds_sum", ())
     claims = ("vidq_delivery_log_write_rows_sum", (("write", "claim"),))
     records = ("vidq_delivery_log_write_rows_sum", (("write", "record"),))
-    before = await _notifier_metrics()
+    metrics = f"http://127.0.0.1:{NOTIFIER_METRICS}/metrics"
+    before = await scrape(metrics)
     # a client of its own: its events are no other test's to replay
     async with running.client(await running.new_key("metrics")) as api:
         hook = await _hook(api, running, "/measured", ["video.ready"])
         await _ready_video(api, tmp_path)
         await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
-    after = await _notifier_metrics()
+    after = await scrape(metrics)
     assert after[lag] > before.get(lag, 0)  # video.ready's first delivery, at least
     assert 0 <= after[lag_sum] - before.get(lag_sum, 0) < 60  # seconds from the event to its POST
     assert after[claims] > before.get(claims, 0)
