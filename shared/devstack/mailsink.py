@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("var/mail"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s mailsink %(message)s")
+    # aiosmtpd logs every SMTP command of every session at INFO; one line per mail is enough here
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(SaveToDirectory(args.dir), hostname=args.host, port=args.port)
     controller.start()
     log.info("SMTP on %s:%d, saving to %s", args.host, args.port, args.dir)
