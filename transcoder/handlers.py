@@ -151,11 +151,17 @@ def _batches(cmd: TranscodeRendition, jobs: list[Job], deps: TranscoderDeps) -> 
     """One batch (one ffmpeg) for ``jobs``; the video's lowest rung apart when it is among them.
 
     The lowest rung alone finishes first (the runner starts it first), so the video is playable
-    early; the other rungs share one decode.
+    early; the other rungs share one decode. That costs a second decode of the source, spent
+    only as ``transcoder_lowest_alone`` says: always, never, or (``idle``) when no other batch
+    of this process is running or waiting, so a busy transcoder encodes every video from one
+    decode.
     """
     lowest = min((cmd.quality, *(s.quality for s in cmd.siblings)), key=lambda q: q.short_side)
     alone = [j for j in jobs if j.command.quality == lowest]
-    if not deps.settings.transcoder_lowest_alone or not alone or len(jobs) == 1:
+    apart = deps.settings.transcoder_lowest_alone
+    if apart == "idle":
+        apart = deps.runner.busy == 0
+    if not apart or not alone or len(jobs) == 1:
         return [jobs]
     return [alone, [j for j in jobs if j.command.quality != lowest]]
 

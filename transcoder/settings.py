@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode
@@ -38,8 +38,10 @@ class TranscoderSettings(ServiceSettings):
     transcoder_decode_once: bool = True
     #: With decode-once, encode the video's lowest rung in its own ffmpeg, scheduled first, so the
     #: video is playable early — at the cost of one more decode of the source (see
-    #: docs/benchmarks.md). False: every rung from one decode, all ready at the same moment.
-    transcoder_lowest_alone: bool = True
+    #: docs/benchmarks.md). ``idle``: only when this process has no other encode running or
+    #: waiting (spare capacity buys early playback; under load no decode is spent twice).
+    #: ``true``: always. ``false``: every rung from one decode, all ready at the same moment.
+    transcoder_lowest_alone: bool | Literal["idle"] = "idle"
     #: Read the input at its native rate (``-re``): encodes last as long as the clip. For tests
     #: and demos of long jobs, never for production.
     transcoder_realtime: bool = False

@@ -77,7 +77,11 @@ _ENCODING = re.compile(r"encoding (?P<rungs>.+) of (?P<video>\S+) \(attempt")
 
 @pytest.mark.parametrize(
     ("lowest_alone", "runs"),
-    [("true", [{"144p"}, {"360p", "240p"}]), ("false", [{"360p", "240p", "144p"}])],
+    [
+        ("true", [{"144p"}, {"360p", "240p"}]),
+        ("idle", [{"144p"}, {"360p", "240p"}]),  # nothing else to encode: early playback
+        ("false", [{"360p", "240p", "144p"}]),
+    ],
 )
 async def test_a_transcoder_encodes_the_rungs_it_holds_from_one_decode(
     running: Running, tmp_path: Path, lowest_alone: str, runs: list[set[str]]

@@ -613,6 +613,8 @@ async def test_messages_of_one_video_arriving_together_make_two_batches_not_one_
         ({"transcoder_qualities": (Quality.P720, Quality.P480)}, [[Quality.P720, Quality.P480]]),
         ({"transcoder_decode_once": False}, [[Quality.P720]]),
         ({"transcoder_lowest_alone": False}, [[Quality.P720, Quality.P480, Quality.P144]]),
+        ({"transcoder_lowest_alone": True}, [[Quality.P144], [Quality.P720, Quality.P480]]),
+        ({"transcoder_lowest_alone": "idle"}, [[Quality.P144], [Quality.P720, Quality.P480]]),
     ],
 )
 async def test_siblings_are_batched_only_when_served_and_enabled(
@@ -627,6 +629,44 @@ async def test_siblings_are_batched_only_when_served_and_enabled(
     await _wait(ran, len(expected))
     await asyncio.sleep(0.05)
     assert _qualities(ran) == expected
+
+
+@pytest.mark.parametrize(
+    ("lowest_alone", "expected"),
+    [
+        ("idle", [[Quality.P720, Quality.P480, Quality.P144]]),
+        (True, [[Quality.P144], [Quality.P720, Quality.P480]]),
+    ],
+)
+async def test_a_busy_transcoder_spends_no_second_decode_on_early_playback_unless_told_to(
+    deps: TranscoderDeps,
+    cmd: TranscodeRendition,
+    claims: FakeClaims,
+    lowest_alone: bool | str,
+    expected: list[list[Quality]],
+) -> None:
+    deps = dataclasses.replace(
+        deps, settings=deps.settings.model_copy(update={"transcoder_lowest_alone": lowest_alone})
+    )
+    ran: list[tuple[Job, ...]] = []
+    release = asyncio.Event()
+    other = cmd.model_copy(update={"video_id": "vid_other", "job_id": "job_other"})
+
+    async def work(batch: tuple[Job, ...]) -> None:
+        ran.append(batch)
+        if batch[0].video_id == other.video_id:
+            await release.wait()  # another video's encode holds the only slot
+
+    deps.runner.work = work
+    held = await claims.claim(other)
+    assert held is not None
+    await deps.runner.submit(held)
+    await _wait(ran, 1)
+    await handle_transcode_rendition(_ladder(cmd), deps)
+    assert [[j.command.quality for j in batch] for batch in deps.runner.waiting] == expected
+    release.set()
+    await _wait(ran, 1 + len(expected))
+    assert _qualities(ran[1:]) == expected
 
 
 async def test_a_batch_makes_every_rendition_from_one_ffmpeg_and_reports_each(
