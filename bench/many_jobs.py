@@ -2,11 +2,13 @@
 
 ``--jobs`` uploads (200 by default) of one generated 1 s 256x144 clip with audio are sent at once
 (one connection each). Each becomes one ``144p`` rendition and one poster. The run ends when
-every accepted video is ``ready`` or ``failed``.
+every accepted video is ``ready`` or ``failed``. ``--clip WxHxS`` uploads a bigger clip instead
+(e.g. ``1280x720x10``: five rungs per video), to see how a backlog of real encodes drains.
 
 Figures: time until every upload was answered and until every video was ready (both from the
 first POST), jobs per minute (videos ready per minute over that span), per-video time from
-upload to ``video.ready`` (p50 / p95 / max, from the database's event log), CPU-seconds of the
+upload to ``video.ready`` and to its first ``rendition.completed`` (first playable) (p50 / p95 /
+max, from the database's event log), CPU-seconds of the
 stack and of the whole machine, and the peak depth of each queue. Every ``--sample-s`` seconds
 (0.5) the monitor reads:
 
@@ -23,6 +25,7 @@ compare, each on a fresh stack.
     .venv/bin/python -m bench.many_jobs
     .venv/bin/python -m bench.many_jobs --jobs 20 --plot var/bench/many-jobs-20.png
     .venv/bin/python -m bench.many_jobs --config 1x1 --config 1x2 --config 2x1
+    .venv/bin/python -m bench.many_jobs --jobs 4 --clip 1280x720x10 --config 1x2 --name burst-720p
 """
 
 from __future__ import annotations
@@ -88,6 +91,28 @@ class Config:
 
     def __str__(self) -> str:
         return f"{self.transcoders}x{self.concurrency}"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The generated clip every upload sends: width x height, seconds."""
+
+    width: int
+    height: int
+    duration: float
+
+    @classmethod
+    def parse(cls, text: str) -> Clip:
+        match = re.fullmatch(r"(\d+)x(\d+)x(\d+(?:\.\d+)?)", text)
+        if match is None:
+            raise argparse.ArgumentTypeError(f"not a WxHxSECONDS clip: {text!r} (e.g. 1280x720x10)")
+        return cls(int(match.group(1)), int(match.group(2)), float(match.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.duration:g} s {self.width}x{self.height}"
+
+
+SMALL_CLIP = Clip(256, 144, 1.0)
 
 
 @dataclass
@@ -244,6 +269,7 @@ class Outcome:
     statuses: dict[str, int]
     errors: dict[str, str]
     latencies: list[float]
+    first_playable: list[float]  # seconds from its upload to its first rendition.completed
     last_ready_at: float | None  # seconds after the first POST, from the event log
     job_seconds: list[float]  # transcode jobs: claim to done
     jobs_in_flight: float  # transcode jobs running on average, first claim to last done
@@ -267,6 +293,12 @@ async def outcome(running: Running, ids: list[str], started_wall: float) -> Outc
                WHERE v.id = ANY($1::text[])""",
             ids,
         )
+        first = await db.fetch(
+            """SELECT min(e.occurred_at) - v.created_at AS seconds FROM videos v
+               JOIN video_events e ON e.video_id = v.id AND e.type = 'rendition.completed'
+               WHERE v.id = ANY($1::text[]) GROUP BY v.id, v.created_at""",
+            ids,
+        )
         jobs = await db.fetch("SELECT created_at, updated_at FROM transcode_jobs WHERE state = 'done'")
     finally:
         await db.close()
@@ -277,7 +309,8 @@ async def outcome(running: Running, ids: list[str], started_wall: float) -> Outc
     if jobs:
         span = max(j["updated_at"] for j in jobs) - min(j["created_at"] for j in jobs)
         in_flight = sum(job_seconds) / max(span.total_seconds(), 1e-3)
-    return Outcome(statuses, errors, latencies, last, job_seconds, in_flight)
+    first_playable = [r["seconds"].total_seconds() for r in first]
+    return Outcome(statuses, errors, latencies, first_playable, last, job_seconds, in_flight)
 
 
 @dataclass
@@ -285,6 +318,7 @@ class Run:
     """Everything measured for one configuration."""
 
     config: Config
+    clip: Clip
     jobs: int
     uploads: list[Upload]
     samples: list[Sample]
@@ -306,6 +340,7 @@ class Run:
             "config": str(self.config),
             "transcoders": self.config.transcoders,
             "concurrency": self.config.concurrency,
+            "clip": str(self.clip),
             "jobs": self.jobs,
             "accepted": len(accepted),
             "ready": ready,
@@ -319,6 +354,8 @@ class Run:
             "ready_latency_p50_s": round(percentile(self.outcome.latencies, 50), 2),
             "ready_latency_p95_s": round(percentile(self.outcome.latencies, 95), 2),
             "ready_latency_max_s": round(max(self.outcome.latencies, default=float("nan")), 2),
+            "first_playable_p50_s": round(percentile(self.outcome.first_playable, 50), 2),
+            "first_playable_p95_s": round(percentile(self.outcome.first_playable, 95), 2),
             "transcode_job_p50_s": round(percentile(self.outcome.job_seconds, 50), 2),
             "transcode_jobs_in_flight": round(self.outcome.jobs_in_flight, 2),
             "stack_cpu_s": round(self.stack_cpu_s, 1),
@@ -410,6 +447,7 @@ async def run_config(config: Config, clip: bytes, args: argparse.Namespace) -> R
         result = await outcome(running, accepted, started_wall)
         return Run(
             config=config,
+            clip=args.clip,
             jobs=args.jobs,
             uploads=uploads,
             samples=monitor.samples,
@@ -466,7 +504,7 @@ def plot(run: Run, path: Path) -> None:
              label="outbox (unpublished rows)")  # fmt: skip
     top.set_ylabel("messages")
     top.set_title(
-        f"{run.jobs} uploads of a 1 s 144p clip at once ({run.config.transcoders} transcoder(s) x "
+        f"{run.jobs} uploads of a {run.clip} clip at once ({run.config.transcoders} transcoder(s) x "
         f"{run.config.concurrency} slot(s)): queue depth over time"
     )
     top.legend(fontsize=7, loc="upper right")
@@ -503,13 +541,14 @@ def print_runs(runs: list[Run]) -> None:
             f["jobs_per_minute"],
             f["ready_latency_p50_s"],
             f["ready_latency_p95_s"],
+            f["first_playable_p50_s"],
             f["stack_cpu_s"],
             f["machine_cpu_s"],
         ]
         for f in figures
     ]
-    header = ["PxC", "ready", "answered s", "all ready s", "jobs/min", "p50 s", "p95 s", "stack CPU s",
-              "machine CPU s"]  # fmt: skip
+    header = ["PxC", "ready", "answered s", "all ready s", "jobs/min", "p50 s", "p95 s",
+              "playable p50 s", "stack CPU s", "machine CPU s"]  # fmt: skip
     print(table(rows, header))
     for f in figures:
         peaks = ", ".join(f"{name} {depth}" for name, depth in f["peak_depth"].items())
@@ -532,7 +571,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.many_jobs", description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=200, help="uploads sent at once (default 200)")
     parser.add_argument("--config", type=Config.parse, action="append", help="PxC; repeat to compare")
-    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG of the first configuration")
+    parser.add_argument(
+        "--clip", type=Clip.parse, default=SMALL_CLIP, help="WxHxSECONDS of the clip (default 256x144x1)"
+    )
+    parser.add_argument("--name", default=NAME, help="name of the result file (var/bench/NAME.json)")
+    parser.add_argument(
+        "--plot", type=Path, help="PNG of the first configuration (default: the docs' plot for the "
+        "default clip and name, else var/bench/NAME.png)",
+    )  # fmt: skip
     parser.add_argument("--sample-s", type=float, default=0.5, help="monitor period (default 0.5 s)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
     parser.add_argument("--profile", action="store_true", help="py-spy every service process")
@@ -542,16 +588,21 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     configs: list[Config] = args.config or [Config(1, 1)]
+    if args.plot is None:
+        default = args.clip == SMALL_CLIP and args.name == NAME
+        args.plot = DEFAULT_PLOT if default else RESULTS / f"{args.name}.png"
     runs = []
     with exclusive(NAME), tempfile.TemporaryDirectory(prefix="vidq-bench-jobs-") as workdir:
-        clip = make_clip(Path(workdir) / "clip.mp4", width=256, height=144, duration=1.0).read_bytes()
+        c = args.clip
+        made = make_clip(Path(workdir) / "clip.mp4", width=c.width, height=c.height, duration=c.duration)
+        clip = made.read_bytes()
         for config in configs:
             runs.append(asyncio.run(run_config(config, clip, args)))
     print_runs(runs)
     plot(runs[0], args.plot)
     print(f"\nplot: {args.plot}")
     report(
-        NAME,
+        args.name,
         {
             "env": dict(args.env),
             "runs": [{**run.figures(), "samples": [vars(s) for s in run.samples]} for run in runs],
