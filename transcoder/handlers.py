@@ -152,9 +152,9 @@ def _batches(cmd: TranscodeRendition, jobs: list[Job], deps: TranscoderDeps) -> 
 
     The lowest rung alone finishes first (the runner starts it first), so the video is playable
     early; the other rungs share one decode. That costs a second decode of the source, spent
-    only as ``transcoder_lowest_alone`` says: always, never, or (``idle``) when no other batch
-    of this process is running or waiting, so a busy transcoder encodes every video from one
-    decode.
+    as ``transcoder_lowest_alone`` says: always, never, or (``idle``) only when no other batch
+    of this process is running or waiting, so that a busy transcoder encodes every video from
+    one decode.
     """
     lowest = min((cmd.quality, *(s.quality for s in cmd.siblings)), key=lambda q: q.short_side)
     alone = [j for j in jobs if j.command.quality == lowest]

@@ -38,10 +38,11 @@ class TranscoderSettings(ServiceSettings):
     transcoder_decode_once: bool = True
     #: With decode-once, encode the video's lowest rung in its own ffmpeg, scheduled first, so the
     #: video is playable early — at the cost of one more decode of the source (see
-    #: docs/benchmarks.md). ``idle``: only when this process has no other encode running or
-    #: waiting (spare capacity buys early playback; under load no decode is spent twice).
-    #: ``true``: always. ``false``: every rung from one decode, all ready at the same moment.
-    transcoder_lowest_alone: bool | Literal["idle"] = "idle"
+    #: docs/benchmarks.md). ``true``: always, so under load too every video is playable early.
+    #: ``idle``: only when this process has no other encode running or waiting, so a backlog is
+    #: encoded from one decode per video and drains faster. ``false``: every rung from one
+    #: decode, all ready at the same moment.
+    transcoder_lowest_alone: bool | Literal["idle"] = True
     #: Read the input at its native rate (``-re``): encodes last as long as the clip. For tests
     #: and demos of long jobs, never for production.
     transcoder_realtime: bool = False
