@@ -75,6 +75,14 @@ TERMINAL = ("ready", "failed", "canceled")
 WORK_QUEUES = tuple(spec.name for spec in build(make(ServiceSettings)).work_queues)
 
 
+def _fields(pattern: str, text: str, what: str) -> tuple[str, ...]:
+    """The groups of ``pattern`` matched by all of ``text``; an argparse error naming ``what``."""
+    match = re.fullmatch(pattern, text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a {what}: {text!r}")
+    return match.groups()
+
+
 @dataclass(frozen=True)
 class Config:
     """P transcoder processes with C encode slots each."""
@@ -84,10 +92,8 @@ class Config:
 
     @classmethod
     def parse(cls, text: str) -> Config:
-        match = re.fullmatch(r"(\d+)x(\d+)", text)
-        if match is None:
-            raise argparse.ArgumentTypeError(f"not a PxC configuration: {text!r} (e.g. 1x2)")
-        return cls(int(match.group(1)), int(match.group(2)))
+        transcoders, concurrency = _fields(r"(\d+)x(\d+)", text, "PxC configuration (e.g. 1x2)")
+        return cls(int(transcoders), int(concurrency))
 
     def __str__(self) -> str:
         return f"{self.transcoders}x{self.concurrency}"
@@ -103,10 +109,10 @@ class Clip:
 
     @classmethod
     def parse(cls, text: str) -> Clip:
-        match = re.fullmatch(r"(\d+)x(\d+)x(\d+(?:\.\d+)?)", text)
-        if match is None:
-            raise argparse.ArgumentTypeError(f"not a WxHxSECONDS clip: {text!r} (e.g. 1280x720x10)")
-        return cls(int(match.group(1)), int(match.group(2)), float(match.group(3)))
+        width, height, seconds = _fields(
+            r"(\d+)x(\d+)x(\d+(?:\.\d+)?)", text, "WxHxSECONDS clip (e.g. 1280x720x10)"
+        )
+        return cls(int(width), int(height), float(seconds))
 
     def __str__(self) -> str:
         return f"{self.duration:g} s {self.width}x{self.height}"
