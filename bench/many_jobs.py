@@ -8,9 +8,8 @@ every accepted video is ``ready`` or ``failed``. ``--clip WxHxS`` uploads a bigg
 Figures: time until every upload was answered and until every video was ready (both from the
 first POST), jobs per minute (videos ready per minute over that span), per-video time from
 upload to ``video.ready`` and to its first ``rendition.completed`` (first playable) (p50 / p95 /
-max, from the database's event log), CPU-seconds of the
-stack and of the whole machine, and the peak depth of each queue. Every ``--sample-s`` seconds
-(0.5) the monitor reads:
+max, from the database's event log), CPU-seconds of the stack and of the whole machine, and the
+peak depth of each queue. Every ``--sample-s`` seconds (0.5) the monitor reads:
 
 * the depth of every queue of the stack's vhost from the management API (``messages``, ready +
   unacknowledged); the broker refreshes these statistics every 5 s, so they move in steps;
