@@ -7,13 +7,16 @@ unexpected becomes a 500 problem, and the traceback goes to the log with the req
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.errors import TransientError
@@ -115,8 +118,39 @@ _HTTP_SLUGS = {
 }
 
 
+class RefuseNul:
+    """ASGI middleware: a path or query string holding a NUL character is answered at once.
+
+    No id or parameter of vidq's can hold one (PostgreSQL's text refuses it), so a path with one
+    names nothing (404) and such a query is invalid (422), before any route or query runs.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if "\x00" in scope["path"]:
+                await self._refuse(send, scope, 404, "not-found", "Not found", "no such resource")
+                return
+            if b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
+                detail = "a query parameter holds a NUL character, which no parameter may contain"
+                await self._refuse(send, scope, 422, "invalid-request", "Invalid request", detail)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(send: Send, scope: Scope, status: int, slug: str, title: str, detail: str) -> None:
+        path = scope["path"].replace("\x00", "%00")
+        body = json.dumps(problem(status, slug, title, detail, instance=path)).encode()
+        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that make every error a problem document."""
+    app.add_middleware(RefuseNul)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -160,6 +194,14 @@ def install(app: FastAPI) -> None:
     unavailable: tuple[type[Exception], ...] = (TransientError, *TRANSIENT_DB_ERRORS)
     for transient in unavailable:
         app.add_exception_handler(transient, _unavailable)
+
+    async def _nul(request: Request, _exc: Exception) -> JSONResponse:
+        # the fields vidq checks itself say which one; this covers any other text it stores
+        detail = "the request holds a NUL character (\\u0000), which vidq cannot store in any field"
+        return problem_response(422, "invalid-request", "Invalid request", detail, request=request)
+
+    for refused in (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+        app.add_exception_handler(refused, _nul)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

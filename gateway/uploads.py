@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 FIELDS = ("qualities", "callback_url", "notify_email", "metadata")
 _MAX_FIELD_BYTES = 8 * 1024
 _MAX_FILENAME = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -102,8 +103,10 @@ class _Receiver:
             self._is_file = True
             self.result.files = 1
             raw = options.get(b"filename", b"").decode("utf-8", "replace")
-            # Only the last path component, for display; it never becomes a path of ours.
-            self.result.filename = raw.replace("\\", "/").rsplit("/", 1)[-1][:_MAX_FILENAME] or "upload"
+            # Only the last path component, for display; it never becomes a path of ours, and
+            # control characters (NUL among them, which PostgreSQL's text refuses) are dropped.
+            name = _CONTROL.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1])
+            self.result.filename = name[:_MAX_FILENAME] or "upload"
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._is_file:
@@ -177,6 +180,9 @@ class Options:
 
 def parse_options(fields: dict[str, str], settings: GatewaySettings) -> Options:
     """Validate the text fields; raises ``InvalidRequest`` naming the first bad one."""
+    for name, value in fields.items():
+        if "\x00" in value:
+            raise InvalidRequest(f"field {name!r} holds a NUL character, which no field may contain")
     qualities = None
     if fields.get("qualities", "").strip():
         try:
@@ -203,6 +209,9 @@ def parse_options(fields: dict[str, str], settings: GatewaySettings) -> Options:
             raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
         if not isinstance(metadata, dict):
             raise InvalidRequest("metadata must be a JSON object")
+        if "\x00" in json.dumps(metadata, ensure_ascii=False):
+            # written as \u0000 in the JSON text: valid JSON, but PostgreSQL's jsonb refuses it
+            raise InvalidRequest("metadata holds a NUL character (\\u0000), which jsonb cannot store")
     return Options(qualities, callback_url, notify_email, metadata)
 
 

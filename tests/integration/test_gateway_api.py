@@ -383,6 +383,10 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         ("metadata", "{not json", "not valid JSON"),
         ("notify_email", "not-an-email", "notify_email"),
         ("callback_url", "ftp://example.com/hook", "callback_url"),
+        ("metadata", '{"note": "a\\u0000b"}', "NUL"),
+        ("metadata", '{"a\\u0000": 1}', "NUL"),
+        ("notify_email", "me\x00@example.com", "notify_email"),
+        ("callback_url", "https://example.com/a\x00b", "callback_url"),
     ],
     ids=[
         "unknown quality",
@@ -392,6 +396,10 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         "bad json",
         "email",
         "url",
+        "NUL in a metadata value",
+        "NUL in a metadata key",
+        "NUL in the email",
+        "NUL in the url",
     ],
 )
 async def test_an_invalid_upload_field_gets_422_naming_it_and_leaves_nothing_behind(
@@ -426,6 +434,22 @@ async def test_a_filename_with_path_parts_is_only_data(
     source = storage / "videos" / video["id"] / "source"
     assert files_under(storage) == [source]
     assert source.read_bytes() == clips.tiny.read_bytes()
+
+
+async def test_control_characters_in_a_raw_filename_are_dropped(api: httpx.AsyncClient, clips: Clips) -> None:
+    # built by hand: HTTP clients percent-encode them, a raw multipart body need not
+    boundary = "vidq-test-boundary"
+    body = (
+        f"--{boundary}\r\n".encode()
+        + b'Content-Disposition: form-data; name="file"; filename="pass\x00wd\x07.mp4"\r\n'
+        + b"Content-Type: video/mp4\r\n\r\n"
+        + clips.tiny.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    response = await api.post("/v1/videos", content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["source"]["filename"] == "passwd.mp4"
 
 
 # -- the accepted upload --------------------------------------------------------------------------------
@@ -910,3 +934,29 @@ async def test_unknown_routes_and_wrong_methods_are_problems_without_a_traceback
     assert_problem(bad_json, 422)
     not_multipart = await api.post("/v1/videos", json={"file": "x"})
     assert_problem(not_multipart, 422, "multipart")
+
+
+async def test_a_nul_character_anywhere_is_a_problem_and_the_connection_stays_usable(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    video_id = (await uploaded(api, clips.tiny))["id"]
+    webhook_id = (await _new_webhook(api))["id"]
+    for path in (
+        "/v1/videos/%00",
+        f"/v1/videos/{video_id}%00",
+        "/v1/videos/%00/renditions/144p",
+        "/v1/videos/%00/events",
+        "/v1/webhooks/%00",
+        f"/v1/webhooks/{webhook_id}/deliveries/%00/retry",
+    ):
+        method = "POST" if path.endswith("/retry") else "GET"
+        assert_problem(await api.request(method, path), 404)
+    assert_problem(await api.delete("/v1/webhooks/%00"), 404)
+    assert_problem(await api.get("/v1/videos", params={"cursor": "\x00"}), 422, "NUL")
+    assert_problem(await api.get(f"/v1/videos/{video_id}/events?after=%00"), 422, "NUL")
+    created = await api.post("/v1/webhooks", json={"url": "https://example.com/h", "description": "a\x00b"})
+    assert_problem(created, 422, "NUL")
+    changed = await api.patch(f"/v1/webhooks/{webhook_id}", json={"description": "a\u0000b"})
+    assert_problem(changed, 422, "NUL")
+    assert await db.fetchval("SELECT count(*) FROM webhooks") == 1
+    assert (await api.get(f"/v1/videos/{video_id}")).status_code == 200
