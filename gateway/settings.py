@@ -6,6 +6,7 @@ import os
 
 from pydantic import Field
 
+from shared.destinations import AllowHosts
 from shared.settings import ServiceSettings
 
 
@@ -17,6 +18,10 @@ class GatewaySettings(ServiceSettings):
     #: Largest frame accepted, in pixels (8K UHD = 7680 x 4320).
     max_pixels: int = Field(default=7680 * 4320, gt=0)
     max_metadata_bytes: int = 4096
+    #: The notifier's allowlist (``VIDQ_WEBHOOK_ALLOW_HOSTS``), read here too: a webhook or
+    #: ``callback_url`` whose host is a private, loopback or link-local address not on it is
+    #: refused when registered (``shared/destinations.py``).
+    webhook_allow_hosts: AllowHosts = ()
     #: ffprobe runs at once (uploads beyond wait their turn); default: the number of CPUs. An
     #: ffprobe is CPU work, mostly its own start; a burst of uploads probed all at once would
     #: share the CPUs with the gateway itself and stall everything it does meanwhile.

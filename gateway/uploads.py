@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from gateway.errors import InvalidRequest, NotAVideo, OverLimits, UploadTooLarge
 from gateway.settings import GatewaySettings
+from shared.destinations import refusal
 from shared.errors import InvalidSource, TransientError
 from shared.ffmpeg import ProbeResult, probe
 from shared.ladder import PlannedRendition, parse_qualities, plan
@@ -189,30 +190,45 @@ def parse_options(fields: dict[str, str], settings: GatewaySettings) -> Options:
             qualities = parse_qualities(fields["qualities"])
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
-    callback_url = fields.get("callback_url", "").strip() or None
-    if callback_url:
-        try:
-            _HTTP_URL.validate_python(callback_url)  # kept as the client wrote it
-        except ValidationError as exc:
-            raise InvalidRequest("callback_url must be an absolute http(s) URL") from exc
     notify_email = fields.get("notify_email", "").strip() or None
     if notify_email and not _EMAIL.match(notify_email):
         raise InvalidRequest("notify_email is not an email address")
-    metadata: dict[str, Any] = {}
-    raw = fields.get("metadata", "").strip()
-    if raw:
-        if len(raw.encode()) > settings.max_metadata_bytes:
-            raise InvalidRequest(f"metadata is over {settings.max_metadata_bytes} bytes")
-        try:
-            metadata = json.loads(raw, parse_constant=_not_json)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
-        if not isinstance(metadata, dict):
-            raise InvalidRequest("metadata must be a JSON object")
-        if "\x00" in json.dumps(metadata, ensure_ascii=False):
-            # written as \u0000 in the JSON text: valid JSON, but PostgreSQL's jsonb refuses it
-            raise InvalidRequest("metadata holds a NUL character (\\u0000), which jsonb cannot store")
-    return Options(qualities, callback_url, notify_email, metadata)
+    return Options(
+        qualities,
+        _callback_url(fields.get("callback_url", "").strip(), settings),
+        notify_email,
+        _metadata(fields.get("metadata", "").strip(), settings),
+    )
+
+
+def _callback_url(url: str, settings: GatewaySettings) -> str | None:
+    if not url:
+        return None
+    try:
+        _HTTP_URL.validate_python(url)  # kept as the client wrote it
+    except ValidationError as exc:
+        raise InvalidRequest("callback_url must be an absolute http(s) URL") from exc
+    refused = refusal(url, settings.webhook_allow_hosts)
+    if refused:
+        raise InvalidRequest(f"callback_url: {refused}")
+    return url
+
+
+def _metadata(raw: str, settings: GatewaySettings) -> dict[str, Any]:
+    if not raw:
+        return {}
+    if len(raw.encode()) > settings.max_metadata_bytes:
+        raise InvalidRequest(f"metadata is over {settings.max_metadata_bytes} bytes")
+    try:
+        metadata = json.loads(raw, parse_constant=_not_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be a JSON object")
+    if "\x00" in json.dumps(metadata, ensure_ascii=False):
+        # written as \u0000 in the JSON text: valid JSON, but PostgreSQL's jsonb refuses it
+        raise InvalidRequest("metadata holds a NUL character (\\u0000), which jsonb cannot store")
+    return metadata
 
 
 async def inspect(

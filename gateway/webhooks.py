@@ -22,6 +22,7 @@ from gateway.schemas import (
 )
 from gateway.videos import decode_cursor, encode_cursor
 from shared.commands import Command, DeliverWebhook, ReplayWebhook, SendTestEvent
+from shared.destinations import refusal
 from shared.events import unknown_patterns
 from shared.ids import new_id
 from shared.messaging.codec import outgoing
@@ -45,12 +46,22 @@ def _check_patterns(events: list[str]) -> list[str]:
     return cleaned
 
 
-async def create_webhook(conn: Conn, client: Client, body: WebhookCreate) -> WebhookWithSecret:
+def _check_url(url: str, allow_hosts: tuple[str, ...]) -> str:
+    """The URL, unless its host is an address webhooks may never reach (``shared/destinations.py``)."""
+    refused = refusal(url, allow_hosts)
+    if refused:
+        raise InvalidRequest(f"url: {refused}")
+    return url
+
+
+async def create_webhook(
+    conn: Conn, client: Client, body: WebhookCreate, *, allow_hosts: tuple[str, ...] = ()
+) -> WebhookWithSecret:
     row = await repo.insert_webhook(
         conn,
         webhook_id=new_id("whk"),
         client_id=client.id,
-        url=str(body.url),
+        url=_check_url(str(body.url), allow_hosts),
         events=_check_patterns(body.events),
         description=body.description,
         secret=new_signing_secret(),
@@ -73,11 +84,18 @@ async def get_webhook(conn: Conn, client: Client, webhook_id: str) -> WebhookPub
     return _public(await _owned(conn, client, webhook_id))
 
 
-async def update_webhook(conn: Conn, client: Client, webhook_id: str, body: WebhookUpdate) -> WebhookPublic:
+async def update_webhook(
+    conn: Conn,
+    client: Client,
+    webhook_id: str,
+    body: WebhookUpdate,
+    *,
+    allow_hosts: tuple[str, ...] = (),
+) -> WebhookPublic:
     await _owned(conn, client, webhook_id)
     fields: dict[str, object] = {}
     if body.url is not None:
-        fields["url"] = str(body.url)
+        fields["url"] = _check_url(str(body.url), allow_hosts)
     if body.events is not None:
         fields["events"] = _check_patterns(body.events)
     if body.description is not None:

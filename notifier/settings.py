@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import Field, model_validator
 
-from pydantic import BeforeValidator, Field, model_validator
-from pydantic_settings import NoDecode
-
+from shared.destinations import AllowHosts
 from shared.settings import ServiceSettings
-
-
-def _comma_list(value: object) -> object:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
 
 
 class NotifierSettings(ServiceSettings):
@@ -23,7 +15,7 @@ class NotifierSettings(ServiceSettings):
     smtp_timeout_s: float = 30.0
     #: Hosts, IPs or CIDR networks that webhooks may reach although they are private, loopback
     #: or link-local (e.g. ``127.0.0.1,10.0.0.0/8,hooks.internal``). Empty: public addresses only.
-    webhook_allow_hosts: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)] = ()
+    webhook_allow_hosts: AllowHosts = ()
     webhook_timeout_s: float = Field(default=15.0, gt=0)
     #: Bytes of a receiver's response body kept in the delivery log.
     webhook_response_log_bytes: int = 2048

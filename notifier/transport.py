@@ -30,7 +30,7 @@ from typing import cast
 import httptools
 import httpx
 
-from notifier.destinations import DestinationGuard
+from shared.destinations import DestinationGuard
 
 Origin = tuple[str, str, int]
 #: ``loop.create_connection`` as the transport calls it (tests pass a recording stand-in).

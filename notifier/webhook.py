@@ -1,7 +1,7 @@
 """Sending one webhook: POST, time it, keep the start of the answer, never follow redirects.
 
 ``WebhookSender`` posts through a :class:`Poster`: :func:`guarded_client` builds the real one
-(``notifier/transport.py``), whose connections go only where ``notifier/destinations.py``
+(``notifier/transport.py``), whose connections go only where ``shared/destinations.py``
 allows; :class:`HttpxPoster` posts through any ``httpx.AsyncClient`` (tests inject
 ``httpx.MockTransport``). The outcome is data (:class:`DeliveryResult`); deciding to retry is
 the handler's business.
@@ -21,9 +21,9 @@ from typing import Protocol
 
 import httpx
 
-from notifier.destinations import DestinationGuard
 from notifier.settings import NotifierSettings
 from notifier.transport import Answer, WebhookTransport
+from shared.destinations import DestinationGuard
 from shared.errors import ForbiddenDestination
 
 USER_AGENT = "vidq-webhooks/1.0 (+https://www.standardwebhooks.com)"

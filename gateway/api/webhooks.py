@@ -31,7 +31,9 @@ async def create_webhook(
     """Subscribe a URL to event patterns; the answer carries the signing secret, once."""
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
-            created = await webhooks.create_webhook(conn, client, body)
+            created = await webhooks.create_webhook(
+                conn, client, body, allow_hosts=deps.settings.webhook_allow_hosts
+            )
     response.headers["Location"] = f"/v1/webhooks/{created.id}"
     return created
 
@@ -56,7 +58,9 @@ async def update_webhook(
 ) -> WebhookPublic:
     """Change a subscription's URL, patterns, description, or enable/disable it."""
     async with deps.pool.acquire() as conn:
-        return await webhooks.update_webhook(conn, client, webhook_id, body)
+        return await webhooks.update_webhook(
+            conn, client, webhook_id, body, allow_hosts=deps.settings.webhook_allow_hosts
+        )
 
 
 @router.delete("/{webhook_id}", status_code=204, response_class=Response, responses=_PROBLEMS)

@@ -765,6 +765,35 @@ async def test_an_invalid_webhook_gets_422_naming_the_field(
     assert await db.fetchval("SELECT count(*) FROM webhooks") == 0
 
 
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1/hook", "http://169.254.169.254/latest", "http://[::1]:9/x", "http://localhost/x"]
+)
+async def test_a_webhook_or_callback_url_to_a_private_address_is_refused_when_registered(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path, url: str
+) -> None:
+    refused = await api.post("/v1/webhooks", json={"url": url, "events": ["video.*"]})
+    assert_problem(refused, 422, "url", "VIDQ_WEBHOOK_ALLOW_HOSTS")
+    path = f"/v1/webhooks/{(await _new_webhook(api))['id']}"
+    assert_problem(await api.patch(path, json={"url": url}), 422, "VIDQ_WEBHOOK_ALLOW_HOSTS")
+    assert (await api.get(path)).json()["url"] == "https://example.com/hooks"
+    assert await db.fetchval("SELECT count(*) FROM webhooks") == 1
+    assert_problem(
+        await upload(api, clips.tiny, callback_url=url), 422, "callback_url", "VIDQ_WEBHOOK_ALLOW_HOSTS"
+    )
+    await assert_nothing_left(db, storage)
+
+
+async def test_an_allowlisted_private_address_may_be_registered(
+    start: Start, alice: Caller, clips: Clips
+) -> None:
+    async with start(webhook_allow_hosts=("10.0.0.0/8",)) as running, connect(running, alice) as api:
+        created = await api.post("/v1/webhooks", json={"url": "http://10.1.2.3:8080/hook"})
+        assert created.status_code == 201, created.text
+        video = await uploaded(api, clips.tiny, callback_url="http://10.1.2.3:8080/cb")
+        assert video["id"].startswith("vid_")
+        assert_problem(await api.post("/v1/webhooks", json={"url": "http://192.168.0.1/"}), 422)
+
+
 async def test_an_invalid_webhook_change_gets_422(api: httpx.AsyncClient) -> None:
     path = f"/v1/webhooks/{(await _new_webhook(api))['id']}"
     assert_problem(await api.patch(path, json={"events": ["nope.*"]}), 422, "nope.*")

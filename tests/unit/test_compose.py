@@ -241,7 +241,9 @@ def test_gateway_listens_on_all_interfaces_and_webhooks_stay_public():
     assert env_of("gateway")["VIDQ_GATEWAY_HOST"] == "0.0.0.0"  # noqa: S104 - inside its container
     for name in SERVICES:
         assert env_of(name)["VIDQ_PUBLIC_URL"] == "http://localhost:8000", name
+    # one list for both: the gateway checks a URL when it is registered, the notifier when it sends
     assert env_of("notifier")["VIDQ_WEBHOOK_ALLOW_HOSTS"] == ""
+    assert env_of("gateway")["VIDQ_WEBHOOK_ALLOW_HOSTS"] == ""
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)

@@ -59,7 +59,7 @@ def test_a_qualities_list_of_only_commas_is_refused(settings: GatewaySettings) -
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:9000/hook", "https://hooks.example.com", "https://example.com:8443/a/b?c=d"]
+    "url", ["http://93.184.216.34:9000/hook", "https://hooks.example.com", "https://example.com:8443/a/b?c=d"]
 )
 def test_an_http_or_https_callback_url_is_accepted(settings: GatewaySettings, url: str) -> None:
     assert parse_options({"callback_url": url}, settings).callback_url == url
@@ -145,3 +145,14 @@ def test_the_metadata_limit_follows_the_settings() -> None:
     with pytest.raises(InvalidRequest, match="over 16 bytes"):
         parse_options({"metadata": padded_object(17)}, small)
     assert parse_options({"metadata": padded_object(16)}, small).metadata == {"pad": "xxxxx"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/cb", "http://169.254.169.254/latest", "https://[::1]/cb", "http://localhost/cb"],
+)
+def test_a_callback_url_to_a_private_address_is_refused_unless_allowlisted(url: str) -> None:
+    with pytest.raises(InvalidRequest, match=r"callback_url.*VIDQ_WEBHOOK_ALLOW_HOSTS"):
+        parse_options({"callback_url": url}, make(GatewaySettings))
+    allowing = make(GatewaySettings, webhook_allow_hosts="127.0.0.1,169.254.169.254,::1,localhost")
+    assert parse_options({"callback_url": url}, allowing).callback_url == url

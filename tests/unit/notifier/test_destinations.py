@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier.destinations import DestinationGuard, forbidden
 from notifier.transport import WebhookTransport
+from shared.destinations import DestinationGuard, forbidden
 from shared.errors import ForbiddenDestination
 
 DNS: dict[str, list[str]] = {

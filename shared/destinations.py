@@ -1,0 +1,120 @@
+"""Where webhooks may go: never to private, loopback, link-local or metadata addresses.
+
+The check that counts happens when the connection is made, on every address the name resolves
+to, inside the notifier's HTTP client transport (``notifier/transport.py``): a name that
+resolves to a public address when checked and to 127.0.0.1 when connecting (DNS rebinding) is
+still refused, and the connection goes to the very address that was checked. Redirects are never
+followed. The operator may allowlist hosts, IPs or networks (``VIDQ_WEBHOOK_ALLOW_HOSTS``).
+
+The gateway also refuses, when a webhook or a ``callback_url`` is registered, a URL whose host
+is by itself such an address (an IP literal, ``localhost``): the client hears of it at once,
+with a 422, instead of from a delivery log of refused attempts. A name is not resolved then (DNS
+may change, or not exist yet); it is checked on every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BeforeValidator
+from pydantic_settings import NoDecode
+
+from shared.errors import ForbiddenDestination
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+#: ``VIDQ_WEBHOOK_ALLOW_HOSTS``: hosts, IPs or CIDR networks that webhooks may reach although
+#: they are private, loopback or link-local (e.g. ``127.0.0.1,10.0.0.0/8,hooks.internal``).
+#: Empty: public addresses only. Read by the gateway (registration) and the notifier (sending).
+AllowHosts = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+
+_ADVICE = "ask the operator to allowlist it (VIDQ_WEBHOOK_ALLOW_HOSTS)"
+
+
+def forbidden(ip: IPAddress) -> bool:
+    """Whether an address is off limits by default: anything not globally routable.
+
+    That covers private, loopback, link-local (and so cloud metadata at 169.254.169.254),
+    carrier-grade NAT (100.64.0.0/10), reserved, documentation and multicast ranges.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return forbidden(ip.ipv4_mapped)
+    return not ip.is_global or ip.is_multicast
+
+
+class DestinationGuard:
+    """Resolves a host and returns only the addresses a webhook may connect to."""
+
+    def __init__(self, allow: Iterable[str] = ()) -> None:
+        self.allowed_hosts: set[str] = set()
+        self.allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in allow:
+            try:
+                self.allowed_networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.allowed_hosts.add(entry.lower().rstrip("."))
+
+    def _allowed(self, ip: IPAddress) -> bool:
+        return not forbidden(ip) or any(ip in net for net in self.allowed_networks)
+
+    def check_literal(self, host: str) -> None:
+        """Refuse a host that is by itself a forbidden address: an IP literal or ``localhost``.
+
+        Numeric forms the resolver accepts count too (``2130706433``, ``0x7f.1``: 127.0.0.1).
+        Other names pass: they are checked on every connection (:meth:`resolve`).
+        """
+        name = host.lower().rstrip(".").strip("[]")
+        if name in self.allowed_hosts:
+            return
+        if name == "localhost" or name.endswith(".localhost"):
+            raise ForbiddenDestination(f"{host} is a loopback name; {_ADVICE}")
+        try:  # numeric only: never a DNS query
+            infos = socket.getaddrinfo(name, None, flags=socket.AI_NUMERICHOST)
+        except (socket.gaierror, UnicodeError):
+            return
+        for info in infos:
+            address = str(info[4][0])
+            if not self._allowed(ipaddress.ip_address(address)):
+                named = f"{host} is" if address == name else f"{host} is {address},"
+                raise ForbiddenDestination(f"{named} a private, loopback or link-local address; {_ADVICE}")
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Addresses to connect to; raises ``ForbiddenDestination`` when none is allowed."""
+        name = host.lower().rstrip(".").strip("[]")
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if name in self.allowed_hosts:
+            return addresses
+        refused = [a for a in addresses if not self._allowed(ipaddress.ip_address(a))]
+        if refused:
+            raise ForbiddenDestination(
+                f"{host} resolves to {', '.join(refused)}, a private, loopback or link-local address; "
+                + _ADVICE
+            )
+        return addresses
+
+
+def refusal(url: str, allow: Iterable[str] = ()) -> str | None:
+    """Why a webhook URL being registered can never be delivered to (:meth:`check_literal`), or None."""
+    try:
+        DestinationGuard(allow).check_literal(urlsplit(url).hostname or "")
+    except ForbiddenDestination as exc:
+        return str(exc)
+    return None
