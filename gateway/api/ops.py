@@ -23,12 +23,14 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz")
+@router.head("/healthz", include_in_schema=False)  # load balancers that probe with HEAD
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses={503: {"content": {PROBLEM_JSON: {}}}})
+@router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request, deps: DepsDep) -> JSONResponse:
     """Readiness: the database answers and the broker connection is open."""
     checks: dict[str, str] = {}

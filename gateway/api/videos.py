@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette import EventSourceResponse
 
 from gateway import idempotency, uploads, videos
+from gateway.api.media import MediaFile
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
 from gateway.errors import PROBLEM_JSON, ApiError, Conflict, NotFound, problem
@@ -192,10 +193,17 @@ async def stream_video_events(
 @router.get(
     "/{video_id}/renditions/{quality}",
     response_class=FileResponse,
-    responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "Partial content"}, **_PROBLEMS},
+    responses={
+        200: {"content": {"video/mp4": {}}},
+        206: {"description": "Partial content"},
+        304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},
+        416: {"content": {PROBLEM_JSON: {}}, "description": "Range not satisfiable"},
+        **_PROBLEMS,
+    },
 )
+@router.head("/{video_id}/renditions/{quality}", include_in_schema=False)
 async def read_rendition(video_id: str, quality: str, client: ClientDep, deps: DepsDep) -> FileResponse:
-    """Download a rendition's MP4 (HTTP Range supported)."""
+    """Download a rendition's MP4 (HTTP Range, conditional requests and HEAD supported)."""
     async with deps.pool.acquire() as conn:
         video = await videos.get_video(conn, client, video_id, deps.base_url)
     rendition = next((r for r in video.renditions if r.quality == quality), None)
@@ -203,7 +211,7 @@ async def read_rendition(video_id: str, quality: str, client: ClientDep, deps: D
         raise NotFound(f"video {video_id!r} has no {quality!r} rendition")
     if rendition.status != "ready":
         raise Conflict(f"rendition {quality} is {rendition.status}, not ready yet")
-    return FileResponse(
+    return MediaFile(
         deps.storage.local_path(rendition_key(video_id, quality)),
         media_type="video/mp4",
         filename=f"{video_id}-{quality}.mp4",
@@ -214,8 +222,13 @@ async def read_rendition(video_id: str, quality: str, client: ClientDep, deps: D
 @router.get(
     "/{video_id}/thumbnail",
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, **_PROBLEMS},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},
+        **_PROBLEMS,
+    },
 )
+@router.head("/{video_id}/thumbnail", include_in_schema=False)
 async def read_thumbnail(
     video_id: str,
     client: ClientDep,
@@ -229,7 +242,7 @@ async def read_thumbnail(
     if video.thumbnail.status != "ready" or not widths:
         raise Conflict(f"the thumbnail is {video.thumbnail.status}, not ready yet")
     chosen = widths[-1] if width is None else next((w for w in widths if w >= width), widths[-1])
-    return FileResponse(deps.storage.local_path(thumbnail_key(video_id, chosen)), media_type="image/jpeg")
+    return MediaFile(deps.storage.local_path(thumbnail_key(video_id, chosen)), media_type="image/jpeg")
 
 
 @router.delete("/{video_id}", status_code=204, response_class=Response, responses=_PROBLEMS)

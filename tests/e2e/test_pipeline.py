@@ -93,6 +93,11 @@ async def _check_outputs(
     partial = await api.get(final["renditions"][0]["url"], headers={"range": "bytes=0-99"})
     assert partial.status_code == 206
     assert len(partial.content) == 100
+    head = await api.head(final["renditions"][0]["url"])
+    assert head.status_code == 200
+    assert int(head.headers["content-length"]) == final["renditions"][0]["size_bytes"]
+    cached = await api.get(final["renditions"][0]["url"], headers={"if-none-match": head.headers["etag"]})
+    assert cached.status_code == 304
     for width in (1280, 640, 320):
         thumb = await api.get(f"/v1/videos/{final['id']}/thumbnail", params={"width": width})
         assert thumb.status_code == 200
