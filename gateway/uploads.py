@@ -251,7 +251,7 @@ async def inspect(
         raise OverLimits(
             f"the frame is {result.width}x{result.height}; the limit is {settings.max_pixels} pixels"
         )
-    planned = plan(result.width, result.height, result.rotation, options.qualities)
+    planned = plan(result.width, result.height, result.rotation, options.qualities, result.sample_aspect)
     if not planned:
         asked = ", ".join(q.value for q in options.qualities or ())
         raise InvalidRequest(

@@ -44,14 +44,16 @@ class ProbeResult:
     frame_rate: float | None
     audio_codec: str | None
     bit_rate: int | None = None
+    #: The stored pixels' shape (``sample_aspect_ratio``): 1 but for anamorphic sources.
+    sample_aspect: Fraction = Fraction(1)
 
     @property
     def display_width(self) -> int:
-        return display_size(self.width, self.height, self.rotation)[0]
+        return display_size(self.width, self.height, self.rotation, self.sample_aspect)[0]
 
     @property
     def display_height(self) -> int:
-        return display_size(self.width, self.height, self.rotation)[1]
+        return display_size(self.width, self.height, self.rotation, self.sample_aspect)[1]
 
     @property
     def has_audio(self) -> bool:
@@ -64,6 +66,16 @@ def _rotation(stream: dict[str, Any]) -> int:
             return round(float(side["rotation"])) % 360
     rotate = (stream.get("tags") or {}).get("rotate")
     return round(float(rotate)) % 360 if rotate else 0
+
+
+def _sample_aspect(text: str | None) -> Fraction:
+    """``"32:27"`` → 32/27; ``"0:1"`` (unknown), absent or absurd → 1 (square pixels)."""
+    num, _, den = (text or "").partition(":")
+    try:
+        value = Fraction(int(num), int(den))
+    except (ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return value if Fraction(1, 10) <= value <= 10 else Fraction(1)  # noqa: PLR2004
 
 
 def _rate(text: str | None) -> float | None:
@@ -116,6 +128,7 @@ def parse_probe(data: dict[str, Any]) -> ProbeResult:
         frame_rate=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
         audio_codec=str(audios[0].get("codec_name", "unknown")) if audios else None,
         bit_rate=int(fmt["bit_rate"]) if str(fmt.get("bit_rate", "")).isdigit() else None,
+        sample_aspect=_sample_aspect(video.get("sample_aspect_ratio")),
     )
 
 

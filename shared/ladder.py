@@ -1,7 +1,8 @@
 """The quality ladder (SPEC "Quality ladder"), as pure functions over probe geometry.
 
 A rung is named by the short side of the *displayed* picture: a 1080x1920 portrait clip is
-1080p, and a 1920x1080 clip stored with 90° rotation metadata displays as 1080x1920. Every rung
+1080p, a 1920x1080 clip stored with 90° rotation metadata displays as 1080x1920, and an anamorphic
+720x480 frame with 32:27 pixels displays as 853x480 (renditions have square pixels). Every rung
 whose short side is at most the source's is produced; nothing is upscaled. A source smaller than
 144p gets one ``144p`` rendition at its own size. Both output sides are even (``trunc(x/2)*2``)
 and the aspect ratio is kept.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from fractions import Fraction
 
 
 class Quality(StrEnum):
@@ -50,14 +52,27 @@ def even(value: float) -> int:
     return max(2, int(value / 2) * 2)
 
 
-def display_size(width: int, height: int, rotation: int) -> tuple[int, int]:
-    """The displayed size of a stored frame: sides swap for a 90° or 270° rotation."""
+def display_size(
+    width: int, height: int, rotation: int, sample_aspect: Fraction = Fraction(1)
+) -> tuple[int, int]:
+    """The displayed size of a stored frame, in square pixels.
+
+    An anamorphic frame (``sample_aspect`` ≠ 1, e.g. DVD's 720x480 at 32:27) is as wide as its
+    pixels make it (853x480); then the sides swap for a 90° or 270° rotation.
+    """
+    shown_w, shown_h = _displayed(width, height, rotation, sample_aspect)
+    return max(1, round(shown_w)), max(1, round(shown_h))
+
+
+def _displayed(width: int, height: int, rotation: int, sample_aspect: Fraction) -> tuple[Fraction, Fraction]:
+    """:func:`display_size` before rounding: rungs are scaled from the exact aspect."""
+    shown_w = width * sample_aspect if sample_aspect > 0 else Fraction(width)
     if rotation % 180 == 90:  # noqa: PLR2004 - a quarter turn
-        return height, width
-    return width, height
+        return Fraction(height), shown_w
+    return shown_w, Fraction(height)
 
 
-def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+def scaled_size(width: float | Fraction, height: float | Fraction, short_side: int) -> tuple[int, int]:
     """Scale a displayed ``width x height`` so its short side is ``short_side``, aspect kept."""
     if width <= height:
         return even(short_side), even(height * short_side / width)
@@ -83,6 +98,7 @@ def plan(
     height: int,
     rotation: int = 0,
     qualities: Iterable[Quality] | None = None,
+    sample_aspect: Fraction = Fraction(1),
 ) -> list[PlannedRendition]:
     """Plan the renditions for a source of stored size ``width x height`` and ``rotation``.
 
@@ -91,12 +107,14 @@ def plan(
         height: stored frame height from ffprobe.
         rotation: rotation metadata in degrees (any sign; 90 and 270 swap the sides).
         qualities: the client's subset, or ``None`` for every rung that fits.
+        sample_aspect: the stored pixels' aspect ratio (anamorphic sources); renditions have
+            square pixels.
 
     Returns:
         The renditions to make, highest rung first. Empty when the subset asks only for rungs
         above the source.
     """
-    shown_w, shown_h = display_size(width, height, rotation)
+    shown_w, shown_h = _displayed(width, height, rotation, sample_aspect)
     short = min(shown_w, shown_h)
     wanted = set(RUNGS if qualities is None else qualities)
     if short < Quality.P144.short_side:

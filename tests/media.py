@@ -26,8 +26,9 @@ def make_clip(
     audio: bool = True,
     rotate: int | None = None,
     mono: bool = False,
+    sar: str | None = None,
 ) -> Path:
-    """Write a clip to ``path`` and return it."""
+    """Write a clip to ``path`` and return it (``sar``: anamorphic pixels, e.g. ``"32/27"``)."""
     # odd sizes need a pixel format without chroma subsampling constraints; the graph must ask
     # for it too, or testsrc2 negotiates yuv420p and silently rounds the size down to even
     pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
@@ -39,7 +40,8 @@ def make_clip(
         "-f",
         "lavfi",
         "-i",
-        f"testsrc2=size={width}x{height}:rate={fps}:duration={duration},format={pix_fmt}",
+        f"testsrc2=size={width}x{height}:rate={fps}:duration={duration},format={pix_fmt}"
+        + (f",setsar={sar}" if sar else ""),
     ]
     if audio:
         argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={duration}"]

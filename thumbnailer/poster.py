@@ -61,6 +61,7 @@ def argv(
     streams = [
         copies.stream(i)
         .filter("scale", w, h)
+        .filter("setsar", "1")  # square pixels, as the sizes are (an anamorphic source's too)
         .output(str(path), vframes=1, update=1, **{"q:v": 3, "f": "image2"})
         for i, (w, h, path) in enumerate(outputs)
     ]

@@ -381,6 +381,11 @@ CASES = {
         [("240p", 318, 240), ("144p", 190, 144)],
     ),
     "tiny": Case({"width": 96, "height": 54}, [("144p", 96, 54)]),
+    # 360x240 with 32:27 pixels displays 16:9 (427x240): renditions have square pixels
+    "anamorphic": Case(
+        {"width": 360, "height": 240, "sar": "32/27"},
+        [("240p", 426, 240), ("144p", 256, 144)],
+    ),
     "mono": Case(
         {"width": 320, "height": 240, "mono": True},
         [("240p", 320, 240), ("144p", 192, 144)],
@@ -463,7 +468,7 @@ async def test_encode_ladder(tmp_path: Path, case: Case) -> None:
     probed = await probe(source)
     assert probed.has_audio == (src_audio is not None)
 
-    planned = plan(probed.width, probed.height, probed.rotation)
+    planned = plan(probed.width, probed.height, probed.rotation, sample_aspect=probed.sample_aspect)
     assert [(r.quality.value, r.width, r.height) for r in planned] == case.planned
 
     for rendition in planned:
@@ -606,6 +611,19 @@ async def test_poster_of_rotated_clip_is_upright(tmp_path: Path) -> None:
     assert [(w, h) for w, h, _ in outputs] == [(240, 320)]
     assert_jpeg(outputs[0][2], 240, 320)
     assert rotation_of(video_stream(ffprobe(outputs[0][2]))) == 0
+
+
+async def test_poster_of_an_anamorphic_clip_has_square_pixels_and_its_displayed_aspect(
+    tmp_path: Path,
+) -> None:
+    clip = make_clip(tmp_path / "dvd.mp4", width=720, height=480, sar="32/27", audio=False)
+
+    outputs = await make_poster(clip, tmp_path)
+
+    assert [(w, h) for w, h, _ in outputs] == [(640, 360), (320, 180)]
+    for w, h, path in outputs:
+        assert_jpeg(path, w, h)
+        assert video_stream(ffprobe(path)).get("sample_aspect_ratio", "1:1") in {"1:1", "0:1"}
 
 
 async def test_poster_of_one_second_clip_still_gets_a_frame(tmp_path: Path) -> None:

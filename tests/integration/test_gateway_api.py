@@ -60,6 +60,7 @@ class Clips:
     portrait: Path  # 360x640, no audio
     rotated: Path  # stored 320x240 with 90° rotation metadata: displayed 240x320
     tiny: Path  # 160x120, 0.2 s (~11 kB): quick to upload many times
+    anamorphic: Path  # stored 360x240 with 32:27 pixels: displayed 427x240
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
         portrait=make_clip(folder / "portrait.mp4", width=360, height=640, audio=False),
         rotated=make_clip(folder / "rotated.mp4", width=320, height=240, rotate=90, audio=False),
         tiny=make_clip(folder / "tiny.mp4", width=160, height=120, duration=0.2, audio=False),
+        anamorphic=make_clip(folder / "anamorphic.mp4", width=360, height=240, sar="32/27", audio=False),
     )
 
 
@@ -500,6 +502,14 @@ async def test_a_rotated_clip_plans_by_its_displayed_short_side(api: httpx.Async
     video = await uploaded(api, clips.rotated)
     assert (video["source"]["width"], video["source"]["height"]) == (240, 320)
     assert renditions_of(video) == [("240p", 240, 320), ("144p", 144, 192)]
+
+
+async def test_an_anamorphic_clip_plans_by_its_displayed_picture(
+    api: httpx.AsyncClient, clips: Clips
+) -> None:
+    video = await uploaded(api, clips.anamorphic)
+    assert (video["source"]["width"], video["source"]["height"]) == (427, 240)
+    assert renditions_of(video) == [("240p", 426, 240), ("144p", 256, 144)]
 
 
 async def test_asked_qualities_above_the_source_are_dropped(api: httpx.AsyncClient, clips: Clips) -> None:

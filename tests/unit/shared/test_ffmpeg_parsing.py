@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -60,6 +61,25 @@ def test_parse_probe_reads_an_ordinary_mp4() -> None:
     )
     assert result.has_audio
     assert (result.display_width, result.display_height) == (1920, 1080)
+
+
+@pytest.mark.parametrize(
+    ("sar", "expected"),
+    [
+        ("32:27", Fraction(32, 27)),
+        ("1:1", Fraction(1)),
+        ("0:1", Fraction(1)),
+        (None, Fraction(1)),
+        ("1:0", Fraction(1)),
+    ],
+)
+def test_parse_probe_reads_the_pixels_aspect(sar: str | None, expected: Fraction) -> None:
+    stream = video_stream(width=720, height=480, **({"sample_aspect_ratio": sar} if sar else {}))
+
+    result = parse_probe(probe_data(stream))
+
+    assert result.sample_aspect == expected
+    assert (result.display_width, result.display_height) == ((853, 480) if expected != 1 else (720, 480))
 
 
 def test_parse_probe_without_audio_has_no_audio() -> None:

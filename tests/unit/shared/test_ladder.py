@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from shared.ladder import RUNGS, PlannedRendition, Quality, display_size, even, parse_qualities, plan
@@ -198,3 +200,30 @@ def test_even_truncates_to_an_even_number_never_below_two(value: float, expected
 )
 def test_display_size_swaps_sides_for_a_quarter_turn(rotation: int, expected: tuple[int, int]) -> None:
     assert display_size(1920, 1080, rotation) == expected
+
+
+@pytest.mark.parametrize(
+    ("sar", "rotation", "expected"),
+    [
+        (Fraction(32, 27), 0, (853, 480)),  # NTSC DVD, 16:9
+        (Fraction(8, 9), 0, (640, 480)),  # NTSC DVD, 4:3
+        (Fraction(32, 27), 90, (480, 853)),  # the pixels' shape first, then the turn
+        (Fraction(1), 0, (720, 480)),
+        (Fraction(0), 0, (720, 480)),  # unknown: square
+    ],
+)
+def test_display_size_widens_anamorphic_pixels(
+    sar: Fraction, rotation: int, expected: tuple[int, int]
+) -> None:
+    assert display_size(720, 480, rotation, sar) == expected
+
+
+def test_an_anamorphic_source_is_planned_by_its_displayed_picture_with_square_pixels() -> None:
+    planned = plan(720, 480, sample_aspect=Fraction(32, 27))
+
+    assert [(r.quality, r.width, r.height) for r in planned] == [
+        (Quality.P480, 852, 480),
+        (Quality.P360, 640, 360),
+        (Quality.P240, 426, 240),
+        (Quality.P144, 256, 144),
+    ]

@@ -85,6 +85,7 @@ def test_one_ffmpeg_run_seeks_picks_a_typical_frame_and_writes_every_size() -> N
         assert f"scale={w}:{h}" in graph
         assert str(path) in args
     assert args.count("-vframes") == 3
+    assert graph.count("setsar=1") == 3  # square pixels, whatever the source's
 
 
 def test_looking_at_every_frame_does_not_skip_any() -> None:
