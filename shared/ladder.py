@@ -47,7 +47,7 @@ class PlannedRendition:
     height: int
 
 
-def even(value: float) -> int:
+def even(value: float | Fraction) -> int:
     """Round down to an even number, never below 2 (H.264 with yuv420p needs even sides)."""
     return max(2, int(value / 2) * 2)
 
