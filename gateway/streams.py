@@ -6,8 +6,9 @@ only while the process has streams to feed, and for ``unbind_after_s`` after the
 a gateway nobody watches costs the broker and itself nothing per event. A stream waits for the
 binding, then replays what the video already went through from the event log (once, not by
 polling; resuming after ``Last-Event-ID`` works the same way), then forwards live events,
-filling any gap from the log, and ends after a terminal event. The SSE ``id`` is the event's
-``sequence``.
+filling any gap from the log, and ends after a terminal event once the video has no later one (a
+DELETE in flight writes ``video.canceled`` and then ``video.deleted``: both are sent). The SSE
+``id`` is the event's ``sequence``.
 """
 
 from __future__ import annotations
@@ -167,5 +168,7 @@ async def event_stream(
             for item in [*backlog, event]:
                 yield _sse(item.sequence, item.type, item.body)
                 last = item.sequence
-                if item.type in TERMINAL_EVENT_TYPES:
+                # a DELETE of a video in flight writes video.canceled and video.deleted
+                # together: the stream ends after the last one (the video's state decides)
+                if item.type in TERMINAL_EVENT_TYPES and await _video_finished(pool, video_id, last):
                     return
