@@ -2,9 +2,14 @@
 
 The key is taken (per client) before the upload is read. A request that finds its key taken gets
 the stored answer (the same status and body, ``Idempotent-Replayed: true``), or 409 while the
-first request is still running. Answers are kept for ``VIDQ_IDEMPOTENCY_TTL_S`` (24 h). A 4xx
-answer is kept too (the same request would fail the same way); a 5xx or a crash releases the key
-so the client can retry.
+first request is still running, as the IETF draft "The Idempotency-Key HTTP Header Field" and
+Stripe do. Answers are kept for ``VIDQ_IDEMPOTENCY_TTL_S`` (24 h).
+
+Only an accepted upload is kept. A refused one (4xx: not a video, a bad field, too large), a 5xx
+or a crash releases the key, so the client can fix the request and send it again under the same
+key. A request is known by its fingerprint (a SHA-256 of the file, its name and the text
+fields): the same key with a different request is refused with 422 rather than answered with
+the first request's video, which would hide the client's bug.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from typing import Any
 import asyncpg
 
 from gateway import repository as repo
-from gateway.errors import Conflict
+from gateway.errors import ApiError, Conflict
 from gateway.repository import Client, Conn
+
+
+class KeyReused(ApiError):
+    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key reused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +33,15 @@ class Replay:
     status_code: int
     body: dict[str, Any]
     video_id: str | None
+    fingerprint: str | None  # None: kept from before fingerprints
+
+    def check(self, fingerprint: str) -> None:
+        """Raise :class:`KeyReused` unless the request is the one this answer was for."""
+        if self.fingerprint is not None and self.fingerprint != fingerprint:
+            raise KeyReused(
+                "this Idempotency-Key was used for a different upload (another file or other "
+                "fields); use a new key for a new request"
+            )
 
 
 async def claim(conn: Conn, client: Client, key: str, ttl_s: int) -> Replay | None:
@@ -33,14 +51,20 @@ async def claim(conn: Conn, client: Client, key: str, ttl_s: int) -> Replay | No
         return None
     if row["status_code"] is None:
         raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly")
-    return Replay(row["status_code"], row["response"], row["video_id"])
+    return Replay(row["status_code"], row["response"], row["video_id"], row["fingerprint"])
 
 
 async def remember(
-    pool: asyncpg.Pool, client: Client, key: str, status: int, body: dict[str, Any], video_id: str | None
+    pool: asyncpg.Pool,
+    client: Client,
+    key: str,
+    status: int,
+    body: dict[str, Any],
+    video_id: str | None,
+    fingerprint: str,
 ) -> None:
     async with pool.acquire() as conn:
-        await repo.store_idempotent_response(conn, client.id, key, status, body, video_id)
+        await repo.store_idempotent_response(conn, client.id, key, status, body, video_id, fingerprint)
 
 
 async def forget(pool: asyncpg.Pool, client: Client, key: str) -> None:

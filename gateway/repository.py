@@ -360,16 +360,23 @@ async def claim_idempotency_key(conn: Conn, client_id: str, key: str, ttl_s: int
 
 
 async def store_idempotent_response(
-    conn: Conn, client_id: str, key: str, status_code: int, response: dict[str, Any], video_id: str | None
+    conn: Conn,
+    client_id: str,
+    key: str,
+    status_code: int,
+    response: dict[str, Any],
+    video_id: str | None,
+    fingerprint: str,
 ) -> None:
     await conn.execute(
-        """UPDATE idempotency_keys SET status_code = $3, response = $4, video_id = $5
+        """UPDATE idempotency_keys SET status_code = $3, response = $4, video_id = $5, fingerprint = $6
            WHERE client_id = $1 AND key = $2""",
         client_id,
         key,
         status_code,
         response,
         video_id,
+        fingerprint,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -13,10 +15,11 @@ from gateway import idempotency, uploads, videos
 from gateway.api.media import MediaFile
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
-from gateway.errors import PROBLEM_JSON, ApiError, Conflict, NotFound, problem
+from gateway.errors import PROBLEM_JSON, Conflict, NotFound
 from gateway.repository import Client
 from gateway.schemas import VideoPage
 from gateway.streams import event_stream
+from gateway.uploads import ReceivedUpload
 from shared.db import map_asyncpg_errors
 from shared.ids import new_id
 from shared.resources import Status, Video
@@ -74,11 +77,13 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _accept(request: Request, client: Client, deps: GatewayDeps) -> Video:
+async def _accept(
+    request: Request, client: Client, deps: GatewayDeps, *, digest: bool = False
+) -> tuple[Video, ReceivedUpload]:
     settings = deps.settings
     video_id = new_id("vid")
     async with deps.storage.writer(source_key(video_id)) as temp:
-        received = await uploads.receive(request, temp, settings)
+        received = await uploads.receive(request, temp, settings, digest=digest)
         options = uploads.parse_options(received.fields, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
     accepted = videos.AcceptedUpload(
@@ -94,15 +99,22 @@ async def _accept(request: Request, client: Client, deps: GatewayDeps) -> Video:
     try:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
-                return await videos.record_upload(conn, client, accepted, base_url=deps.base_url)
+                video = await videos.record_upload(conn, client, accepted, base_url=deps.base_url)
     except BaseException:
         await deps.storage.delete_prefix(video_prefix(video_id))  # nothing left behind
         raise
+    return video, received
 
 
-async def _drain(request: Request) -> None:
-    async for _ in request.stream():
-        pass
+async def _replay(request: Request, deps: GatewayDeps, earlier: idempotency.Replay) -> JSONResponse:
+    """The first answer under this key, once the body shows it is the same request."""
+    received = await uploads.receive(request, Path(os.devnull), deps.settings, digest=True)
+    earlier.check(received.fingerprint())
+    headers = {"Idempotent-Replayed": "true"}
+    if earlier.video_id:
+        headers["Location"] = f"/v1/videos/{earlier.video_id}"
+    media = PROBLEM_JSON if earlier.status_code >= 400 else "application/json"  # noqa: PLR2004
+    return JSONResponse(earlier.body, earlier.status_code, headers=headers, media_type=media)
 
 
 @router.post("", status_code=202, response_model=Video, openapi_extra=_UPLOAD_BODY, responses=_PROBLEMS)
@@ -112,7 +124,11 @@ async def create_video(
     deps: DepsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    """Upload a video (multipart); answers 202 with the probe data and the planned renditions."""
+    """Upload a video (multipart); answers 202 with the probe data and the planned renditions.
+
+    With ``Idempotency-Key``, a retry of the same upload gets the first answer back
+    (``Idempotent-Replayed: true``); the same key with a different upload is a 422.
+    """
     if idempotency_key:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
@@ -120,28 +136,18 @@ async def create_video(
                     conn, client, idempotency_key, deps.settings.idempotency_ttl_s
                 )
         if earlier is not None:
-            await _drain(request)
-            headers = {"Idempotent-Replayed": "true"}
-            if earlier.video_id:
-                headers["Location"] = f"/v1/videos/{earlier.video_id}"
-            media = PROBLEM_JSON if earlier.status_code >= 400 else "application/json"  # noqa: PLR2004
-            return JSONResponse(earlier.body, earlier.status_code, headers=headers, media_type=media)
+            return await _replay(request, deps, earlier)
     try:
-        video = await _accept(request, client, deps)
-    except ApiError as exc:
-        if idempotency_key:
-            body = problem(
-                exc.status, exc.slug, exc.title, exc.detail, instance=request.url.path, **exc.extra
-            )
-            await idempotency.remember(deps.pool, client, idempotency_key, exc.status, body, None)
-        raise
+        video, received = await _accept(request, client, deps, digest=bool(idempotency_key))
     except BaseException:
-        if idempotency_key:
+        if idempotency_key:  # a refused or failed request does not hold the key
             await idempotency.forget(deps.pool, client, idempotency_key)
         raise
     body = video.model_dump(mode="json")
     if idempotency_key:
-        await idempotency.remember(deps.pool, client, idempotency_key, 202, body, video.id)
+        await idempotency.remember(
+            deps.pool, client, idempotency_key, 202, body, video.id, received.fingerprint()
+        )
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/videos/{video.id}"})
 
 

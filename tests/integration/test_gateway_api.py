@@ -578,19 +578,55 @@ async def test_the_same_idempotency_key_replays_the_first_answer_and_makes_one_v
     assert other.json()["id"] != first.json()["id"]
 
 
-async def test_a_refused_upload_with_an_idempotency_key_replays_the_same_problem(
-    api: httpx.AsyncClient, tmp_path: Path, db: asyncpg.Pool, storage: Path
+async def test_a_refused_upload_does_not_hold_its_idempotency_key(
+    api: httpx.AsyncClient, tmp_path: Path, clips: Clips, db: asyncpg.Pool
 ) -> None:
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    headers = {"Idempotency-Key": "empty-1"}
+    headers = {"Idempotency-Key": "fix-and-retry"}
     first = await upload(api, empty, headers=headers)
     assert_problem(first, 422, "empty")
-    second = await upload(api, empty, headers=headers)
-    assert_problem(second, 422, "empty")
-    assert second.headers["idempotent-replayed"] == "true"
-    assert second.json() == first.json()
-    await assert_nothing_left(db, storage)
+    assert "idempotent-replayed" not in first.headers
+    # the client fixes its request and sends it again under the same key
+    fixed = await upload(api, clips.tiny, headers=headers)
+    assert fixed.status_code == 202, fixed.text
+    assert "idempotent-replayed" not in fixed.headers
+    again = await upload(api, clips.tiny, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == fixed.json()
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
+
+
+@pytest.mark.parametrize(
+    ("clip", "fields", "filename"),
+    [
+        ("landscape", {}, None),
+        ("tiny", {"qualities": "144p"}, None),
+        ("tiny", {"metadata": '{"n": 2}'}, None),
+        ("tiny", {}, "other-name.mp4"),
+    ],
+    ids=["another file", "another quality", "other metadata", "another filename"],
+)
+async def test_the_same_idempotency_key_with_a_different_upload_is_422_and_makes_nothing(
+    api: httpx.AsyncClient,
+    clips: Clips,
+    db: asyncpg.Pool,
+    clip: str,
+    fields: dict[str, str],
+    filename: str | None,
+) -> None:
+    headers = {"Idempotency-Key": "one-request"}
+    first = await upload(api, clips.tiny, headers=headers, metadata='{"n": 1}')
+    assert first.status_code == 202, first.text
+    other = await upload(
+        api, getattr(clips, clip), headers=headers, filename=filename, **{"metadata": '{"n": 1}', **fields}
+    )
+    body = assert_problem(other, 422, "Idempotency-Key", "different upload")
+    assert body["type"] == "urn:vidq:problem:idempotency-key-reused"
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
+    same = await upload(api, clips.tiny, headers=headers, metadata='{"n": 1}')
+    assert same.headers["idempotent-replayed"] == "true"
+    assert same.json() == first.json()
 
 
 # -- retrying a rendition -------------------------------------------------------------------------------
