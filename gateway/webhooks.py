@@ -42,7 +42,10 @@ def _check_patterns(events: list[str]) -> list[str]:
         raise InvalidRequest("events needs at least one pattern, e.g. video.* or *")
     bad = unknown_patterns(cleaned)
     if bad:
-        raise InvalidRequest(f"pattern(s) {', '.join(bad)} match no event type")
+        raise InvalidRequest(
+            f"pattern(s) {', '.join(bad)} match no event type; a pattern is an event type with "
+            "* for any part, e.g. video.*, *.failed or *"
+        )
     return cleaned
 
 

@@ -9,6 +9,7 @@ changes the video); workers report what they did on ``vidq.results`` (``shared/r
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
@@ -151,6 +152,14 @@ def pattern_matches(pattern: str, event_type: str) -> bool:
     return fnmatch.fnmatchcase(event_type, pattern)
 
 
+#: A pattern's parts, between dots, are each a word of an event type or ``*``.
+_PATTERN = re.compile(r"(\*|[a-z][a-z_]*)(\.(\*|[a-z][a-z_]*))*")
+
+
 def unknown_patterns(patterns: list[str]) -> list[str]:
-    """The patterns that select none of the event types (a typo, most likely)."""
-    return [p for p in patterns if not any(pattern_matches(p, t) for t in EVENT_TYPES)]
+    """The patterns that are not made of words and ``*``, or select no event type (typos)."""
+    return [
+        p
+        for p in patterns
+        if not _PATTERN.fullmatch(p) or not any(pattern_matches(p, t) for t in EVENT_TYPES)
+    ]

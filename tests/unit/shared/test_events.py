@@ -196,6 +196,13 @@ def test_pattern_matching_is_case_sensitive() -> None:
     assert not pattern_matches("VIDEO.*", "video.ready")
 
 
+@pytest.mark.parametrize(
+    "pattern", ["video.**", "video.r*", "video.[rf]*", "?ideo.ready", "video..ready", ".*", "Video.*"]
+)
+def test_a_pattern_is_words_and_stars_between_dots(pattern: str) -> None:
+    assert unknown_patterns([pattern]) == [pattern]
+
+
 def test_unknown_patterns_lists_only_the_patterns_that_select_nothing() -> None:
     assert unknown_patterns(["video.*", "vidoe.ready", "*", "thumbnail.done", "*.failed"]) == [
         "vidoe.ready",
