@@ -25,7 +25,14 @@ from gateway.errors import problem_response
 class MediaFile(FileResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.stat_result is None:
-            self.stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
+            try:
+                self.stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
+            except FileNotFoundError:  # deleted since the video was read (a DELETE racing this)
+                gone = problem_response(
+                    404, "not-found", "Not found", "the file is gone: the video was deleted"
+                )
+                await gone(scope, receive, send)
+                return
             self.set_stat_headers(self.stat_result)
         headers = Headers(scope=scope)
         if self._not_modified(headers):

@@ -81,3 +81,11 @@ async def test_head_answers_the_headers_alone(http: httpx.AsyncClient) -> None:
     assert response.headers["content-length"] == "1024"
     assert response.headers["accept-ranges"] == "bytes"
     assert response.content == b""
+
+
+async def test_a_file_deleted_meanwhile_is_404_problem(http: httpx.AsyncClient, tmp_path: Path) -> None:
+    (tmp_path / "r.mp4").unlink()
+    response = await http.get("/f")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "deleted" in response.json()["detail"]
