@@ -33,7 +33,7 @@ from shared.events import AnyEvent, VideoFailed, VideoReady
 from shared.ids import event_id as derived_id
 from shared.ids import new_id
 from shared.messaging.codec import OutgoingMessage, outgoing
-from shared.messaging.consumer import choose_delay, dead_letter, schedule_retry
+from shared.messaging.consumer import choose_delay, dead_letter, replayed, schedule_retry
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import DELIVERIES, NOTIFIER_DELIVERIES, RETRY, Topology
 from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_EVENT_LAG, WEBHOOK_SECONDS
@@ -188,13 +188,18 @@ async def handle_deliver_webhook(cmd: DeliverWebhook, deps: NotifierDeps) -> Non
 
     The path of retries, deferred deliveries, replays, test events and manual retries (an
     event's first attempts are made by :func:`handle_event_for_webhooks`). Idempotent: a settled
-    delivery, or one another attempt holds, is skipped. A failed attempt raises TransientError,
-    so the consumer policy retries it on the webhook schedule (honouring Retry-After); a manual
-    retry is one attempt only. Two writes on the way, each shared with the deliveries in flight
-    at the same moment (``notifier/delivery_log.py``): the lease (which also reads the
-    secrets), then the attempt with the delivery's new state.
+    delivery, or one another attempt holds, is skipped; but a failed one whose dead letter an
+    operator replayed (``python -m shared.ops dlq replay``) starts a fresh retry schedule. A
+    failed attempt raises TransientError, so the consumer policy retries it on the webhook
+    schedule (honouring Retry-After); a manual retry is one attempt only. Two writes on the
+    way, each shared with the deliveries in flight at the same moment
+    (``notifier/delivery_log.py``): the lease (which also reads the secrets), then the attempt
+    with the delivery's new state.
     """
     with map_asyncpg_errors():
+        if replayed() and await repo.restart_failed_delivery(deps.pool, cmd.delivery_id):
+            # an operator sent it back from the dead-letter queue once the endpoint was fixed
+            log.info("delivery %s replayed from its dead-letter queue: retried afresh", cmd.delivery_id)
         row = await deps.log.lease(cmd.delivery_id, manual=cmd.manual)
         if row is None:
             if await repo.delivery_in_flight(deps.pool, cmd.delivery_id):

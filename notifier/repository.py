@@ -195,6 +195,18 @@ async def restart_delivery(
     return None if value is None else str(value)
 
 
+async def restart_failed_delivery(pool: asyncpg.Pool, delivery_id: str) -> bool:
+    """A delivery given up on, pending again with a fresh retry schedule; False if it was not failed."""
+    status = await pool.execute(
+        """UPDATE webhook_deliveries
+           SET status = 'pending', chain_started_at = now(), next_attempt_at = NULL,
+               completed_at = NULL, updated_at = now()
+           WHERE id = $1 AND status = 'failed'""",
+        delivery_id,
+    )
+    return bool(status.endswith(" 1"))
+
+
 async def lease_deliveries(
     conn: Conn, delivery_ids: Sequence[str], seconds: float, *, manual: bool
 ) -> dict[str, asyncpg.Record]:

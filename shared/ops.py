@@ -10,8 +10,10 @@
 
 A queue may be named as the work queue or as its ``….dlq``. Replay publishes each message to
 ``vidq.requeue`` with the work queue's name as routing key (publisher confirms), with our
-dead-letter headers and the attempt count removed — a fresh start — and only then acknowledges
-it in the DLQ. Listing looks without taking: messages go back to the DLQ in their order.
+dead-letter headers and the attempt count removed — a fresh start — and a ``vidq-replayed-at``
+header (a consumer runs a replayed message again even if it settled the work before: a webhook
+delivery given up on, a transcode job that failed), and only then acknowledges it in the DLQ.
+Listing looks without taking: messages go back to the DLQ in their order.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -33,6 +36,7 @@ from shared.messaging.consumer import (
     LAST_ERROR_HEADER,
     QUEUE_HEADER,
     REASON_HEADER,
+    REPLAYED_HEADER,
 )
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import REQUEUE, build
@@ -46,6 +50,7 @@ _OURS = {
     LAST_ERROR_HEADER,
     QUEUE_HEADER,
     REASON_HEADER,
+    REPLAYED_HEADER,
 }
 
 
@@ -135,6 +140,7 @@ async def replay(
             fresh = {
                 k: v for k, v in (message.headers or {}).items() if k not in _OURS and not k.startswith("x-")
             }
+            fresh[REPLAYED_HEADER] = datetime.now(UTC).isoformat()
             await publisher.publish(
                 REQUEUE,
                 target,

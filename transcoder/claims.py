@@ -43,6 +43,7 @@ Reclaim = Callable[[Job], Awaitable[str]]
 
 class Claims(Protocol):
     async def claim(self, command: TranscodeRendition) -> Job | None: ...
+    async def reopen(self, job_id: str) -> bool: ...
     async def renew(self, job_ids: Iterable[str]) -> set[str]: ...
     async def finish(self, job_id: str, state: str, error: str | None = None) -> None: ...
     async def release(self, job_id: str, requeue: Callable[[], Awaitable[None]]) -> None: ...
@@ -80,6 +81,16 @@ class PgClaims:
                 command.model_dump(mode="json"),
             )
         return None if attempt is None else Job(command, int(attempt))
+
+    async def reopen(self, job_id: str) -> bool:
+        """Make a job that failed for good claimable again, with a fresh attempt count."""
+        with map_asyncpg_errors():
+            status = await self.pool.execute(
+                """UPDATE transcode_jobs SET state = 'retrying', attempt = 0, updated_at = now()
+                   WHERE job_id = $1 AND state = 'failed'""",
+                job_id,
+            )
+        return bool(status.endswith(" 1"))
 
     async def renew(self, job_ids: Iterable[str]) -> set[str]:
         """Extend our leases; returns the jobs still ours (a missing one was taken from us)."""

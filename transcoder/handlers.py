@@ -24,7 +24,7 @@ from shared.events import VideoCanceled, VideoDeleted
 from shared.ids import event_id, new_id
 from shared.logging import log_context
 from shared.messaging.codec import ATTEMPT_HEADER, OutgoingMessage, outgoing
-from shared.messaging.consumer import dead_letter, schedule_retry
+from shared.messaging.consumer import dead_letter, replayed, schedule_retry
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import REQUEUE, QueueSpec, Topology
 from shared.metrics import FFMPEG_SPEED, RENDITION_QUEUE_WAIT
@@ -113,11 +113,16 @@ async def handle_transcode_rendition(cmd: TranscodeRendition, deps: TranscoderDe
     """Claim the job (and its siblings, to encode from one decode) and queue them locally.
 
     Idempotent on ``job_id``: a job that is done or held by a live transcoder is skipped — which
-    is also what happens to a sibling's own message once its job was claimed with this one. The
+    is also what happens to a sibling's own message once its job was claimed with this one. A
+    job that failed for good runs again, from its first attempt, when an operator replays its
+    dead letter (``python -m shared.ops dlq replay``). The
     messages of one video arrive on several queues at once; they are claimed one video at a time,
     so the first claims the whole batch instead of each taking its own job.
     """
     async with deps.claiming.hold(cmd.video_id):
+        if replayed() and await deps.claims.reopen(cmd.job_id):
+            # an operator sent it back from the dead-letter queue, its cause fixed
+            log.info("job %s replayed from its dead-letter queue: running it again", cmd.job_id)
         job = await _claim(cmd, deps)
         if job is None:
             log.info("job %s is done or held by a live transcoder; duplicate dropped", cmd.job_id)
@@ -315,8 +320,12 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
     ]
 
 
-async def report_failure(job: Job, error: str, deps: TranscoderDeps) -> None:
-    """Report ``rendition.failed`` and park the command in the DLQ with the reason."""
+async def report_failure(job: Job, error: str, deps: TranscoderDeps, *, reason: str = "permanent") -> None:
+    """Report ``rendition.failed`` and park the command in the DLQ with the reason.
+
+    ``reason`` is the DLQ's: ``permanent`` (the media or the command can never work) or
+    ``retries-exhausted`` (a transient failure that outlasted the retries).
+    """
     cmd = job.command
     await report(
         deps,
@@ -334,14 +343,14 @@ async def report_failure(job: Job, error: str, deps: TranscoderDeps) -> None:
         deps.publisher,
         _queue(deps, job),
         command_message(cmd),
-        reason="permanent",
+        reason=reason,
         error=error,
         attempts=job.attempt,
     )
 
 
-async def fail_job(job: Job, error: str, deps: TranscoderDeps) -> None:
-    await report_failure(job, error, deps)
+async def fail_job(job: Job, error: str, deps: TranscoderDeps, *, reason: str = "permanent") -> None:
+    await report_failure(job, error, deps, reason=reason)
     await deps.claims.finish(job.id, "failed", error)
 
 
@@ -427,7 +436,7 @@ async def _settle_done(job: Job, done: RenditionCompletedReport, deps: Transcode
 async def _retry_or_fail(job: Job, exc: TransientError, queue: QueueSpec, deps: TranscoderDeps) -> None:
     if job.attempt >= queue.max_attempts:
         log.warning("job failed after %d attempts: %s", job.attempt, exc)
-        await fail_job(job, f"gave up after {job.attempt} attempts: {exc}", deps)
+        await fail_job(job, f"gave up after {job.attempt} attempts: {exc}", deps, reason="retries-exhausted")
         return
     delay = await schedule_retry(
         deps.publisher, queue, command_message(job.command), attempt=job.attempt - 1, error=str(exc)
@@ -440,7 +449,9 @@ async def reclaim(job: Job, deps: TranscoderDeps) -> str:
     """For the reaper: a job whose transcoder died is dispatched again, or failed if used up."""
     queue = _queue(deps, job)
     if job.attempt >= queue.max_attempts:
-        await report_failure(job, f"its transcoder stopped answering {job.attempt} times", deps)
+        await report_failure(
+            job, f"its transcoder stopped answering {job.attempt} times", deps, reason="retries-exhausted"
+        )
         return "failed"
     await deps.publisher.publish(
         REQUEUE, queue.name, command_message(job.command, **{ATTEMPT_HEADER: job.attempt})

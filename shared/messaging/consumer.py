@@ -35,6 +35,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -68,7 +69,20 @@ QUEUE_HEADER = "vidq-queue"
 ATTEMPTS_HEADER = "vidq-attempts"
 DEAD_AT_HEADER = "vidq-dead-lettered-at"
 LAST_ERROR_HEADER = "vidq-last-error"
+#: Set by ``python -m shared.ops dlq replay``: an operator sent the message back from its DLQ.
+REPLAYED_HEADER = "vidq-replayed-at"
 _MAX_ERROR_CHARS = 2000
+
+_replayed: ContextVar[bool] = ContextVar("vidq_replayed", default=False)
+
+
+def replayed() -> bool:
+    """Whether the message being handled came back from its dead-letter queue by an operator.
+
+    A handler that skips work already settled (a duplicate) runs it again instead when so:
+    replaying a dead letter means "try this again now", after its cause was fixed.
+    """
+    return _replayed.get()
 
 
 class Outcome(StrEnum):
@@ -210,6 +224,7 @@ class _Policy(Generic[M, D]):
         except MalformedMessage as exc:
             log.warning("malformed message dead-lettered: %s", exc)
             return await self._dead_letter("malformed", str(exc))
+        token = _replayed.set(REPLAYED_HEADER in (self.delivery.headers or {}))
         try:
             await self.route.handler(message, self.deps)
         except Deferred as exc:
@@ -229,6 +244,8 @@ class _Policy(Generic[M, D]):
         except Exception as exc:
             log.exception("handler crashed; dead-lettering the message")
             return await self._fail(message, PermanentError(f"internal error: {exc!r}"), "error")
+        finally:
+            _replayed.reset(token)
         await _settle(self.delivery.ack, "ack")
         return Outcome.ACK
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,58 @@ async def test_a_delivery_given_up_is_in_the_log_and_the_dead_letter_queue(runni
     assert dead is not None
     assert dead.headers["vidq-dead-letter-reason"] == "retries-exhausted"
     assert json.loads(dead.body)["delivery_id"] == sent["delivery_id"]
+
+
+async def _dead_letter_of(
+    running: Running, queue: str, key: str, value: str
+) -> aio_pika.abc.AbstractIncomingMessage:
+    """The dead letter in ``queue``.dlq whose JSON body has ``key: value``, left in place."""
+    connection = await aio_pika.connect(running.env["VIDQ_AMQP_URL"])
+    async with connection, connection.channel() as channel:
+        dlq = await channel.get_queue(f"{queue}.dlq", ensure=True)
+        for _ in range(50):
+            taken = []
+            while (message := await dlq.get(no_ack=False, fail=False)) is not None:
+                taken.append(message)
+            for message in taken:
+                await message.nack(requeue=True)
+            found = [m for m in taken if json.loads(m.body).get(key) == value]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"no dead letter with {key}={value} in {queue}.dlq")
+
+
+async def _ops(running: Running, *args: str) -> str:
+    """``python -m shared.ops …`` against the stack's broker, as an operator runs it."""
+    env = {**os.environ, "VIDQ_AMQP_URL": running.env["VIDQ_AMQP_URL"]}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.ops", *args, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0, out
+    return out.decode()
+
+
+async def test_a_given_up_delivery_replayed_from_its_dead_letter_queue_is_sent_again(
+    running: Running,
+) -> None:
+    running.receiver.fail["/fixed-later"] = 1000
+    async with running.client() as api:
+        hook = await _hook(api, running, "/fixed-later", ["video.ready"])
+        sent = (await api.post(f"/v1/webhooks/{hook['id']}/test")).json()
+        await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "failed", timeout=40)
+        dead = await _dead_letter_of(running, "vidq.notifier.deliveries", "delivery_id", sent["delivery_id"])
+        running.receiver.fail["/fixed-later"] = 0  # the endpoint is fixed; ops replay the dead letter
+        message_id = str(dead.message_id)
+        out = await _ops(running, "dlq", "replay", "vidq.notifier.deliveries", "--id", message_id)
+        assert "replayed 1 message(s)" in out
+        log = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
+    [delivery] = log
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 500, 500, 500, 200]
+    received = running.receiver.at("/fixed-later")
+    assert len({r.headers["webhook-id"] for r in received}) == 1  # the same event, sent again
+    assert message_id not in await _ops(running, "dlq", "ls", "vidq.notifier.deliveries")
 
 
 async def test_an_events_failed_first_attempt_is_retried_on_the_schedule(

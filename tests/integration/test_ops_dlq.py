@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from shared.errors import PermanentError
 from shared.messaging.codec import outgoing
-from shared.messaging.consumer import Route
+from shared.messaging.consumer import Route, replayed
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import THUMBNAILER_UPLOADS, UPLOADS, build
 from shared.ops import depth, list_dead_letters, replay
@@ -31,8 +31,10 @@ class Worker:
     def __init__(self) -> None:
         self.broken = True
         self.done: list[int] = []
+        self.replayed: list[bool] = []
 
     async def handle(self, job: Job, _: object) -> None:
+        self.replayed.append(replayed())
         if self.broken:
             raise PermanentError(f"job {job.n} cannot be done yet")
         self.done.append(job.n)
@@ -94,6 +96,8 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed_back_to_th
     assert await replay(channel, publisher, THUMBNAILER_UPLOADS, None) == 2
     await _until(lambda: sorted(worker.done) == [1, 2, 3])
     assert await list_dead_letters(channel, THUMBNAILER_UPLOADS) == []
+    # the three first tries were fresh; each replay told the handler so
+    assert worker.replayed == [False, False, False, True, True, True]
     await consumers.stop(1)
 
 

@@ -66,3 +66,23 @@ async def test_a_job_that_is_no_longer_ours_is_not_requeued(db: asyncpg.Pool) ->
     await claims.release(command.job_id, requeue)
 
     assert requeued == []
+
+
+async def test_only_a_job_that_failed_for_good_reopens_and_then_starts_from_its_first_attempt(
+    db: asyncpg.Pool,
+) -> None:
+    claims = PgClaims(db, "replaying", 60)
+    command = factories.transcode()
+    assert not await claims.reopen(command.job_id)  # unknown
+    await claims.claim(command)
+    assert not await claims.reopen(command.job_id)  # held
+    await claims.finish(command.job_id, "done")
+    assert not await claims.reopen(command.job_id)  # done: a replay of a done job does nothing
+    await db.execute(
+        "UPDATE transcode_jobs SET state = 'failed', attempt = 3 WHERE job_id = $1", command.job_id
+    )
+    assert await claims.claim(command) is None
+
+    assert await claims.reopen(command.job_id)
+
+    assert await claims.claim(command) == Job(command, 1)

@@ -31,11 +31,13 @@ from shared.messaging.consumer import (
     LAST_ERROR_HEADER,
     QUEUE_HEADER,
     REASON_HEADER,
+    REPLAYED_HEADER,
     Outcome,
     Route,
     attempts_made,
     choose_delay,
     process,
+    replayed,
 )
 from shared.messaging.memory import FakeDelivery, InMemoryPublisher, Published
 from shared.messaging.topology import DLX, RESULTS, RETRY, QueueSpec
@@ -121,6 +123,23 @@ async def test_a_handler_that_returns_gets_its_message_acked(
     assert incoming.settled == ["ack"]
     assert deps.handled == [Ping(n=7)]
     assert publisher.published == []
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {REPLAYED_HEADER: "2026-12-05T03:00:00+00:00"}], ids=["fresh", "replayed"]
+)
+async def test_the_handler_knows_whether_an_operator_replayed_the_message(
+    deps: Deps, headers: dict[str, str]
+) -> None:
+    seen: list[bool] = []
+
+    async def look(_: Ping, __: Deps) -> None:
+        seen.append(replayed())
+
+    await process(Route(QUEUE, Ping, look), delivery(headers=headers), deps, deps.publisher)
+
+    assert seen == [bool(headers)]
+    assert not replayed()  # only while its handler runs
 
 
 @pytest.mark.parametrize(

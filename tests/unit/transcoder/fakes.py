@@ -44,6 +44,12 @@ class FakeClaims:
         self.states[command.job_id] = "claimed"
         return Job(command, self.attempt)
 
+    async def reopen(self, job_id: str) -> bool:
+        if self.states.get(job_id) != "failed":
+            return False
+        self.states[job_id] = "retrying"
+        return True
+
     async def renew(self, job_ids: Iterable[str]) -> set[str]:
         if self.renew_crashes:
             self.renew_crashes -= 1

@@ -15,6 +15,7 @@ from shared.events import VideoDeleted
 from shared.ffmpeg import ProbeResult, Progress
 from shared.ids import event_id
 from shared.ladder import Quality
+from shared.messaging import consumer
 from shared.messaging.codec import ATTEMPT_HEADER
 from shared.messaging.consumer import REASON_HEADER
 from shared.messaging.memory import InMemoryPublisher, Published
@@ -232,7 +233,7 @@ async def test_a_transient_failure_on_the_last_attempt_fails_the_rendition_and_p
     assert failed.attempts == 3
     parked = only(publisher.to(DLX))
     assert parked.routing_key == "vidq.transcode.720p"
-    assert parked.message.headers[REASON_HEADER] == "permanent"
+    assert parked.message.headers[REASON_HEADER] == "retries-exhausted"  # not the media's fault
     assert parked.decode(TranscodeRendition) == cmd
     assert publisher.to(RETRY) == []
     assert claims.states[cmd.job_id] == "failed"
@@ -348,6 +349,28 @@ async def test_handle_transcode_rendition_skips_a_job_it_cannot_claim(
     assert deps.runner.busy == 0
     assert deps.runner.running == {}
     assert publisher.published == []
+
+
+@pytest.mark.parametrize("replayed", [False, True], ids=["a duplicate", "replayed by an operator"])
+async def test_a_job_that_failed_for_good_runs_again_only_when_its_dead_letter_is_replayed(
+    deps: TranscoderDeps, cmd: TranscodeRendition, claims: FakeClaims, replayed: bool
+) -> None:
+    claims.states[cmd.job_id] = "failed"
+    ran = await _submitted(deps)
+
+    token = consumer._replayed.set(replayed)  # what the consumer sets from the vidq-replayed-at header
+    try:
+        await handle_transcode_rendition(cmd, deps)
+    finally:
+        consumer._replayed.reset(token)
+
+    if replayed:
+        await _wait(ran, 1)
+        assert claims.states[cmd.job_id] == "claimed"
+    else:
+        await asyncio.sleep(0.05)
+        assert ran == []
+        assert claims.states[cmd.job_id] == "failed"
 
 
 async def test_a_deleted_video_stops_its_jobs_here_and_cancels_its_claims(
