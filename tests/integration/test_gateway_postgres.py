@@ -173,6 +173,34 @@ async def test_a_failed_rendition_fails_the_video_once_naming_it(
     assert "boom" in row["error"]
 
 
+async def test_a_failed_job_run_again_from_its_dead_letter_makes_the_video_ready(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    jobs = await _jobs(db, video_id)
+    for quality, job in jobs.items():
+        if quality != "240p":
+            await handle_report(_completed(video_id, quality, job), deps)
+    await handle_report(_thumbnail(video_id), deps)
+    failed = RenditionFailedReport(
+        id=event_id(jobs["240p"], "rendition.failed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        job_id=jobs["240p"],
+        quality="240p",
+        error="gave up after 3 attempts: ffmpeg ran past its limit",
+        attempts=3,
+    )
+    await handle_report(failed, deps)
+    # an operator replays the job's dead letter: the same job runs again and completes
+    await handle_report(_completed(video_id, "240p", jobs["240p"]), deps)
+    types = [t for _, t in await _events(db, video_id)]
+    assert types[-4:] == ["rendition.failed", "video.failed", "rendition.completed", "video.ready"]
+    row = await db.fetchrow("SELECT status, error FROM videos WHERE id = $1", video_id)
+    assert row is not None
+    assert (row["status"], row["error"]) == ("ready", None)
+
+
 async def test_a_report_of_an_older_job_is_ignored(
     db: asyncpg.Pool, client: Client, deps: GatewayDeps
 ) -> None:
