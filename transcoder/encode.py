@@ -94,7 +94,7 @@ def _tee(inp: Any, outputs: list[tuple[str, TranscodeRendition]], profile: Encod
         f"[select=\\'v:{i}{',a' if cmd.has_audio else ''}\\':f=mp4:movflags=+faststart]{_tee_escape(path)}"
         for i, (path, cmd) in enumerate(outputs)
     )
-    return ffmpeg.output(*videos, *([inp.audio] if has_audio else []), files, **options)
+    return ffmpeg.output(*videos, *([_audio(inp)] if has_audio else []), files, **options)
 
 
 #: Options of one file that the tee gives each of its files instead (or per stream).
@@ -112,7 +112,12 @@ def _rendition(inp: Any, branch: Any, cmd: TranscodeRendition) -> list[Any]:
         .filter("setsar", "1")
         .filter("format", "yuv420p")
     )
-    return [video, inp.audio] if cmd.has_audio else [video]
+    return [video, _audio(inp)] if cmd.has_audio else [video]
+
+
+def _audio(inp: Any) -> Any:
+    """The source's first audio stream, the one the probe describes: a rendition has one track."""
+    return inp["a:0"]
 
 
 def _cap(cmd: TranscodeRendition, stream: str = "") -> dict[str, object]:

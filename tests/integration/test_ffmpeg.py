@@ -708,3 +708,29 @@ async def test_poster_of_a_video_with_key_frames_after_the_quarter_mark_needs_on
     await run(poster.argv(str(source), poster.timestamp(4.0), [(320, 240, output)], key_frames_only=True))
 
     assert_jpeg(output, 320, 240)
+
+
+async def test_a_source_with_two_audio_tracks_gives_renditions_with_its_first_only(tmp_path: Path) -> None:
+    source = tmp_path / "two-tracks.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:duration=1",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+        "-f", "lavfi", "-i", "sine=frequency=880:duration=1",
+        "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-preset", "ultrafast",
+        "-c:a", "aac", "-ac", "1", str(source),
+    )  # fmt: skip
+    probed = await probe(source)
+    planned = plan(probed.width, probed.height, probed.rotation)
+    outputs = [
+        (
+            str(tmp_path / f"{p.quality.value}.mp4"),
+            command_for(p, has_audio=True, duration_s=probed.duration_s),
+        )
+        for p in planned
+    ]
+    await run(argv_many(str(source), outputs, EncodeProfile(preset="ultrafast")))  # one decode
+    alone = tmp_path / "alone.mp4"
+    await run(argv(str(source), str(alone), outputs[0][1], EncodeProfile(preset="ultrafast")))
+    for path in [*(Path(p) for p, _ in outputs), alone]:
+        sounds = [s for s in ffprobe(path)["streams"] if s["codec_type"] == "audio"]
+        assert [(s["codec_name"], s["channels"]) for s in sounds] == [("aac", 2)], path
