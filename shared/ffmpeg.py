@@ -111,6 +111,10 @@ def parse_probe(data: dict[str, Any]) -> ProbeResult:
     if format_name in _STILL_IMAGE_FORMATS or format_name.endswith("_pipe"):
         raise InvalidSource(f"a still image ({format_name}), not a video")
     video = videos[0]
+    for kind, stream in (("video", video), *((("audio", audios[0]),) if audios else ())):
+        if not stream.get("codec_name"):  # ffprobe names every codec it can decode
+            tag = stream.get("codec_tag_string") or "?"
+            raise InvalidSource(f"the {kind} stream is in a format ffmpeg cannot decode (codec tag {tag})")
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
     if width <= 0 or height <= 0:
         raise InvalidSource("the video stream has no frame size")

@@ -221,3 +221,14 @@ def test_parse_progress_block_reads_time_speed_frame_and_end(
     fields: dict[str, str], expected: Progress
 ) -> None:
     assert parse_progress_block(fields) == expected
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_a_stream_in_a_format_ffmpeg_cannot_decode_is_refused_naming_it(kind: str) -> None:
+    # what ffprobe prints for a stream it has no decoder for: no codec_name, its tag only
+    streams = {"video": video_stream(), "audio": audio_stream()}
+    del streams[kind]["codec_name"]
+    streams[kind]["codec_tag_string"] = "zzzz"
+
+    with pytest.raises(InvalidSource, match=rf"the {kind} stream .* cannot decode \(codec tag zzzz\)"):
+        parse_probe(probe_data(*streams.values()))
