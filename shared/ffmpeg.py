@@ -112,7 +112,7 @@ def parse_probe(data: dict[str, Any]) -> ProbeResult:
         raise InvalidSource(f"a still image ({format_name}), not a video")
     video = videos[0]
     for kind, stream in (("video", video), *((("audio", audios[0]),) if audios else ())):
-        if not stream.get("codec_name"):  # ffprobe names every codec it can decode
+        if stream.get("codec_name") in (None, "", "unknown", "none"):  # it names every codec it can decode
             tag = stream.get("codec_tag_string") or "?"
             raise InvalidSource(f"the {kind} stream is in a format ffmpeg cannot decode (codec tag {tag})")
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
