@@ -93,6 +93,23 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def _duration(fmt: dict[str, Any], streams: list[dict[str, Any]]) -> float | None:
+    """How long the source plays, as an encode of it will: from its first timestamp to its last.
+
+    That is the container's duration, except where the container counts it from zero although
+    the media starts later (an MP4 with an empty edit or cut with ``-ss … -c copy``, timestamps
+    offset by ``-output_ts_offset``): ffmpeg's outputs start at zero, so a source whose streams
+    start 10 s in and play 2 s is 2 s long, not the 12 s MP4 declares. The streams' own
+    durations tell; a container without them (Matroska) is taken at its word.
+    """
+    declared = _float(fmt.get("duration"))
+    start = _float(fmt.get("start_time")) or 0.0
+    lengths = [d for d in (_float(s.get("duration")) for s in streams) if d and d > 0]
+    if declared and lengths and start > 0 and declared > max(lengths) + start / 2:
+        return max(lengths)
+    return declared or (max(lengths) if lengths else None)
+
+
 def parse_probe(data: dict[str, Any]) -> ProbeResult:
     """Interpret ``ffprobe -show_format -show_streams -of json`` output (pure)."""
     streams = data.get("streams") or []
@@ -118,7 +135,7 @@ def parse_probe(data: dict[str, Any]) -> ProbeResult:
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
     if width <= 0 or height <= 0:
         raise InvalidSource("the video stream has no frame size")
-    duration = _float(fmt.get("duration")) or _float(video.get("duration"))
+    duration = _duration(fmt, [video, *audios])
     if not duration or duration <= 0:
         raise InvalidSource("the video has no duration (a single frame, or truncated)")
     return ProbeResult(

@@ -734,3 +734,21 @@ async def test_a_source_with_two_audio_tracks_gives_renditions_with_its_first_on
     for path in [*(Path(p) for p, _ in outputs), alone]:
         sounds = [s for s in ffprobe(path)["streams"] if s["codec_type"] == "audio"]
         assert [(s["codec_name"], s["channels"]) for s in sounds] == [("aac", 2)], path
+
+
+async def test_a_source_whose_media_starts_late_is_as_long_as_it_plays(tmp_path: Path) -> None:
+    # timestamps from 10 s on: MP4 declares 12 s, the encode (which starts at zero) plays 2 s
+    source = tmp_path / "offset.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:duration=2",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-output_ts_offset", "10", str(source),
+    )  # fmt: skip
+    assert float(ffprobe(source)["format"]["duration"]) == pytest.approx(12.0, abs=0.1)
+    probed = await probe(source)
+    assert probed.duration_s == pytest.approx(2.0, abs=0.1)
+    [*_, lowest] = plan(probed.width, probed.height, probed.rotation)
+    out = tmp_path / "144p.mp4"
+    cmd = command_for(lowest, has_audio=True, duration_s=probed.duration_s)
+    await run(argv(str(source), str(out), cmd, FAST), timeout=60)
+    assert_rendition(out, lowest, source, probed)

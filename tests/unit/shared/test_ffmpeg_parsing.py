@@ -232,3 +232,24 @@ def test_a_stream_in_a_format_ffmpeg_cannot_decode_is_refused_naming_it(kind: st
 
     with pytest.raises(InvalidSource, match=rf"the {kind} stream .* cannot decode \(codec tag zzzz\)"):
         parse_probe(probe_data(*streams.values()))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "video_duration", "expected"),
+    [
+        ({"start_time": "9.976009", "duration": "12.000000"}, "2.000000", 2.023),  # MP4 offset 10 s
+        ({"start_time": "1.400000", "duration": "2.000000"}, "2.000000", 2.0),  # MPEG-TS: already so
+        ({"start_time": "0.000000", "duration": "10.010000"}, "9.976", 10.01),  # the ordinary case
+        ({"start_time": "9.977000", "duration": "12.000000"}, None, 12.0),  # Matroska: no stream durations
+    ],
+    ids=["mp4-offset", "ts", "ordinary", "matroska"],
+)
+def test_the_duration_is_from_the_first_timestamp_to_the_last(
+    fmt: dict[str, str], video_duration: str | None, expected: float
+) -> None:
+    video = video_stream(duration=video_duration) if video_duration else video_stream()
+    if video_duration is None:
+        del video["duration"]
+    audio = audio_stream(duration="2.023220") if video_duration else audio_stream()
+
+    assert parse_probe(probe_data(video, audio, **fmt)).duration_s == expected
