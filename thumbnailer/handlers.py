@@ -61,9 +61,15 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
         ]
         source = str(deps.storage.local_path(source_key(video.id)))
         looks = poster.attempts(video.source.duration_s, video.source.width, video.source.height)
-        for at_s, key_frames_only in looks:
+        for look in looks:
             await deps.grabber.run(
-                poster.argv(source, at_s, outputs, key_frames_only=key_frames_only),
+                poster.argv(
+                    source,
+                    look.at_s,
+                    outputs,
+                    key_frames_only=look.key_frames_only,
+                    from_start=look.from_start,
+                ),
                 timeout=deps.settings.thumbnailer_timeout_s,
                 stall_timeout=deps.settings.thumbnailer_stall_timeout_s,
             )

@@ -8,7 +8,9 @@ of a 1080p video costs a tenth of the CPU of decoding a batch of consecutive fra
 previous key frame on (docs/benchmarks.md), and never competes with the encodes for long; key
 frames are also the encoder's sharpest pictures, and they span more of the video. A video with no
 key frame after that point (a short one with long groups of pictures) is looked at again, every
-frame this time (:func:`attempts`). A short, small video is looked at frame by frame at once:
+frame this time, then decoded from the start up to that point (a seek in a file without an index,
+such as MPEG-TS, can land past its only key frame), and last from its first frame (a video of
+one frame) (:func:`attempts`). A short, small video is looked at frame by frame at once:
 its frames decode so cheaply that the whole look costs about as much as starting ffmpeg, and
 a first pass among key frames would mostly find none (docs/benchmarks.md, "Many small jobs").
 One ffmpeg run decodes once and writes every width.
@@ -17,6 +19,7 @@ One ffmpeg run decodes once and writes every width.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import ffmpeg
 
@@ -37,12 +40,28 @@ CHEAP_PIXELS = 640 * 360
 CHEAP_DURATION_S = 10.0
 
 
-def attempts(duration_s: float, width: int, height: int) -> list[tuple[float, bool]]:
-    """Where to look and whether among key frames only, in order, until a frame comes out."""
+class Look(NamedTuple):
+    """One try at the poster: from where, and how the frames are read."""
+
+    at_s: float
+    key_frames_only: bool
+    #: Decode from the start and drop the frames before ``at_s`` (``trim``) instead of seeking:
+    #: for a file whose seek lands past the key frame it needs (MPEG-TS has no index, and a short
+    #: one may have a single key frame, at the start).
+    from_start: bool = False
+
+
+def attempts(duration_s: float, width: int, height: int) -> list[Look]:
+    """Where and how to look, in order, until a frame comes out.
+
+    The last resort looks from the very start, every frame: a video of one frame has nothing
+    else to show (its only picture is the poster, frame 0 or not).
+    """
     at_s = timestamp(duration_s)
+    last = [Look(at_s, key_frames_only=False, from_start=True), Look(0.0, key_frames_only=False)]
     if width * height <= CHEAP_PIXELS and duration_s <= CHEAP_DURATION_S:
-        return [(at_s, False)]
-    return [(at_s, True), (at_s, False)]
+        return [Look(at_s, key_frames_only=False), *last]
+    return [Look(at_s, key_frames_only=True), Look(at_s, key_frames_only=False), *last]
 
 
 def sizes(display_width: int, display_height: int) -> list[tuple[int, int]]:
@@ -52,11 +71,20 @@ def sizes(display_width: int, display_height: int) -> list[tuple[int, int]]:
 
 
 def argv(
-    source: str, at_s: float, outputs: list[tuple[int, int, Path]], *, key_frames_only: bool = True
+    source: str,
+    at_s: float,
+    outputs: list[tuple[int, int, Path]],
+    *,
+    key_frames_only: bool = True,
+    from_start: bool = False,
 ) -> list[str]:
     """One ffmpeg run: seek to ``at_s``, pick the representative frame, write each size."""
     skip = {"skip_frame": "nokey"} if key_frames_only else {}
-    frame = ffmpeg.input(source, ss=at_s, **skip).video.filter("thumbnail", BATCH)
+    if from_start:
+        video = ffmpeg.input(source, **skip).video.filter("trim", start=at_s)
+    else:
+        video = ffmpeg.input(source, ss=at_s, **skip).video
+    frame = video.filter("thumbnail", BATCH)
     copies = frame.filter_multi_output("split", len(outputs))
     streams = [
         copies.stream(i)

@@ -571,8 +571,11 @@ async def make_poster(source: Path, folder: Path) -> list[tuple[int, int, Path]]
         for w, h in poster.sizes(probed.display_width, probed.display_height)
     ]
     looks = poster.attempts(probed.duration_s, probed.display_width, probed.display_height)
-    for at_s, key_frames_only in looks:  # as the thumbnailer does
-        await run(poster.argv(str(source), at_s, outputs, key_frames_only=key_frames_only), timeout=60)
+    for look in looks:  # as the thumbnailer does
+        args = poster.argv(
+            str(source), look.at_s, outputs, key_frames_only=look.key_frames_only, from_start=look.from_start
+        )
+        await run(args, timeout=60)
         if all(path.is_file() for _, _, path in outputs):
             break
     return outputs
@@ -752,3 +755,25 @@ async def test_a_source_whose_media_starts_late_is_as_long_as_it_plays(tmp_path:
     cmd = command_for(lowest, has_audio=True, duration_s=probed.duration_s)
     await run(argv(str(source), str(out), cmd, FAST), timeout=60)
     assert_rendition(out, lowest, source, probed)
+
+
+async def test_poster_of_an_mpeg_ts_with_one_key_frame_is_found_past_the_intro(tmp_path: Path) -> None:
+    # no index to seek by, and x264's default GOP (250 frames) is longer than the video: a seek
+    # lands past the only key frame, so the poster is decoded from the start up to its point
+    mp4 = make_black_then_pattern(tmp_path / "black-intro.mp4", black_s=1.0, pattern_s=3.0)
+    clip = tmp_path / "broadcast.ts"
+    _ffmpeg("-i", str(mp4), "-c:v", "libx264", "-preset", "ultrafast", "-g", "250", str(clip))
+
+    outputs = await make_poster(clip, tmp_path)
+
+    assert_jpeg(outputs[0][2], 320, 240)
+    assert mean_luma(outputs[0][2]) > 40  # past the black intro: not frame 0
+
+
+async def test_poster_of_a_video_of_one_frame_is_that_frame(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "one-frame.mp4", width=320, height=240, duration=0.04, audio=False)
+    assert video_stream(ffprobe(clip))["nb_frames"] == "1"
+
+    outputs = await make_poster(clip, tmp_path)
+
+    assert_jpeg(outputs[0][2], 320, 240)

@@ -138,7 +138,9 @@ async def test_no_frame_written_is_a_permanent_failure_that_leaves_no_files(
     assert publisher.published == []
     assert not storage.local_path(thumbnail_key(event.data.id, 1280)).exists()
     assert list(storage.tmp.iterdir()) == []
-    assert ["-skip_frame" in argv for argv in grabber.argvs] == [True, False]  # both ways tried
+    # every way tried: key frames, every frame, decoded from the start, from the first frame
+    assert ["-skip_frame" in argv for argv in grabber.argvs] == [True, False, False, False]
+    assert ["-ss" in argv for argv in grabber.argvs] == [True, True, False, True]
 
 
 class NoKeyFrameLater(FakeGrabber):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from thumbnailer.poster import BATCH, argv, attempts, sizes, timestamp
+from thumbnailer.poster import BATCH, Look, argv, attempts, sizes, timestamp
 
 
 @pytest.mark.parametrize(
@@ -95,9 +95,17 @@ def test_looking_at_every_frame_does_not_skip_any() -> None:
     assert "-skip_frame" not in args
 
 
-def test_the_poster_is_looked_for_among_key_frames_then_among_every_frame() -> None:
-    assert attempts(8.0, 1920, 1080) == [(2.0, True), (2.0, False)]
-    assert attempts(60.0, 640, 360) == [(15.0, True), (15.0, False)]
+def test_the_poster_is_looked_for_among_key_frames_then_every_frame_then_from_the_start() -> None:
+    assert attempts(8.0, 1920, 1080) == [
+        Look(2.0, key_frames_only=True),
+        Look(2.0, key_frames_only=False),
+        Look(2.0, key_frames_only=False, from_start=True),  # no index to seek by (MPEG-TS)
+        Look(0.0, key_frames_only=False),  # a video of one frame
+    ]
+    assert attempts(60.0, 640, 360)[:2] == [
+        Look(15.0, key_frames_only=True),
+        Look(15.0, key_frames_only=False),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -106,4 +114,14 @@ def test_the_poster_is_looked_for_among_key_frames_then_among_every_frame() -> N
 def test_a_short_small_video_is_looked_at_frame_by_frame_at_once(
     duration: float, width: int, height: int
 ) -> None:
-    assert attempts(duration, width, height) == [(duration / 4, False)]
+    assert attempts(duration, width, height)[0] == Look(duration / 4, key_frames_only=False)
+    assert len(attempts(duration, width, height)) == 3  # and the two last resorts
+
+
+def test_looking_from_the_start_decodes_up_to_the_point_instead_of_seeking() -> None:
+    args = argv(
+        "/media/source", 2.5, [(320, 180, Path("/t/320.jpg"))], key_frames_only=False, from_start=True
+    )
+
+    assert "-ss" not in args
+    assert "trim=start=2.5" in args[args.index("-filter_complex") + 1]
