@@ -139,9 +139,21 @@ async def migrate(conn: asyncpg.Connection, owner: str, directory: Path) -> list
     return applied
 
 
-async def migrate_all(settings: ServiceSettings, owners: tuple[str, ...]) -> None:
-    """Apply the migrations of ``owners`` over one short-lived connection."""
-    conn: Any = await asyncpg.connect(str(settings.database_url))
+async def migrate_all(
+    settings: ServiceSettings, owners: tuple[str, ...], *, give_up_after: float = 60.0
+) -> None:
+    """Apply the migrations of ``owners`` over one short-lived connection.
+
+    A service started while the database is still starting (or briefly away) waits for it, as
+    :func:`create_pool` does, instead of exiting.
+    """
+
+    async def attempt() -> Any:
+        return await asyncpg.connect(str(settings.database_url))
+
+    conn: Any = await until_reachable(
+        attempt, errors=TRANSIENT_DB_ERRORS, what="database", give_up_after=give_up_after
+    )
     try:
         for owner in owners:
             await migrate(conn, owner, settings.migrations_dir)
