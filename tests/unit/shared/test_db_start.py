@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from shared import db
@@ -18,7 +19,7 @@ async def test_migrations_wait_for_a_database_that_is_not_reachable_yet(
         tries.append(dsn)
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(db.asyncpg, "connect", refused)
+    monkeypatch.setattr(asyncpg, "connect", refused)
 
     with pytest.raises(ConnectionRefusedError):
         await db.migrate_all(make(ServiceSettings), ("gateway",), give_up_after=0.5)
