@@ -651,18 +651,23 @@ async def test_poster_is_not_the_first_frame(tmp_path: Path) -> None:
     assert mean_luma(outputs[0][2]) > 40
 
 
-async def test_one_decode_makes_every_rendition_exactly(tmp_path: Path) -> None:
-    """``argv_many``: one ffmpeg, one decode, each output as if encoded on its own."""
-    source = make_clip(tmp_path / "src.mp4", width=640, height=360, duration=2)
+async def ladder_outputs(
+    source: Path, folder: Path
+) -> tuple[ProbeResult, list[PlannedRendition], list[tuple[str, TranscodeRendition]]]:
+    """The source probed, its ladder planned, and a file in ``folder`` and a command per rung."""
     probed = await probe(source)
     planned = plan(probed.width, probed.height, probed.rotation)
     outputs = [
-        (
-            str(tmp_path / f"{p.quality.value}.mp4"),
-            command_for(p, has_audio=True, duration_s=probed.duration_s),
-        )
+        (str(folder / f"{p.quality.value}.mp4"), command_for(p, has_audio=True, duration_s=probed.duration_s))
         for p in planned
     ]
+    return probed, planned, outputs
+
+
+async def test_one_decode_makes_every_rendition_exactly(tmp_path: Path) -> None:
+    """``argv_many``: one ffmpeg, one decode, each output as if encoded on its own."""
+    source = make_clip(tmp_path / "src.mp4", width=640, height=360, duration=2)
+    probed, planned, outputs = await ladder_outputs(source, tmp_path)
     await run(argv_many(str(source), outputs, EncodeProfile(preset="ultrafast")))
     assert len(outputs) == 3
     for (path, cmd), p in zip(outputs, planned, strict=True):
@@ -722,15 +727,7 @@ async def test_a_source_with_two_audio_tracks_gives_renditions_with_its_first_on
         "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-preset", "ultrafast",
         "-c:a", "aac", "-ac", "1", str(source),
     )  # fmt: skip
-    probed = await probe(source)
-    planned = plan(probed.width, probed.height, probed.rotation)
-    outputs = [
-        (
-            str(tmp_path / f"{p.quality.value}.mp4"),
-            command_for(p, has_audio=True, duration_s=probed.duration_s),
-        )
-        for p in planned
-    ]
+    *_, outputs = await ladder_outputs(source, tmp_path)
     await run(argv_many(str(source), outputs, EncodeProfile(preset="ultrafast")))  # one decode
     alone = tmp_path / "alone.mp4"
     await run(argv(str(source), str(alone), outputs[0][1], EncodeProfile(preset="ultrafast")))

@@ -94,6 +94,18 @@ def _completed(video_id: str, quality: str, job_id: str) -> RenditionCompletedRe
     )
 
 
+def _failed(video_id: str, quality: str, job_id: str, error: str) -> RenditionFailedReport:
+    return RenditionFailedReport(
+        id=event_id(job_id, "rendition.failed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        job_id=job_id,
+        quality=quality,
+        error=error,
+        attempts=3,
+    )
+
+
 def _thumbnail(video_id: str) -> ThumbnailCompletedReport:
     return ThumbnailCompletedReport(
         id=event_id(video_id, "thumbnail.completed"),
@@ -152,15 +164,7 @@ async def test_a_failed_rendition_fails_the_video_once_naming_it(
 ) -> None:
     video_id = await _upload(db, client)
     jobs = await _jobs(db, video_id)
-    failed = RenditionFailedReport(
-        id=event_id(jobs["240p"], "rendition.failed"),
-        timestamp=datetime.now(UTC),
-        video_id=video_id,
-        job_id=jobs["240p"],
-        quality="240p",
-        error="ffmpeg exited with status 1: boom",
-        attempts=3,
-    )
+    failed = _failed(video_id, "240p", jobs["240p"], "ffmpeg exited with status 1: boom")
     await handle_report(failed, deps)
     await handle_report(failed, deps)
     await handle_report(_completed(video_id, "360p", jobs["360p"]), deps)
@@ -182,15 +186,7 @@ async def test_a_failed_job_run_again_from_its_dead_letter_makes_the_video_ready
         if quality != "240p":
             await handle_report(_completed(video_id, quality, job), deps)
     await handle_report(_thumbnail(video_id), deps)
-    failed = RenditionFailedReport(
-        id=event_id(jobs["240p"], "rendition.failed"),
-        timestamp=datetime.now(UTC),
-        video_id=video_id,
-        job_id=jobs["240p"],
-        quality="240p",
-        error="gave up after 3 attempts: ffmpeg ran past its limit",
-        attempts=3,
-    )
+    failed = _failed(video_id, "240p", jobs["240p"], "gave up after 3 attempts: ffmpeg ran past its limit")
     await handle_report(failed, deps)
     # an operator replays the job's dead letter: the same job runs again and completes
     await handle_report(_completed(video_id, "240p", jobs["240p"]), deps)
