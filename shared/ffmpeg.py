@@ -26,6 +26,8 @@ from shared.ladder import display_size
 
 log = logging.getLogger(__name__)
 
+#: A start time past this, in a container without stream durations, is checked (:func:`with_tail`).
+_LATE_START_S = 0.5
 _STILL_IMAGE_FORMATS = {"image2", "mjpeg", "gif_pipe", "apng"}
 _STDERR_TAIL = 4000
 
@@ -100,7 +102,7 @@ def _duration(fmt: dict[str, Any], streams: list[dict[str, Any]]) -> float | Non
     the media starts later (an MP4 with an empty edit or cut with ``-ss … -c copy``, timestamps
     offset by ``-output_ts_offset``): ffmpeg's outputs start at zero, so a source whose streams
     start 10 s in and play 2 s is 2 s long, not the 12 s MP4 declares. The streams' own
-    durations tell; a container without them (Matroska) is taken at its word.
+    durations tell; a container without them (Matroska) is read at its end (:func:`with_tail`).
     """
     declared = _float(fmt.get("duration"))
     start = _float(fmt.get("start_time")) or 0.0
@@ -200,7 +202,52 @@ async def probe(path: Path, *, timeout: float = 60.0, ffprobe: str = "ffprobe") 
         data = json.loads(out)
     except json.JSONDecodeError as exc:
         raise InvalidSource("ffprobe gave unreadable output") from exc
+    if _offset_unknown(data):
+        data = with_tail(data, await _tail_packets(path, timeout, ffprobe))
     return parse_probe(data)
+
+
+def _offset_unknown(data: dict[str, Any]) -> bool:
+    """Media that starts late in a container whose streams carry no durations (Matroska)."""
+    start = _float((data.get("format") or {}).get("start_time")) or 0.0
+    durations = [_float(s.get("duration")) for s in data.get("streams") or []]
+    return start > _LATE_START_S and not any(d and d > 0 for d in durations)
+
+
+async def _tail_packets(path: Path, timeout: float, ffprobe: str) -> list[dict[str, Any]]:
+    """The last packets of the file (a seek to its end: cheap with an index, as Matroska has)."""
+    argv = [ffprobe, "-v", "error", "-read_intervals", "999999999%", "-show_entries"]
+    argv += ["packet=pts_time,duration_time", "-of", "json", str(path)]
+    try:
+        code, out, _ = await _communicate(argv, timeout)
+        if code != 0:
+            return []
+        packets: list[dict[str, Any]] = json.loads(out).get("packets") or []
+    except (TimeoutError, json.JSONDecodeError):
+        return []  # the declared duration stands
+    return packets
+
+
+def with_tail(data: dict[str, Any], packets: list[dict[str, Any]]) -> dict[str, Any]:
+    """``data`` with the duration its last packets show, where the container counted from zero.
+
+    Matroska written with a start offset declares the time of its last frame as its duration
+    (12 s for 2 s of media from 10 s on); an encode starts at zero and plays 2 s. Only a
+    declared duration that matches the last timestamp, not the length, is replaced (pure).
+    """
+    fmt = data.get("format") or {}
+    start, declared = _float(fmt.get("start_time")) or 0.0, _float(fmt.get("duration"))
+    ends = [
+        (_float(p.get("pts_time")) or 0.0) + (_float(p.get("duration_time")) or 0.0)
+        for p in packets
+        if _float(p.get("pts_time")) is not None
+    ]
+    if not ends or declared is None:
+        return data
+    length = max(ends) - start
+    if length <= 0 or abs(declared - max(ends)) >= abs(declared - length):
+        return data
+    return {**data, "format": {**fmt, "duration": f"{length:.6f}"}}
 
 
 @dataclass(frozen=True, slots=True)

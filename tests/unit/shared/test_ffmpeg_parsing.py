@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.errors import InvalidSource
-from shared.ffmpeg import ProbeResult, Progress, parse_probe, parse_progress_block
+from shared.ffmpeg import ProbeResult, Progress, parse_probe, parse_progress_block, with_tail
 
 
 def video_stream(**values: Any) -> dict[str, Any]:
@@ -253,3 +253,24 @@ def test_the_duration_is_from_the_first_timestamp_to_the_last(
     audio = audio_stream(duration="2.023220") if video_duration else audio_stream()
 
     assert parse_probe(probe_data(video, audio, **fmt)).duration_s == expected
+
+
+@pytest.mark.parametrize(
+    ("declared", "packets", "expected"),
+    [
+        ("12.000000", [("11.960000", "0.040000"), ("11.997000", "0.023000")], 2.043),  # counted from zero
+        ("2.043000", [("11.960000", "0.040000"), ("11.997000", "0.023000")], 2.043),  # already the length
+        ("12.000000", [], 12.0),  # the end could not be read: the declared duration stands
+    ],
+    ids=["declared-end", "declared-length", "no-packets"],
+)
+def test_a_late_start_in_matroska_is_measured_from_its_last_packets(
+    declared: str, packets: list[tuple[str, str]], expected: float
+) -> None:
+    video = video_stream()
+    del video["duration"]
+    data = probe_data(video, format_name="matroska,webm", start_time="9.977000", duration=declared)
+
+    fixed = with_tail(data, [{"pts_time": p, "duration_time": d} for p, d in packets])
+
+    assert parse_probe(fixed).duration_s == expected
