@@ -63,13 +63,7 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
         looks = poster.attempts(video.source.duration_s, video.source.width, video.source.height)
         for look in looks:
             await deps.grabber.run(
-                poster.argv(
-                    source,
-                    look.at_s,
-                    outputs,
-                    key_frames_only=look.key_frames_only,
-                    from_start=look.from_start,
-                ),
+                poster.argv(source, look, outputs),
                 timeout=deps.settings.thumbnailer_timeout_s,
                 stall_timeout=deps.settings.thumbnailer_stall_timeout_s,
             )

@@ -70,20 +70,13 @@ def sizes(display_width: int, display_height: int) -> list[tuple[int, int]]:
     return [(w, even(w * display_height / display_width)) for w in widths]
 
 
-def argv(
-    source: str,
-    at_s: float,
-    outputs: list[tuple[int, int, Path]],
-    *,
-    key_frames_only: bool = True,
-    from_start: bool = False,
-) -> list[str]:
-    """One ffmpeg run: seek to ``at_s``, pick the representative frame, write each size."""
-    skip = {"skip_frame": "nokey"} if key_frames_only else {}
-    if from_start:
-        video = ffmpeg.input(source, **skip).video.filter("trim", start=at_s)
+def argv(source: str, look: Look, outputs: list[tuple[int, int, Path]]) -> list[str]:
+    """One ffmpeg run: go to ``look.at_s``, pick the representative frame, write each size."""
+    skip = {"skip_frame": "nokey"} if look.key_frames_only else {}
+    if look.from_start:
+        video = ffmpeg.input(source, **skip).video.filter("trim", start=look.at_s)
     else:
-        video = ffmpeg.input(source, ss=at_s, **skip).video
+        video = ffmpeg.input(source, ss=look.at_s, **skip).video
     frame = video.filter("thumbnail", BATCH)
     copies = frame.filter_multi_output("split", len(outputs))
     streams = [

@@ -572,10 +572,7 @@ async def make_poster(source: Path, folder: Path) -> list[tuple[int, int, Path]]
     ]
     looks = poster.attempts(probed.duration_s, probed.display_width, probed.display_height)
     for look in looks:  # as the thumbnailer does
-        args = poster.argv(
-            str(source), look.at_s, outputs, key_frames_only=look.key_frames_only, from_start=look.from_start
-        )
-        await run(args, timeout=60)
+        await run(poster.argv(str(source), look, outputs), timeout=60)
         if all(path.is_file() for _, _, path in outputs):
             break
     return outputs
@@ -713,7 +710,8 @@ async def test_poster_of_a_video_with_key_frames_after_the_quarter_mark_needs_on
     )  # fmt: skip
     output = tmp_path / "poster.jpg"
 
-    await run(poster.argv(str(source), poster.timestamp(4.0), [(320, 240, output)], key_frames_only=True))
+    look = poster.Look(poster.timestamp(4.0), key_frames_only=True)
+    await run(poster.argv(str(source), look, [(320, 240, output)]))
 
     assert_jpeg(output, 320, 240)
 

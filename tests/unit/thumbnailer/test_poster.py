@@ -72,7 +72,7 @@ def test_one_ffmpeg_run_seeks_picks_a_typical_frame_and_writes_every_size() -> N
         (320, 180, Path("/t/320.jpg")),
     ]
 
-    args = argv("/media/source", 2.5, outputs)
+    args = argv("/media/source", Look(2.5, key_frames_only=True), outputs)
 
     assert args[args.index("-ss") + 1] == "2.5"
     assert args.index("-ss") < args.index("-i")
@@ -89,7 +89,7 @@ def test_one_ffmpeg_run_seeks_picks_a_typical_frame_and_writes_every_size() -> N
 
 
 def test_looking_at_every_frame_does_not_skip_any() -> None:
-    args = argv("/media/source", 2.5, [(320, 180, Path("/t/320.jpg"))], key_frames_only=False)
+    args = argv("/media/source", Look(2.5, key_frames_only=False), [(320, 180, Path("/t/320.jpg"))])
 
     assert args[args.index("-ss") + 1] == "2.5"
     assert "-skip_frame" not in args
@@ -119,9 +119,8 @@ def test_a_short_small_video_is_looked_at_frame_by_frame_at_once(
 
 
 def test_looking_from_the_start_decodes_up_to_the_point_instead_of_seeking() -> None:
-    args = argv(
-        "/media/source", 2.5, [(320, 180, Path("/t/320.jpg"))], key_frames_only=False, from_start=True
-    )
+    look = Look(2.5, key_frames_only=False, from_start=True)
+    args = argv("/media/source", look, [(320, 180, Path("/t/320.jpg"))])
 
     assert "-ss" not in args
     assert "trim=start=2.5" in args[args.index("-filter_complex") + 1]
