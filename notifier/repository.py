@@ -146,6 +146,13 @@ async def defer_delivery(pool: asyncpg.Pool, delivery_id: str, next_attempt_at: 
     )
 
 
+#: A delivery started again with a fresh retry schedule (a replay, a replayed dead letter).
+_FRESH_CHAIN = (
+    "status = 'pending', chain_started_at = now(), next_attempt_at = NULL, completed_at = NULL, "
+    "updated_at = now()"
+)
+
+
 async def restart_delivery(
     conn: Conn,
     *,
@@ -164,28 +171,26 @@ async def restart_delivery(
     """
     if failed_only:
         value = await conn.fetchval(
-            """UPDATE webhook_deliveries
-               SET status = 'pending', chain_started_at = now(), next_attempt_at = NULL,
-                   completed_at = NULL, url = $3, updated_at = now()
+            f"""UPDATE webhook_deliveries
+               SET {_FRESH_CHAIN}, url = $3
                WHERE event_id = $1 AND target = $2
                  AND (status = 'failed' OR (status = 'pending' AND next_attempt_at IS NULL
                                             AND (lease_until IS NULL OR lease_until < now())))
-               RETURNING id""",
+               RETURNING id""",  # noqa: S608 - a constant, not input
             event_id,
             webhook_id,
             url,
         )
     else:
         value = await conn.fetchval(
-            """INSERT INTO webhook_deliveries (id, event_id, client_id, target, webhook_id, url, status)
+            f"""INSERT INTO webhook_deliveries (id, event_id, client_id, target, webhook_id, url, status)
                VALUES ($1, $2, $3, $4, $4, $5, 'pending')
                ON CONFLICT (event_id, target) DO UPDATE SET
-                   status = 'pending', chain_started_at = now(), next_attempt_at = NULL, completed_at = NULL,
-                   url = EXCLUDED.url, updated_at = now()
+                   {_FRESH_CHAIN}, url = EXCLUDED.url
                WHERE webhook_deliveries.status <> 'pending'
                   OR (webhook_deliveries.next_attempt_at IS NULL
                       AND (webhook_deliveries.lease_until IS NULL OR webhook_deliveries.lease_until < now()))
-               RETURNING id""",
+               RETURNING id""",  # noqa: S608 - a constant, not input
             delivery_id,
             event_id,
             client_id,
@@ -198,10 +203,9 @@ async def restart_delivery(
 async def restart_failed_delivery(pool: asyncpg.Pool, delivery_id: str) -> bool:
     """A delivery given up on, pending again with a fresh retry schedule; False if it was not failed."""
     status = await pool.execute(
-        """UPDATE webhook_deliveries
-           SET status = 'pending', chain_started_at = now(), next_attempt_at = NULL,
-               completed_at = NULL, updated_at = now()
-           WHERE id = $1 AND status = 'failed'""",
+        f"""UPDATE webhook_deliveries
+           SET {_FRESH_CHAIN}
+           WHERE id = $1 AND status = 'failed'""",  # noqa: S608 - a constant, not input
         delivery_id,
     )
     return bool(status.endswith(" 1"))

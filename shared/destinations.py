@@ -44,6 +44,11 @@ AllowHosts = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 _ADVICE = "ask the operator to allowlist it (VIDQ_WEBHOOK_ALLOW_HOSTS)"
 
 
+def _name(host: str) -> str:
+    """A host as compared with the allowlist and resolved: lower case, no root dot or brackets."""
+    return host.lower().rstrip(".").strip("[]")
+
+
 def forbidden(ip: IPAddress) -> bool:
     """Whether an address is off limits by default: anything not globally routable.
 
@@ -76,7 +81,7 @@ class DestinationGuard:
         Numeric forms the resolver accepts count too (``2130706433``, ``0x7f.1``: 127.0.0.1).
         Other names pass: they are checked on every connection (:meth:`resolve`).
         """
-        name = host.lower().rstrip(".").strip("[]")
+        name = _name(host)
         if name in self.allowed_hosts:
             return
         if name == "localhost" or name.endswith(".localhost"):
@@ -93,7 +98,7 @@ class DestinationGuard:
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """Addresses to connect to; raises ``ForbiddenDestination`` when none is allowed."""
-        name = host.lower().rstrip(".").strip("[]")
+        name = _name(host)
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
