@@ -41,6 +41,9 @@ def _comma_list(value: object) -> object:
 #: Empty: public addresses only. Read by the gateway (registration) and the notifier (sending).
 AllowHosts = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 
+#: What ``localhost`` and its subdomains resolve to (RFC 6761).
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
 _ADVICE = "ask the operator to allowlist it (VIDQ_WEBHOOK_ALLOW_HOSTS)"
 
 
@@ -72,8 +75,12 @@ class DestinationGuard:
             except ValueError:
                 self.allowed_hosts.add(entry.lower().rstrip("."))
 
+    def _listed(self, ip: IPAddress) -> bool:
+        """Whether a forbidden address is one the operator allowlisted."""
+        return forbidden(ip) and any(ip in net for net in self.allowed_networks)
+
     def _allowed(self, ip: IPAddress) -> bool:
-        return not forbidden(ip) or any(ip in net for net in self.allowed_networks)
+        return not forbidden(ip) or self._listed(ip)
 
     def check_literal(self, host: str) -> None:
         """Refuse a host that is by itself a forbidden address: an IP literal or ``localhost``.
@@ -85,6 +92,8 @@ class DestinationGuard:
         if name in self.allowed_hosts:
             return
         if name == "localhost" or name.endswith(".localhost"):
+            if any(ip in net for ip in _LOOPBACK for net in self.allowed_networks):
+                return  # it reaches an allowlisted loopback address (see :meth:`resolve`)
             raise ForbiddenDestination(f"{host} is a loopback name; {_ADVICE}")
         try:  # numeric only: never a DNS query
             infos = socket.getaddrinfo(name, None, flags=socket.AI_NUMERICHOST)
@@ -108,6 +117,11 @@ class DestinationGuard:
         if name in self.allowed_hosts:
             return addresses
         refused = [a for a in addresses if not self._allowed(ipaddress.ip_address(a))]
+        listed = [a for a in addresses if self._listed(ipaddress.ip_address(a))]
+        if refused and listed:
+            # An answer with an address the operator allowlisted goes there only: ``localhost``
+            # is 127.0.0.1 and ::1, and allowlisting 127.0.0.1 means "send to 127.0.0.1".
+            return [a for a in addresses if a not in refused]
         if refused:
             raise ForbiddenDestination(
                 f"{host} resolves to {', '.join(refused)}, a private, loopback or link-local address; "

@@ -166,6 +166,27 @@ async def test_a_mixed_answer_is_refused_when_any_address_is_private(site: Site,
     assert site.receiver.requests == []
 
 
+async def test_a_mixed_answer_goes_only_to_the_allowlisted_address(site: Site, dns: Resolver) -> None:
+    # ``localhost`` answers 127.0.0.1 and ::1; allowlisting 127.0.0.1 sends there, never to ::1
+    # (nothing listens on ::1 here, so a connection tried there first would fail the send).
+    dns.answers["both.test"] = [["10.0.0.5", "127.0.0.1"]]
+
+    async with sender("127.0.0.1") as webhooks:
+        result = await webhooks.send(site.url("/x", host="both.test"), BODY, signed())
+
+    assert result.ok, result.error
+    assert [r.path for r in site.receiver.requests] == ["/x"]
+
+
+async def test_localhost_reaches_an_allowlisted_127_0_0_1(site: Site) -> None:
+    async with sender("127.0.0.1") as webhooks:
+        result = await webhooks.send(site.url("/x", host="localhost"), BODY, signed())
+
+    assert result.ok, result.error
+    [request] = site.receiver.requests
+    assert request.headers["host"] == f"localhost:{site.port}"
+
+
 @pytest.mark.parametrize("allow", ["127.0.0.1", "127.0.0.0/8"], ids=["address", "network"])
 async def test_an_allowlisted_address_gets_the_signed_post(site: Site, allow: str) -> None:
     headers = signed()

@@ -45,7 +45,13 @@ def test_a_public_address_or_any_name_passes(host: str) -> None:
 
 @pytest.mark.parametrize(
     ("allow", "host"),
-    [(("127.0.0.1",), "127.0.0.1"), (("10.0.0.0/8",), "10.9.8.7"), (("localhost",), "localhost")],
+    [
+        (("127.0.0.1",), "127.0.0.1"),
+        (("10.0.0.0/8",), "10.9.8.7"),
+        (("localhost",), "localhost"),
+        (("127.0.0.1",), "localhost"),  # localhost reaches 127.0.0.1, so it may be registered
+        (("::1",), "api.localhost"),
+    ],
 )
 def test_an_allowlisted_host_or_network_passes(allow: tuple[str, ...], host: str) -> None:
     DestinationGuard(allow).check_literal(host)
@@ -54,6 +60,8 @@ def test_an_allowlisted_host_or_network_passes(allow: tuple[str, ...], host: str
 def test_the_allowlist_admits_only_what_it_lists() -> None:
     with pytest.raises(ForbiddenDestination, match=r"10\.0\.0\.1"):
         DestinationGuard(("127.0.0.1", "192.168.0.0/16")).check_literal("10.0.0.1")
+    with pytest.raises(ForbiddenDestination, match="loopback name"):
+        DestinationGuard(("10.0.0.0/8", "127.0.0.2")).check_literal("localhost")
 
 
 @pytest.mark.parametrize(
