@@ -25,6 +25,7 @@ from gateway.settings import GatewaySettings
 from gateway.streams import LiveHub
 from shared.db import create_pool, migrate_all
 from shared.messaging.consumer import Route
+from shared.messaging.prepare import prepare_broker
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import GATEWAY_PROJECTION, build
 from shared.reports import ANY_REPORT
@@ -49,6 +50,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await migrate_all(settings, ("gateway",))
         pool = await create_pool(settings)
         connection = await connect(str(settings.amqp_url), "gateway")
+        await prepare_broker(connection, settings, build(settings))
         publisher = await AmqpPublisher.open(connection)
         deps = GatewayDeps(
             settings,

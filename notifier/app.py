@@ -26,6 +26,7 @@ from shared.db import create_pool, migrate_all
 from shared.events import ANY_EVENT, VideoFailed, VideoReady
 from shared.logging import configure_logging
 from shared.messaging.consumer import Route
+from shared.messaging.prepare import prepare_broker
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import (
     NOTIFIER_DELIVERIES,
@@ -81,6 +82,7 @@ async def main() -> None:
     connection = await connect(str(settings.amqp_url), "notifier")
     client = guarded_client(settings)
     try:
+        await prepare_broker(connection, settings, build(settings))
         publisher = await AmqpPublisher.open(connection)
         topology = build(settings)
         audiences = AudienceCache(pool)

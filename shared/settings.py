@@ -54,6 +54,10 @@ class ServiceSettings(BaseSettings):
     database_url: PostgresDsn = PostgresDsn("postgresql://vidq@127.0.0.1:5432/vidq")
     storage_dir: Path = Path("var/storage")
     public_url: HttpUrl = HttpUrl("http://127.0.0.1:8000")
+    #: The broker's management API, for a service whose own broker user may set its queues'
+    #: policies (a user with full rights on a bare vhost; ``shared/messaging/prepare.py``).
+    #: Unset: the AMQP host on port 15672, with the AMQP user's credentials.
+    broker_management_url: HttpUrl | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     #: Where each service's numbered SQL migrations live (``<dir>/<service>/NNNN_*.sql``).

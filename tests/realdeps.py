@@ -10,8 +10,9 @@ from urllib.parse import quote, urlparse, urlunparse
 
 import asyncpg
 
-from shared.bootstrap import OWNERS, Management
+from shared.bootstrap import OWNERS
 from shared.db import migrate
+from shared.messaging.management import Management
 from tests.settings import ROOT, machine_value
 
 ADMIN_URL = machine_value("VIDQ_BROKER_ADMIN_URL", "http://guest:guest@127.0.0.1:15672")

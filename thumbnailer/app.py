@@ -8,6 +8,7 @@ from typing import Any
 from shared.events import VideoUploaded
 from shared.logging import configure_logging
 from shared.messaging.consumer import Route
+from shared.messaging.prepare import prepare_broker
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import THUMBNAILER_UPLOADS, Topology, build
 from shared.metrics import serve_metrics
@@ -38,6 +39,7 @@ async def main() -> None:
     topology = build(settings)
     connection = await connect(str(settings.amqp_url), "thumbnailer")
     try:
+        await prepare_broker(connection, settings, topology)
         publisher = await AmqpPublisher.open(connection)
         deps = ThumbnailerDeps(settings, publisher, LocalStorage(settings.storage_dir), FrameGrabber())
         consumers = Consumers(

@@ -18,6 +18,7 @@ from shared.errors import TransientError
 from shared.events import VideoCanceled, VideoDeleted
 from shared.logging import configure_logging
 from shared.messaging.consumer import Route
+from shared.messaging.prepare import prepare_broker
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import TRANSCODER_CANCELS_PREFIX, Topology, broadcast_queue, build
 from shared.metrics import serve_metrics
@@ -58,6 +59,7 @@ async def bootstrap(settings: TranscoderSettings) -> AsyncIterator[tuple[Transco
     pool = await create_pool(settings)
     connection = await connect(str(settings.amqp_url), "transcoder")
     try:
+        await prepare_broker(connection, settings, build(settings))
         publisher = await AmqpPublisher.open(connection)
         claims = PgClaims(
             pool, f"{instance_name('transcoder')}-{secrets.token_hex(4)}", settings.transcoder_lease_s

@@ -219,7 +219,8 @@ _RETRY_PATH = "retry|dlx|requeue"  # every service retries and dead-letters its 
 #: Each service's broker rights, and nothing more (the bootstrap creates the users):
 #: ``configure`` its own queues; ``write`` its own queues (to bind them) and the exchanges it
 #: publishes to (a delay queue's dead-letter target, vidq.requeue, counts as one); ``read`` its
-#: queues and the exchanges its queues are bound to. Exchanges are declared by the bootstrap only.
+#: queues and the exchanges its queues are bound to. Exchanges are declared by the bootstrap
+#: (or by a service whose user has full rights: ``shared/messaging/prepare.py``).
 SERVICE_PERMISSIONS: dict[str, Permissions] = {
     "gateway": Permissions(
         configure=r"^vidq\.gateway\..*$",

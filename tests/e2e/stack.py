@@ -16,8 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from shared.bootstrap import Management, bootstrap
+from shared.bootstrap import bootstrap
 from shared.devstack.stack import SERVICES, Stack
+from shared.messaging.management import Management
 from shared.settings import AdminSettings
 from tests.e2e.harness import Mailbox, WebhookReceiver, serve, smtp_server
 from tests.realdeps import ADMIN_URL, amqp_url_for, create_database, drop_database, free_port, unique

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
 
 import aio_pika
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 from pydantic import BaseModel
 
-from shared.bootstrap import MONITORING_USER, Management, bootstrap_broker
+from shared.bootstrap import MONITORING_USER, bootstrap_broker
 from shared.messaging.codec import outgoing
+from shared.messaging.management import Management
+from shared.messaging.prepare import MissingExchanges, declare_or_check_exchanges, prepare_broker
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import (
+    EXCHANGES,
     GATEWAY_PROJECTION,
     NOTIFIER_EMAIL,
+    SERVICE_PERMISSIONS,
     THUMBNAILER_UPLOADS,
     Topology,
     build,
     declare,
+    declare_exchanges,
     transcode_queue_name,
 )
 from shared.settings import AdminSettings
@@ -78,8 +85,9 @@ async def test_each_service_declares_its_own_queues_and_publishes_where_it_must(
     for service, url in users.items():
         connection = await _as(url)
         async with connection:
-            channel = await connection.channel()
             # what a service does at start: check the exchanges, declare and bind its own queues
+            await prepare_broker(connection, settings_for(AdminSettings, amqp_url=url), topology)
+            channel = await connection.channel()
             await declare(channel, topology, only=[OWN_QUEUE[service]], exchanges=False)
             publisher = await AmqpPublisher.open(connection)
             for exchange, key in publishes[service]:
@@ -128,3 +136,96 @@ async def test_the_monitoring_user_may_look_but_not_touch(users: dict[str, str],
         assert response.json()["tags"] in (["monitoring"], "monitoring")
         permissions = (await api.client.get(f"/api/permissions/{name}/{MONITORING_USER}")).json()
     assert (permissions["configure"], permissions["write"], permissions["read"]) == ("^$", "^$", "^$")
+
+
+async def _policies(vhost: str) -> dict[str, dict[str, object]]:
+    name = vhost.rsplit("/", 1)[-1]
+    async with Management(ADMIN_URL) as api:
+        response = await api.client.get(f"/api/policies/{quote(name, safe='')}")
+        response.raise_for_status()
+        return {policy["name"]: policy for policy in response.json()}
+
+
+async def test_a_service_with_full_rights_on_a_bare_vhost_declares_exchanges_and_sets_policies(
+    vhost: str, settings_for: Callable[..., AdminSettings]
+) -> None:
+    # SPEC: every service declares the topology it needs at start; with one broker user for all
+    # (guest on a fresh broker) no bootstrap runs, and the dead-letter paths must exist anyway.
+    settings = settings_for(AdminSettings)
+    topology = build(settings)
+    assert await _policies(vhost) == {}
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await (await connection.channel()).get_exchange("vidq.events", ensure=True)
+
+        await prepare_broker(connection, settings, topology)
+        await prepare_broker(connection, settings, topology)  # idempotent
+
+        channel = await connection.channel()
+        await declare_exchanges(channel, EXCHANGES, passive=True)
+        queue = transcode_queue_name("720p")
+        declared = await declare(channel, topology, only=[queue], exchanges=False)
+
+        # the policy's dead-lettering is in force: a rejected message lands in the DLQ
+        exchange = await channel.get_exchange("vidq.transcode")
+        await exchange.publish(aio_pika.Message(b"{}", message_id="m-1"), routing_key="720p")
+        message = await declared[queue].get(timeout=5)
+        await message.reject(requeue=False)
+        dlq = declared[f"{queue}.dlq"]
+        for _ in range(50):
+            dead = await dlq.get(fail=False)
+            if dead is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert dead is not None
+        assert dead.message_id == "m-1"
+
+    policies = await _policies(vhost)
+    assert set(policies) == {policy.name for policy in topology.policies()}
+    definition = policies[queue]["definition"]
+    assert definition["dead-letter-exchange"] == "vidq.dlx"  # type: ignore[index]
+    assert definition["delivery-limit"] == settings.delivery_limit  # type: ignore[index]
+
+
+async def test_a_least_privileged_service_only_checks_the_bootstraps_exchanges(
+    users: dict[str, str], vhost: str, settings_for: Callable[..., AdminSettings]
+) -> None:
+    before = await _policies(vhost)
+    for url in users.values():
+        connection = await _as(url)
+        async with connection:
+            settings = settings_for(AdminSettings, amqp_url=url)
+            assert not await declare_or_check_exchanges(connection, build(settings), wait_s=1)
+            await prepare_broker(connection, settings, build(settings))  # refused quietly
+    assert await _policies(vhost) == before
+
+
+async def test_a_least_privileged_service_waits_for_the_exchanges(
+    vhost: str, settings_for: Callable[..., AdminSettings]
+) -> None:
+    name = vhost.rsplit("/", 1)[-1]
+    user, password = f"vidq-transcoder-{name}", unique("pw")
+    rights = SERVICE_PERMISSIONS["transcoder"]
+    async with Management(ADMIN_URL) as api:
+        await api.ensure_user(user, password)
+        await api.grant(name, user, rights.configure, rights.write, rights.read)
+    topology = build(settings_for(AdminSettings))
+    try:
+        connection = await _as(amqp_url_for(name, user, password))
+        async with connection:
+            with pytest.raises(MissingExchanges, match=r"shared\.bootstrap"):
+                await declare_or_check_exchanges(connection, topology, wait_s=0.3)
+
+            async def bootstrap_later() -> None:
+                await asyncio.sleep(0.5)
+                admin = await aio_pika.connect(vhost)
+                async with admin:
+                    await declare_exchanges(await admin.channel(), EXCHANGES)
+
+            later = asyncio.create_task(bootstrap_later())
+            assert not await declare_or_check_exchanges(connection, topology, wait_s=10)
+            await later
+    finally:
+        async with Management(ADMIN_URL) as api:
+            await api.delete_user(user)

@@ -32,8 +32,9 @@ from gateway.app import create_app
 from gateway.auth import create_client_with_key
 from gateway.repository import Client
 from gateway.settings import GatewaySettings
-from shared.bootstrap import Management, bootstrap_broker
+from shared.bootstrap import bootstrap_broker
 from shared.ids import new_id
+from shared.messaging.management import Management
 from shared.settings import AdminSettings
 from tests.integration.conftest import FAST_RETRIES
 from tests.media import make_clip

@@ -1,0 +1,128 @@
+"""What a service needs of the broker before it publishes or consumes: exchanges and policies.
+
+Every service "declares the topology it needs idempotently at start" (SPEC). Two deployments
+meet here:
+
+* **One broker user with full rights on its vhost** (``guest`` on a fresh RabbitMQ, or any user
+  an operator gives a vhost): the service declares every ``vidq.*`` exchange (a no-op when they
+  exist) and, through the management API with the same credentials, sets the policies of the
+  topology (dead-lettering, delivery limit, overflow; ``Topology.policies``), so a service
+  started on a bare vhost has the same dead-letter paths as one set up by the bootstrap.
+* **Least privilege** (``python -m shared.bootstrap`` and docker-compose give each service a
+  user that may configure only its own queues): the broker refuses the declarations and the
+  management API the policies; the service then only checks that the exchanges exist, waiting
+  for the bootstrap if it has not run yet, and leaves the policies to it.
+
+Queues are declared by each consumer (``shared/runtime.py``), with their DLQs and delay queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote, urlparse
+
+import aio_pika
+import aiormq
+import httpx
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from shared.backoff import until_reachable
+from shared.messaging.management import Management, ManagementRefused, split_amqp
+from shared.messaging.topology import Topology, declare_exchanges
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+#: The management API's port when ``VIDQ_BROKER_MANAGEMENT_URL`` does not say.
+MANAGEMENT_PORT = 15672
+
+
+class MissingExchanges(RuntimeError):
+    """The exchanges do not exist and this service's broker user may not create them."""
+
+
+async def declare_or_check_exchanges(
+    connection: AbstractConnection, topology: Topology, *, wait_s: float = 120.0
+) -> bool:
+    """Declare the exchanges; if the broker refuses, wait until they exist (the bootstrap's).
+
+    Returns whether this service declared them. Raises :class:`MissingExchanges` after
+    ``wait_s`` seconds without them.
+    """
+    try:
+        async with _channel(connection) as channel:
+            await declare_exchanges(channel, topology.exchanges)
+        return True
+    except aiormq.exceptions.ChannelAccessRefused:
+        log.info("broker user may not declare exchanges; checking that the bootstrap made them")
+
+    async def check() -> None:
+        try:
+            async with _channel(connection) as channel:
+                await declare_exchanges(channel, topology.exchanges, passive=True)
+        except RuntimeError as exc:
+            raise MissingExchanges(str(exc)) from None
+
+    await until_reachable(check, errors=(MissingExchanges,), what="vidq's exchanges", give_up_after=wait_s)
+    return False
+
+
+@contextlib.asynccontextmanager
+async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+    """A plain channel for the declarations, closed after (a refused one is closed already)."""
+    channel = await connection.channel()
+    try:
+        yield channel
+    finally:
+        with contextlib.suppress(aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, RuntimeError):
+            await channel.close()
+
+
+def management_url(amqp_url: str, configured: str | None = None) -> str:
+    """The management API to set policies with: ``configured``, else the AMQP host on 15672.
+
+    Without credentials of its own, the URL takes the AMQP user's: a service never holds an
+    administrator's password, it sets policies only if its own user may.
+    """
+    amqp = urlparse(amqp_url)
+    _, user, password = split_amqp(amqp_url)
+    base = urlparse(configured or f"http://{amqp.hostname}:{MANAGEMENT_PORT}")
+    if base.username:
+        return base.geturl()
+    host = f"[{base.hostname}]" if base.hostname and ":" in base.hostname else base.hostname
+    port = base.port or MANAGEMENT_PORT
+    return f"{base.scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
+
+
+async def apply_policies(amqp_url: str, topology: Topology, configured: str | None = None) -> bool:
+    """Set the topology's policies if this service's broker user may; never fails the service.
+
+    Returns whether they were set.
+    """
+    vhost, user, _ = split_amqp(amqp_url)
+    try:
+        async with Management(management_url(amqp_url, configured), timeout=5.0) as api:
+            await api.apply_policies(vhost, topology)
+    except ManagementRefused:
+        log.info("broker user %s may not set policies: they are the bootstrap's (shared.bootstrap)", user)
+        return False
+    except (httpx.HTTPError, RuntimeError) as exc:
+        log.warning(
+            "could not set the queues' policies through the management API (%r): dead-lettering by "
+            "policy and the delivery limit are missing until python -m shared.bootstrap runs",
+            exc,
+        )
+        return False
+    log.info("policies of %d queues set in vhost %s", len(topology.policies()), vhost)
+    return True
+
+
+async def prepare_broker(
+    connection: AbstractConnection, settings: ServiceSettings, topology: Topology
+) -> None:
+    """Exchanges, then policies, as this service's broker user is allowed (see the module)."""
+    if await declare_or_check_exchanges(connection, topology):
+        management = settings.broker_management_url
+        await apply_policies(str(settings.amqp_url), topology, str(management) if management else None)
