@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             "gateway.app:create_app",
             factory=True,
             host=settings.gateway_host,
-            port=settings.gateway_port,
+            port=settings.listen_port,
             loop="uvloop",
             http="httptools",  # a dependency of the gateway: h11 would halve upload throughput
             log_config=None,

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from shared.destinations import AllowHosts
 from shared.settings import ServiceSettings
 
+#: Where the gateway listens when neither ``VIDQ_GATEWAY_PORT`` nor a local public URL says.
+DEFAULT_PORT = 8000
+
 
 class GatewaySettings(ServiceSettings):
     gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8000
+    #: Unset: the port of ``VIDQ_PUBLIC_URL`` when that URL is this machine's loopback with a
+    #: port of its own (``http://127.0.0.1:9000`` → 9000: the gateway serves it directly), else
+    #: 8000. Set it when a proxy on this machine owns the public URL's port.
+    gateway_port: int | None = Field(default=None, ge=1, le=65535)
     max_upload_bytes: int = Field(default=10 * 1024**3, ge=1)
     max_duration_s: float = Field(default=4 * 3600, gt=0)
     #: Largest frame accepted, in pixels (8K UHD = 7680 x 4320).
@@ -46,3 +54,22 @@ class GatewaySettings(ServiceSettings):
     abandoned_file_after_s: float = Field(default=3600.0, gt=0)
     #: Published outbox rows and processed report ids are kept this long.
     retention_s: float = Field(default=7 * 86400.0, gt=0)
+
+    @property
+    def listen_port(self) -> int:
+        """The port the HTTP server binds (see ``gateway_port``)."""
+        if self.gateway_port is not None:
+            return self.gateway_port
+        public = urlsplit(str(self.public_url))
+        if public.port is not None and _loopback(public.hostname or ""):
+            return public.port
+        return DEFAULT_PORT
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -64,7 +64,6 @@ async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job
             "VIDQ_DATABASE_URL": empty_database,
             "VIDQ_STORAGE_DIR": str(tmp_path / "storage"),
             "VIDQ_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "VIDQ_GATEWAY_PORT": str(port),
             "VIDQ_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
             "VIDQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
             "VIDQ_TRANSCODER_PRESET": "ultrafast",
