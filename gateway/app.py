@@ -49,7 +49,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate_all(settings, ("gateway",))
         pool = await create_pool(settings)
-        connection = await connect(str(settings.amqp_url), "gateway")
+        connection = await connect(str(settings.amqp_url), "gateway", management=settings.management_api())
         await prepare_broker(connection, settings, build(settings))
         publisher = await AmqpPublisher.open(connection)
         deps = GatewayDeps(

@@ -79,7 +79,7 @@ async def main() -> None:
     claim_pool = await create_pool(
         settings, reset_sessions=False, max_size=2, server_settings={"synchronous_commit": "off"}
     )
-    connection = await connect(str(settings.amqp_url), "notifier")
+    connection = await connect(str(settings.amqp_url), "notifier", management=settings.management_api())
     client = guarded_client(settings)
     try:
         await prepare_broker(connection, settings, build(settings))

@@ -34,6 +34,7 @@ from shared.backoff import until_reachable
 from shared.messaging.acks import CoalescedAcks
 from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
 from shared.messaging.consumer import Route, process
+from shared.messaging.prepare import create_missing_vhost
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import Topology, declare, declare_queue
 
@@ -54,13 +55,25 @@ def instance_name(service: str) -> str:
     return f"{service}@{socket.gethostname()}-{os.getpid()}"
 
 
-async def connect(url: str, service: str, *, give_up_after: float = 120.0) -> AbstractRobustConnection:
-    """Connect to the broker, retrying with backoff until ``give_up_after`` seconds have passed."""
+async def connect(
+    url: str, service: str, *, give_up_after: float = 120.0, management: str | None = None
+) -> AbstractRobustConnection:
+    """Connect to the broker, retrying with backoff until ``give_up_after`` seconds have passed.
+
+    A vhost the broker refuses is created if the user may (``prepare.create_missing_vhost``);
+    otherwise the error says what to do.
+    """
 
     async def attempt() -> AbstractRobustConnection:
-        return await aio_pika.connect_robust(
-            url, client_properties={"connection_name": instance_name(service)}, reconnect_interval=1.0
-        )
+        try:
+            return await aio_pika.connect_robust(
+                url, client_properties={"connection_name": instance_name(service)}, reconnect_interval=1.0
+            )
+        except aiormq.exceptions.InvalidFrameError as exc:
+            if "Connection.Close" not in str(exc):  # closed as it opened: the vhost was refused
+                raise
+            await create_missing_vhost(url, management)
+            raise ConnectionError("vhost created; connecting again") from exc
 
     return await until_reachable(attempt, errors=_CONNECT_ERRORS, what="broker", give_up_after=give_up_after)
 

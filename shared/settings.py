@@ -84,6 +84,10 @@ class ServiceSettings(BaseSettings):
     # Quorum-queue delivery-limit: the backstop for crash loops (a consumer dying on a message).
     delivery_limit: int = Field(default=5, ge=1)
 
+    def management_api(self) -> str | None:
+        """``VIDQ_BROKER_MANAGEMENT_URL`` as a string, if set."""
+        return str(self.broker_management_url) if self.broker_management_url else None
+
 
 class AdminSettings(ServiceSettings):
     """What the bootstrap and the ops tools need beyond a service: broker admin rights."""

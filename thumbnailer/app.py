@@ -37,7 +37,7 @@ async def main() -> None:
     configure_logging("thumbnailer", settings.log_level, settings.log_format)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     topology = build(settings)
-    connection = await connect(str(settings.amqp_url), "thumbnailer")
+    connection = await connect(str(settings.amqp_url), "thumbnailer", management=settings.management_api())
     try:
         await prepare_broker(connection, settings, topology)
         publisher = await AmqpPublisher.open(connection)

@@ -57,7 +57,7 @@ def routes(settings: TranscoderSettings, topology: Topology) -> tuple[Route[Any,
 async def bootstrap(settings: TranscoderSettings) -> AsyncIterator[tuple[TranscoderDeps, Any]]:
     await migrate_all(settings, ("transcoder",))
     pool = await create_pool(settings)
-    connection = await connect(str(settings.amqp_url), "transcoder")
+    connection = await connect(str(settings.amqp_url), "transcoder", management=settings.management_api())
     try:
         await prepare_broker(connection, settings, build(settings))
         publisher = await AmqpPublisher.open(connection)

@@ -119,10 +119,46 @@ async def apply_policies(amqp_url: str, topology: Topology, configured: str | No
     return True
 
 
+class MissingVhost(RuntimeError):
+    """The broker refused the vhost of ``VIDQ_AMQP_URL`` and this user may not create it."""
+
+
+class RefusedVhost(ConnectionError):
+    """The vhost exists but refused this user: rights not granted (yet); worth another try."""
+
+
+async def create_missing_vhost(amqp_url: str, configured: str | None = None) -> None:
+    """After the broker refused a connection's vhost: create it if this broker user may.
+
+    RabbitMQ closes a connection whose vhost does not exist (or is not the user's) before it
+    opens, with no more said to the client than that. A fresh broker has only ``/``, and the
+    default ``VIDQ_AMQP_URL`` names ``vidq``: a user that may (``guest`` is an administrator on
+    its own machine) creates it and gives itself every right on it, as the bootstrap would.
+    Otherwise :class:`MissingVhost` says what to do; a vhost that exists (another service
+    created it a moment ago, or the user has no rights on it) is :class:`RefusedVhost`, which
+    the caller retries until it gives up.
+    """
+    vhost, user, _ = split_amqp(amqp_url)
+    advice = (
+        f"the broker refused vhost {vhost!r} to user {user!r} (it does not exist, or the user has no "
+        "rights on it): run python -m shared.bootstrap (make run does), or set VIDQ_AMQP_URL"
+    )
+    try:
+        async with Management(management_url(amqp_url, configured), timeout=5.0) as api:
+            found = await api.client.get(f"/api/vhosts/{quote(vhost, safe='')}")
+            if found.status_code == 200:  # noqa: PLR2004 - made by another service a moment ago?
+                raise RefusedVhost(advice)
+            found.raise_for_status() if found.status_code != 404 else None  # noqa: PLR2004
+            await api.ensure_vhost(vhost)
+            await api.grant(vhost, user)
+    except (ManagementRefused, httpx.HTTPError) as exc:
+        raise MissingVhost(f"{advice} ({exc!r})") from None
+    log.warning("created the broker's vhost %s, with every right on it for %s", vhost, user)
+
+
 async def prepare_broker(
     connection: AbstractConnection, settings: ServiceSettings, topology: Topology
 ) -> None:
     """Exchanges, then policies, as this service's broker user is allowed (see the module)."""
     if await declare_or_check_exchanges(connection, topology):
-        management = settings.broker_management_url
-        await apply_policies(str(settings.amqp_url), topology, str(management) if management else None)
+        await apply_policies(str(settings.amqp_url), topology, settings.management_api())

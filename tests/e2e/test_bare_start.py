@@ -1,9 +1,10 @@
 """The services started bare, as SPEC describes them and as an operator without our scripts would.
 
-One broker user with full rights on an empty vhost (``guest`` on a fresh RabbitMQ), an empty
-database, and only the variables SPEC names: no ``python -m shared.bootstrap``, no per-service
-users, no ``.env`` (the services run in a folder of their own). Every service declares what it
-needs at start (SPEC, "Services"), so the whole job is done and the dead-letter paths exist.
+One administrator broker user (``guest`` on a fresh RabbitMQ) and a vhost that does not exist yet,
+an empty database, and only the variables SPEC names: no ``python -m shared.bootstrap``, no
+per-service users, no ``.env`` (the services run in a folder of their own), no gateway port (it
+is the public URL's). Every service declares what it needs at start (SPEC, "Services"), so the
+whole job is done and the dead-letter paths exist.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from tests.media import make_clip
 from tests.realdeps import (
     ADMIN_URL,
     BASE_DB_URL,
+    amqp_url_for,
     drop_database,
     free_port,
-    scratch_vhost,
     unique,
     with_database,
 )
@@ -57,8 +58,9 @@ async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job
     port, smtp_port, hook_port = free_port(), free_port(), free_port()
     clip = make_clip(tmp_path / "clip.mp4", width=320, height=240, duration=1.0)
     receiver = WebhookReceiver()
-    async with scratch_vhost("vidq-bare-") as amqp_url:
-        vhost = amqp_url.rsplit("/", 1)[-1]
+    vhost = unique("vidq-bare-")  # not there yet: the first service creates it
+    amqp_url = amqp_url_for(vhost)
+    try:
         env = {
             "VIDQ_AMQP_URL": amqp_url,
             "VIDQ_DATABASE_URL": empty_database,
@@ -118,3 +120,6 @@ async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job
             assert {transcode_queue_name(rung), f"{transcode_queue_name(rung)}.dlq"} <= queues
             assert transcode_queue_name(rung) in policies
         assert "vidq.dlq" in policies
+    finally:
+        async with Management(ADMIN_URL) as api:
+            await api.delete_vhost(vhost)

@@ -14,7 +14,12 @@ from pydantic import BaseModel
 from shared.bootstrap import MONITORING_USER, bootstrap_broker
 from shared.messaging.codec import outgoing
 from shared.messaging.management import Management
-from shared.messaging.prepare import MissingExchanges, declare_or_check_exchanges, prepare_broker
+from shared.messaging.prepare import (
+    MissingExchanges,
+    MissingVhost,
+    declare_or_check_exchanges,
+    prepare_broker,
+)
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import (
     EXCHANGES,
@@ -28,6 +33,7 @@ from shared.messaging.topology import (
     declare_exchanges,
     transcode_queue_name,
 )
+from shared.runtime import connect
 from shared.settings import AdminSettings
 from tests.realdeps import ADMIN_URL, amqp_url_for, unique
 
@@ -226,6 +232,20 @@ async def test_a_least_privileged_service_waits_for_the_exchanges(
             later = asyncio.create_task(bootstrap_later())
             assert not await declare_or_check_exchanges(connection, topology, wait_s=10)
             await later
+    finally:
+        async with Management(ADMIN_URL) as api:
+            await api.delete_user(user)
+
+
+async def test_a_vhost_the_user_may_not_create_is_a_clear_error() -> None:
+    vhost, user, password = unique("vidq-none-"), unique("vidq-nobody-"), unique("pw")
+    async with Management(ADMIN_URL) as api:
+        await api.ensure_user(user, password)  # no tags: the management API refuses it
+    try:
+        with pytest.raises(MissingVhost, match=rf"vhost '{vhost}' to user '{user}'.*shared\.bootstrap"):
+            await connect(amqp_url_for(vhost, user, password), "test", give_up_after=5)
+        async with Management(ADMIN_URL) as api:
+            assert (await api.client.get(f"/api/vhosts/{vhost}")).status_code == 404
     finally:
         async with Management(ADMIN_URL) as api:
             await api.delete_user(user)
