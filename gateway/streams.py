@@ -6,9 +6,9 @@ only while the process has streams to feed, and for ``unbind_after_s`` after the
 a gateway nobody watches costs the broker and itself nothing per event. A stream waits for the
 binding, then replays what the video already went through from the event log (once, not by
 polling; resuming after ``Last-Event-ID`` works the same way), then forwards live events,
-filling any gap from the log, and ends after a terminal event once the video has no later one (a
-DELETE in flight writes ``video.canceled`` and then ``video.deleted``: both are sent). The SSE
-``id`` is the event's ``sequence``.
+filling any gap from the log, and ends after a terminal event (a DELETE in flight writes
+``video.canceled`` and then ``video.deleted``: both are sent). The SSE ``id`` is the event's
+``sequence``.
 """
 
 from __future__ import annotations
@@ -136,30 +136,45 @@ async def _logged(
     return [LiveEvent(r["sequence"], r["type"], json.dumps(r["body"], separators=(",", ":"))) for r in rows]
 
 
-async def _video_finished(pool: asyncpg.Pool, video_id: str, last: int) -> bool:
+async def _video_state(pool: asyncpg.Pool, video_id: str) -> tuple[bool, bool]:
+    """Whether the video is finished (a terminal status, or deleted), and whether it is deleted."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT status, last_sequence, deleted_at FROM videos WHERE id = $1", video_id
-        )
+        row = await conn.fetchrow("SELECT status, deleted_at FROM videos WHERE id = $1", video_id)
     if row is None:
-        return True
-    done = row["deleted_at"] is not None or row["status"] in TERMINAL_STATUSES
-    return bool(done and row["last_sequence"] <= last)
+        return True, True
+    deleted = row["deleted_at"] is not None
+    return deleted or row["status"] in TERMINAL_STATUSES, deleted
 
 
 async def event_stream(
     pool: asyncpg.Pool, hub: LiveHub, video_id: str, *, after: int
 ) -> AsyncIterator[dict[str, str]]:
-    """The SSE events of one video after sequence ``after``, ending after a terminal event."""
+    """The SSE events of one video after sequence ``after``, ending after a terminal event.
+
+    A video's events may go on after its terminal event: when one rendition fails for good the
+    video is ``failed`` at once, while its other renditions finish encoding (so that a retry of
+    the failed one can make the video ready) and report progress and completion. Those come
+    after ``video.failed``; the stream ends at the terminal event all the same, and the video
+    resource has them.
+    """
     async with hub.watch(video_id) as inbox:
         last = after
-        # The whole history first (a failed video may have been retried since, so a terminal
-        # event in the past does not end the stream; the video's current state decides).
-        for event in await _logged(pool, video_id, last):
+        # The state first, then the log: a video finished by then has its terminal event there.
+        finished, _ = await _video_state(pool, video_id)
+        history = await _logged(pool, video_id, last)
+        if finished:
+            # up to its last terminal event (a failed video may have been retried and become
+            # ready since: an earlier terminal event does not end the replay); nothing left
+            # when the client has seen it already (Last-Event-ID)
+            ends = [i for i, event in enumerate(history) if event.type in TERMINAL_EVENT_TYPES]
+            for event in history[: ends[-1] + 1] if ends else []:
+                yield _sse(event.sequence, event.type, event.body)
+            return
+        for event in history:
             yield _sse(event.sequence, event.type, event.body)
             last = event.sequence
-        if await _video_finished(pool, video_id, last):
-            return
+        if any(e.type in TERMINAL_EVENT_TYPES for e in history) and (await _video_state(pool, video_id))[0]:
+            return  # it finished while the log was read
         while True:
             event = await inbox.get()
             if event.sequence <= last:
@@ -168,7 +183,12 @@ async def event_stream(
             for item in [*backlog, event]:
                 yield _sse(item.sequence, item.type, item.body)
                 last = item.sequence
-                # a DELETE of a video in flight writes video.canceled and video.deleted
-                # together: the stream ends after the last one (the video's state decides)
-                if item.type in TERMINAL_EVENT_TYPES and await _video_finished(pool, video_id, last):
+                if item.type in TERMINAL_EVENT_TYPES and not await _deleting(pool, video_id, item.type):
                     return
+
+
+async def _deleting(pool: asyncpg.Pool, video_id: str, event_type: str) -> bool:
+    """Whether ``video.deleted`` follows this ``video.canceled`` (a DELETE in flight writes both)."""
+    if event_type != "video.canceled":
+        return False
+    return (await _video_state(pool, video_id))[1]
