@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
+import signal
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -155,6 +158,21 @@ def parse_probe(data: dict[str, Any]) -> ProbeResult:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the service that started it dies.
+
+    A service killed outright (``kill -9``, the OOM killer) cannot stop its ffmpeg, which would
+    otherwise encode to the end for nobody while the job's next owner encodes it again (ffmpeg
+    ignores the closing of its progress pipe). Linux's ``PR_SET_PDEATHSIG``, through ctypes: no
+    library offers it; the function is looked up in the parent, so the child only calls it.
+    """
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
 async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
     """Start ``argv`` with stdout and stderr piped; a missing binary is a transient error."""
     try:
@@ -163,6 +181,7 @@ async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent if _prctl is not None else None,
         )
     except FileNotFoundError as exc:
         raise TransientError(f"{argv[0]} is not installed") from exc

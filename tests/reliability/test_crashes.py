@@ -63,6 +63,53 @@ async def test_kill_9_of_transcoders_mid_encode(world: World, figures: list[str]
     assert tally.perfect, tally
 
 
+def _ffmpeg_children(pid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid …": the name may hold spaces, so split after the last ")"
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+            if comm == "ffmpeg" and int(ppid) == pid and state not in "ZX":
+                found.append(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"  # a zombie has died (nobody reaped it yet)
+
+
+async def test_the_ffmpeg_of_a_killed_transcoder_dies_with_it(world: World, tmp_path: Path) -> None:
+    # Otherwise it encodes to the end for nobody, beside the job's next owner.
+    source = clip(world, tmp_path, seconds=6)
+    async with world.client() as api:
+        video_id = await world.upload(api, source, qualities="240p,144p")
+    started = time.monotonic()
+    transcoder = world.stack.processes["transcoder"].pid
+    deadline = time.monotonic() + 30
+    while not (encoders := _ffmpeg_children(transcoder)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert encoders, "no ffmpeg started"
+
+    await world.stack.stop("transcoder", sig=signal.SIGKILL)
+
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in encoders) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not [pid for pid in encoders if _alive(pid)]
+    await world.start("transcoder")
+    tally = await wait_and_count(world, [video_id], since=started)
+    assert tally.perfect, tally
+
+
 async def test_kill_9_of_thumbnailer_notifier_and_gateway(
     world: World, figures: list[str], tmp_path: Path
 ) -> None:
