@@ -25,9 +25,9 @@ class TranscoderSettings(ServiceSettings):
     transcoder_preset: str = "veryfast"
     transcoder_crf: int = Field(default=23, ge=0, le=51)
     #: A claim is held this long without a heartbeat before another transcoder takes the job.
-    transcoder_lease_s: float = Field(default=60.0, gt=0)
+    transcoder_lease_s: float = Field(default=30.0, gt=0)
     #: How often expired leases are looked for.
-    transcoder_reaper_interval_s: float = Field(default=15.0, gt=0)
+    transcoder_reaper_interval_s: float = Field(default=5.0, gt=0)
     #: ffmpeg is killed (and the job retried) after this long without progress.
     transcoder_stall_timeout_s: float = Field(default=120.0, gt=0)
     #: ffmpeg is killed past max(min, factor x media duration) seconds.
