@@ -72,8 +72,25 @@ async def drop_database(name: str) -> None:
         await conn.close()
 
 
+#: Ports handed out by this process, never handed out twice.
+_HANDED_OUT: set[int] = set()
+#: Below Linux's ephemeral range (32768–60999), which the kernel hands to outgoing connections
+#: and to servers that bind port 0 (an Erlang node's distribution listener, say): a port taken
+#: from that range can be taken by one of those between this check and the server's bind.
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port nobody listens on now, outside the ephemeral range, not handed out before."""
+    for _ in range(1000):
+        port = secrets.choice(_PORTS)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError("no free port below the ephemeral range")

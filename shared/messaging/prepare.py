@@ -83,17 +83,30 @@ async def _channel(connection: AbstractConnection) -> AsyncIterator[AbstractChan
 def management_url(amqp_url: str, configured: str | None = None) -> str:
     """The management API to set policies with: ``configured``, else the AMQP host on 15672.
 
+    Only a broker on the standard AMQP ports is assumed to have its API on the standard port.
+
     Without credentials of its own, the URL takes the AMQP user's: a service never holds an
     administrator's password, it sets policies only if its own user may.
     """
     amqp = urlparse(amqp_url)
     _, user, password = split_amqp(amqp_url)
-    base = urlparse(configured or f"http://{amqp.hostname}:{MANAGEMENT_PORT}")
+    if configured is None and amqp.port not in (None, 5672, 5671):
+        # a broker on another port is not the one whose management API listens on 15672
+        raise ManagementRefused(
+            f"the broker's AMQP port is {amqp.port}, so its management API is not assumed on port "
+            f"{MANAGEMENT_PORT}: set VIDQ_BROKER_MANAGEMENT_URL"
+        )
+    base = urlparse(configured or f"http://{_bracketed(amqp.hostname)}:{MANAGEMENT_PORT}")
     if base.username:
         return base.geturl()
-    host = f"[{base.hostname}]" if base.hostname and ":" in base.hostname else base.hostname
+    host = _bracketed(base.hostname)
     port = base.port or MANAGEMENT_PORT
     return f"{base.scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
+
+
+def _bracketed(host: str | None) -> str:
+    """A host as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]" if host and ":" in host else host or ""
 
 
 async def apply_policies(amqp_url: str, topology: Topology, configured: str | None = None) -> bool:
@@ -105,8 +118,8 @@ async def apply_policies(amqp_url: str, topology: Topology, configured: str | No
     try:
         async with Management(management_url(amqp_url, configured), timeout=5.0) as api:
             await api.apply_policies(vhost, topology)
-    except ManagementRefused:
-        log.info("broker user %s may not set policies: they are the bootstrap's (shared.bootstrap)", user)
+    except ManagementRefused as exc:
+        log.info("policies not set by %s (%s): they are the bootstrap's (shared.bootstrap)", user, exc)
         return False
     except (httpx.HTTPError, RuntimeError) as exc:
         log.warning(
