@@ -161,7 +161,8 @@ async def create_missing_vhost(amqp_url: str, configured: str | None = None) -> 
             found = await api.client.get(f"/api/vhosts/{quote(vhost, safe='')}")
             if found.status_code == 200:  # noqa: PLR2004 - made by another service a moment ago?
                 raise RefusedVhost(advice)
-            found.raise_for_status() if found.status_code != 404 else None  # noqa: PLR2004
+            if found.status_code != 404:  # noqa: PLR2004
+                found.raise_for_status()
             await api.ensure_vhost(vhost)
             await api.grant(vhost, user)
     except (ManagementRefused, httpx.HTTPError) as exc:
