@@ -298,7 +298,8 @@ async def _settle(
         await _settle_final(attempt, result, deps, manual=cmd.manual)
         return
     automatic = int(row["automatic_attempts"]) + (0 if cmd.manual else 1)
-    next_at = None if cmd.manual else _next_attempt(deps, automatic - 1, result.retry_after)
+    # a manual attempt leaves the schedule as it was: a retry still waiting stays in the log
+    next_at = row["next_attempt_at"] if cmd.manual else _next_attempt(deps, automatic - 1, result.retry_after)
     status = "pending" if next_at is not None else ("failed" if not cmd.manual else row["status"])
     await _record(
         deps,

@@ -218,13 +218,16 @@ async def lease_deliveries(
 
     Each row carries what its attempt needs: the event's body and type, the automatic attempts
     made in the current chain, and ``secrets`` to sign with (NULL when the endpoint is disabled
-    or gone; see ``lookups.SIGNING_SECRETS_SQL``). Rows are locked in id order, so two batches
-    that share a delivery never deadlock.
+    or gone; see ``lookups.SIGNING_SECRETS_SQL``). A subscription's delivery goes to the
+    endpoint's URL as it is now: a client that fixes its URL after a failure, then retries (or
+    lets the schedule retry), reaches the fixed one (the row's ``url`` follows). Rows are locked
+    in id order, so two batches that share a delivery never deadlock.
     """
     rows = await conn.fetch(
         f"""WITH held AS (
                 SELECT id FROM webhook_deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
-            UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $2)
+            UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $2),
+              url = coalesce((SELECT w.url FROM webhooks w WHERE w.id = d.webhook_id), d.url)
             FROM held, notifier_events e
             WHERE d.id = held.id AND e.id = d.event_id AND (d.status = 'pending' OR $3)
               AND (d.lease_until IS NULL OR d.lease_until < now())

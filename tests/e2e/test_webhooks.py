@@ -294,3 +294,49 @@ async def test_an_event_for_a_forbidden_address_is_logged_failed_and_parked(
             else:
                 await asyncio.sleep(0.1)
     assert delivery["id"] in parked
+
+
+async def test_a_retry_goes_to_the_endpoints_url_as_it_is_now(running: Running) -> None:
+    # "Fix the endpoint, then retry": the retry (scheduled or asked for) reaches the fixed URL.
+    running.receiver.fail["/broken"] = 1000
+    async with running.client() as api:
+        hook = await _hook(api, running, "/broken", ["video.ready"])
+        sent = (await api.post(f"/v1/webhooks/{hook['id']}/test")).json()
+        await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "failed", timeout=40)
+        fixed = await api.patch(f"/v1/webhooks/{hook['id']}", json={"url": f"{running.receiver_url}/fixed"})
+        assert fixed.status_code == 200, fixed.text
+        retried = await api.post(f"/v1/webhooks/{hook['id']}/deliveries/{sent['delivery_id']}/retry")
+        assert retried.status_code == 202, retried.text
+        log = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
+    [delivery] = log
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 500, 500, 500, 200]
+    [arrived] = running.receiver.at("/fixed")
+    assert arrived.headers["webhook-id"] == running.receiver.at("/broken")[0].headers["webhook-id"]
+    Webhook(hook["secret"]).verify(arrived.body, arrived.headers)
+
+    running.receiver.fail["/moving"] = 1  # and a scheduled retry, after the URL changed
+    async with running.client() as api:
+        hook = await _hook(api, running, "/moving", ["video.ready"])
+        await api.post(f"/v1/webhooks/{hook['id']}/test")
+        await until(lambda: running.receiver.at("/moving"), timeout=10)
+        await api.patch(f"/v1/webhooks/{hook['id']}", json={"url": f"{running.receiver_url}/moved"})
+        await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
+    assert len(running.receiver.at("/moving")) == 1
+    assert len(running.receiver.at("/moved")) == 1
+
+
+async def test_a_failed_manual_retry_leaves_the_scheduled_retry_in_the_log(running: Running) -> None:
+    # The receiver asks for 8 s (Retry-After); a manual retry in between fails too.
+    running.receiver.script["/later"] = [(429, {"retry-after": "8"}), (500, {})]
+    async with running.client() as api:
+        hook = await _hook(api, running, "/later", ["video.ready"])
+        sent = (await api.post(f"/v1/webhooks/{hook['id']}/test")).json()
+        [waiting] = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["next_attempt_at"])
+        retried = await api.post(f"/v1/webhooks/{hook['id']}/deliveries/{sent['delivery_id']}/retry")
+        assert retried.status_code == 202, retried.text
+        [after] = await _log_when(api, hook["id"], lambda rows: rows and len(rows[0]["attempt_log"]) == 2)
+        assert [a["status_code"] for a in after["attempt_log"]] == [429, 500]
+        assert after["status"] == "pending"
+        assert after["next_attempt_at"] == waiting["next_attempt_at"]
+        [done] = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
+    assert [a["status_code"] for a in done["attempt_log"]] == [429, 500, 200]
