@@ -96,7 +96,12 @@ async def update_webhook(
     allow_hosts: tuple[str, ...] = (),
 ) -> WebhookPublic:
     await _owned(conn, client, webhook_id)
+    for name in ("url", "events", "enabled"):
+        if name in body.model_fields_set and getattr(body, name) is None:
+            raise InvalidRequest(f"{name} cannot be null; leave it out to keep it as it is")
     fields: dict[str, object] = {}
+    if "description" in body.model_fields_set and body.description is None:
+        fields["description"] = ""  # null clears it
     if body.url is not None:
         fields["url"] = _check_url(str(body.url), allow_hosts)
     if body.events is not None:
@@ -198,6 +203,8 @@ async def replay(
             raise InvalidRequest(f"{name} needs a time zone, e.g. 2026-11-22T10:00:00Z")
     if until is not None and until <= since:
         raise InvalidRequest("until must be after since")
+    if since > datetime.now(UTC):
+        raise InvalidRequest("since is in the future: there is nothing to replay yet")
     command = ReplayWebhook(webhook_id=webhook_id, since=since, until=until, failed_only=failed_only)
     await _ask_notifier(conn, "replay", command)
 

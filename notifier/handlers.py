@@ -417,11 +417,12 @@ def _test_event(cmd: SendTestEvent, endpoint: lookups.Subscription) -> lookups.L
     body = {
         "id": cmd.event_id,
         "type": "webhook.test",
-        "timestamp": now.isoformat(),
+        "timestamp": now.isoformat().replace("+00:00", "Z"),  # as every event writes it
         "sequence": 0,
         "data": {"webhook_id": endpoint.webhook_id, "message": "A test event from vidq."},
     }
-    return lookups.LoggedEvent(cmd.event_id, "webhook.test", "", now, json.dumps(body).encode())
+    encoded = json.dumps(body, separators=(",", ":")).encode()
+    return lookups.LoggedEvent(cmd.event_id, "webhook.test", "", now, encoded)
 
 
 @db_errors_are_transient

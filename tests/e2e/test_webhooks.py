@@ -74,6 +74,10 @@ async def test_a_test_event_reaches_the_endpoint_and_the_delivery_log(running: R
         request = running.receiver.at("/test-target", "webhook.test")[0]
         Webhook(hook["secret"]).verify(request.body, request.headers)
         assert request.headers["webhook-id"] == ids["event_id"]
+        body = request.json()
+        assert body["type"] == "webhook.test"
+        assert body["timestamp"].endswith("Z")  # written as every event is: compact, UTC as Z
+        assert b": " not in request.body
         log = await _log_when(api, hook["id"], lambda rows: rows and rows[0]["status"] == "succeeded")
         assert [d["id"] for d in log] == [ids["delivery_id"]]
         assert log[0]["event_type"] == "webhook.test"

@@ -845,7 +845,17 @@ async def test_an_invalid_webhook_change_gets_422(api: httpx.AsyncClient) -> Non
     path = f"/v1/webhooks/{(await _new_webhook(api))['id']}"
     assert_problem(await api.patch(path, json={"events": ["nope.*"]}), 422, "nope.*")
     assert_problem(await api.patch(path, json={"url": "ftp://example.com/x"}), 422, "url")
+    for name in ("url", "events", "enabled"):  # null is not "unchanged"
+        assert_problem(await api.patch(path, json={name: None}), 422, f"{name} cannot be null")
     assert (await api.get(path)).json()["events"] == ["video.*"]
+    cleared = await api.patch(path, json={"description": None})
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["description"] == ""
+
+
+async def test_a_replay_from_the_future_gets_422(api: httpx.AsyncClient) -> None:
+    path = f"/v1/webhooks/{(await _new_webhook(api))['id']}/replay"
+    assert_problem(await api.post(path, params={"since": "2999-01-01T00:00:00Z"}), 422, "future")
 
 
 async def test_another_clients_webhook_is_404_for_every_verb(
