@@ -90,6 +90,15 @@ def problem(
     return body
 
 
+class ProblemJSONResponse(JSONResponse):
+    """problem+json written as ASCII, so a detail quoting a lone surrogate still renders (no 500)."""
+
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -100,10 +109,9 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    return JSONResponse(
+    return ProblemJSONResponse(
         problem(status, slug, title, detail, instance=request.url.path if request else None, **extra),
         status_code=status,
-        media_type=PROBLEM_JSON,
         headers=headers,
     )
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, UrlConstraints
 
 from shared.resources import Video
 
@@ -15,13 +16,23 @@ class VideoPage(BaseModel):
     has_more: bool
 
 
+#: The longest webhook URL: every HTTP client and proxy takes 2,048 characters (httpx refuses
+#: 65,536); a longer one could be registered and never sent to.
+MAX_URL_LENGTH = 2048
+#: The most patterns one subscription may have (every event type is far fewer).
+MAX_PATTERNS = 50
+
+WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH)]
+
+
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl
+    url: WebhookUrl
     events: list[str] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
+        max_length=MAX_PATTERNS,
         description='Event type patterns, e.g. ["video.*", "rendition.completed"]; "*" is every event.',
     )
     description: str = Field(default="", max_length=500)
@@ -30,8 +41,8 @@ class WebhookCreate(BaseModel):
 class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl | None = None
-    events: list[str] | None = Field(default=None, min_length=1)
+    url: WebhookUrl | None = None
+    events: list[str] | None = Field(default=None, min_length=1, max_length=MAX_PATTERNS)
     description: str | None = Field(default=None, max_length=500)
     enabled: bool | None = None
 

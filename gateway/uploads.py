@@ -25,6 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from gateway.errors import InvalidRequest, NotAVideo, OverLimits, UploadTooLarge
+from gateway.schemas import MAX_URL_LENGTH
 from gateway.settings import GatewaySettings
 from shared.destinations import refusal
 from shared.errors import InvalidSource, TransientError
@@ -224,6 +225,8 @@ def parse_options(fields: dict[str, str], settings: GatewaySettings) -> Options:
 def _callback_url(url: str, settings: GatewaySettings) -> str | None:
     if not url:
         return None
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidRequest(f"callback_url is over {MAX_URL_LENGTH} characters")
     try:
         _HTTP_URL.validate_python(url)  # kept as the client wrote it
     except ValidationError as exc:
@@ -245,6 +248,12 @@ def _metadata(raw: str, settings: GatewaySettings) -> dict[str, Any]:
         raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be a JSON object")
+    try:
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # "\udc00" parses, but is no character: UTF-8 (and jsonb) refuse it
+        raise InvalidRequest(
+            "metadata holds a lone UTF-16 surrogate (e.g. \\udc00), which is no character"
+        ) from None
     if "\x00" in json.dumps(metadata, ensure_ascii=False):
         # written as \u0000 in the JSON text: valid JSON, but PostgreSQL's jsonb refuses it
         raise InvalidRequest("metadata holds a NUL character (\\u0000), which jsonb cannot store")

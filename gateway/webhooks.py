@@ -37,7 +37,7 @@ def _public(row: asyncpg.Record) -> WebhookPublic:
 
 
 def _check_patterns(events: list[str]) -> list[str]:
-    cleaned = [e.strip() for e in events if e.strip()]
+    cleaned = list(dict.fromkeys(e.strip() for e in events if e.strip()))  # each once, in order
     if not cleaned:
         raise InvalidRequest("events needs at least one pattern, e.g. video.* or *")
     bad = unknown_patterns(cleaned)
@@ -193,6 +193,9 @@ async def _enabled(conn: Conn, client: Client, webhook_id: str) -> None:
         raise Conflict("the webhook is disabled; enable it first (PATCH enabled: true)")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 async def replay(
     conn: Conn, client: Client, webhook_id: str, *, since: datetime, until: datetime | None, failed_only: bool
 ) -> None:
@@ -205,6 +208,9 @@ async def replay(
         raise InvalidRequest("until must be after since")
     if since > datetime.now(UTC):
         raise InvalidRequest("since is in the future: there is nothing to replay yet")
+    if until is not None and until <= _EPOCH:
+        raise InvalidRequest("until is before 1970: there is nothing to replay")
+    since = max(since, _EPOCH)  # "since the beginning": nothing is older (and year 1 is no date here)
     command = ReplayWebhook(webhook_id=webhook_id, since=since, until=until, failed_only=failed_only)
     await _ask_notifier(conn, "replay", command)
 

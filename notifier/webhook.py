@@ -108,6 +108,9 @@ class WebhookSender:
             answer = await self.poster.post(url, body, headers, keep=self.log_bytes, timeout=self.timeout)
         except ForbiddenDestination:
             raise
+        except httpx.InvalidURL as exc:  # never sendable (the gateway refuses such URLs now):
+            # logged failed and parked, as a forbidden destination is, never retried in a loop
+            raise ForbiddenDestination(f"the URL cannot be requested: {exc}") from exc
         except TimeoutError:
             return DeliveryResult(None, elapsed(), f"no answer within {self.timeout:g} s")
         except httpx.HTTPError as exc:

@@ -15,7 +15,7 @@ from gateway import idempotency, uploads, videos
 from gateway.api.media import MediaFile
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
-from gateway.errors import PROBLEM_JSON, Conflict, NotFound
+from gateway.errors import PROBLEM_JSON, Conflict, InvalidRequest, NotFound
 from gateway.repository import Client
 from gateway.schemas import VideoPage
 from gateway.streams import event_stream
@@ -24,6 +24,9 @@ from shared.db import map_asyncpg_errors
 from shared.ids import new_id
 from shared.resources import Status, Video
 from shared.storage import rendition_key, source_key, thumbnail_key, video_prefix
+
+#: The largest event sequence (PostgreSQL ``integer``).
+MAX_SEQUENCE = 2**31 - 1
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +187,16 @@ async def stream_video_events(
     deps: DepsDep,
     hub: HubDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Only events after this sequence.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQUENCE, description="Only events after this sequence.")
+    ] = None,
 ) -> EventSourceResponse:
     """Server-sent events of this video as they happen, ending after a terminal event."""
     async with deps.pool.acquire() as conn:
         await videos.get_video(conn, client, video_id, deps.base_url)
-    resume = last_event_id or ""
+    resume = (last_event_id or "").strip()
+    if after is None and resume.isdigit() and int(resume) > MAX_SEQUENCE:
+        raise InvalidRequest(f"Last-Event-ID is past any event's sequence (at most {MAX_SEQUENCE})")
     start = after if after is not None else int(resume) if resume.isdigit() else 0
     return EventSourceResponse(
         event_stream(deps.pool, hub, video_id, after=start), ping=int(deps.settings.sse_keepalive_s)

@@ -390,6 +390,8 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         ("metadata", '{"a\\u0000": 1}', "NUL"),
         ("notify_email", "me\x00@example.com", "notify_email"),
         ("callback_url", "https://example.com/a\x00b", "callback_url"),
+        ("metadata", '{"a": "\\udc00"}', "surrogate"),
+        ("callback_url", "https://example.com/" + "x" * 2100, "2048"),
     ],
     ids=[
         "unknown quality",
@@ -403,6 +405,8 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         "NUL in a metadata key",
         "NUL in the email",
         "NUL in the url",
+        "lone surrogate in metadata",
+        "url too long",
     ],
 )
 async def test_an_invalid_upload_field_gets_422_naming_it_and_leaves_nothing_behind(
@@ -1046,3 +1050,29 @@ async def test_a_nul_character_anywhere_is_a_problem_and_the_connection_stays_us
     assert_problem(changed, 422, "NUL")
     assert await db.fetchval("SELECT count(*) FROM webhooks") == 1
     assert (await api.get(f"/v1/videos/{video_id}")).status_code == 200
+
+
+async def test_what_no_client_could_mean_gets_422_not_500(api: httpx.AsyncClient, clips: Clips) -> None:
+    # a lone surrogate is valid JSON text but no character: the detail quoting it still renders
+    raw = '{"url": "https://example.com/h", "events": ["video.\\ud800"]}'
+    refused = await api.post("/v1/webhooks", content=raw, headers={"content-type": "application/json"})
+    assert_problem(refused, 422, "match no event type")
+    long_url = {"url": "https://example.com/" + "x" * 3000, "events": ["video.*"]}
+    assert_problem(await api.post("/v1/webhooks", json=long_url), 422)
+    many = {"url": "https://example.com/h", "events": ["video.*"] * 51}
+    assert_problem(await api.post("/v1/webhooks", json=many), 422)
+    twice = await _new_webhook(api, events=["video.*", "video.*", "rendition.completed"])
+    assert twice["events"] == ["video.*", "rendition.completed"]
+
+    video = await uploaded(api, clips.tiny)
+    path = f"/v1/videos/{video['id']}/events"
+    assert_problem(await api.get(path, params={"after": 2**31}), 422, "after")
+    assert_problem(await api.get(path, headers={"last-event-id": "99999999999"}), 422, "Last-Event-ID")
+
+    replay = f"/v1/webhooks/{twice['id']}/replay"
+    assert (await api.post(replay, params={"since": "0001-01-01T00:00:00Z"})).status_code == 202
+    assert_problem(
+        await api.post(replay, params={"since": "0001-01-01T00:00:00Z", "until": "0001-02-01T00:00:00Z"}),
+        422,
+        "1970",
+    )

@@ -310,3 +310,11 @@ async def test_a_header_that_would_split_the_request_is_refused_unsent(site: Sit
     assert again.ok  # the refusal left the connection pool sound
     [request] = site.receiver.requests
     assert "x-injected" not in request.headers
+
+
+async def test_a_url_no_client_can_request_is_refused_like_a_forbidden_one(site: Site) -> None:
+    # registered before the gateway capped URLs at 2,048 characters: never sent, never looped on
+    async with sender("127.0.0.1") as webhooks:
+        with pytest.raises(ForbiddenDestination, match="cannot be requested"):
+            await webhooks.send(site.url("/" + "x" * 70_000), BODY, signed())
+    assert site.receiver.requests == []
