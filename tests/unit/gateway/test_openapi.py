@@ -63,3 +63,15 @@ def test_every_event_is_a_documented_webhook_payload(spec: dict[str, Any], event
     schema = spec["components"]["schemas"][name]
     assert {"id", "type", "timestamp", "sequence", "data"} <= set(schema["properties"])
     assert [p["name"] for p in post["parameters"]] == ["webhook-id", "webhook-timestamp", "webhook-signature"]
+
+
+def test_every_v1_route_documents_the_bearer_scheme(spec: dict[str, Any]) -> None:
+    assert spec["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer vidq_…",
+    }
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if path.startswith("/v1/"):
+                assert operation.get("security") == [{"apiKey": []}], (method, path)
