@@ -72,13 +72,19 @@ def _account(client: Client) -> Account:
     )
 
 
-@router.get("/v1/account", response_model=Account, tags=["account"])
+_ACCOUNT_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"content": {PROBLEM_JSON: {}}, "description": text}
+    for code, text in {401: "Missing or invalid API key", 422: "Invalid fields"}.items()
+}
+
+
+@router.get("/v1/account", response_model=Account, tags=["account"], responses=_ACCOUNT_PROBLEMS)
 async def read_account(client: ClientDep) -> Account:
     """The calling client, with the secret that signs its videos' callback_url deliveries."""
     return _account(client)
 
 
-@router.patch("/v1/account", response_model=Account, tags=["account"])
+@router.patch("/v1/account", response_model=Account, tags=["account"], responses=_ACCOUNT_PROBLEMS)
 async def update_account(body: AccountUpdate, client: ClientDep, deps: DepsDep) -> Account:
     """Set the addresses that hear about every video and about disabled endpoints."""
     emails = list(dict.fromkeys(str(e) for e in body.notify_emails))
