@@ -118,6 +118,10 @@ class _Receiver:
             # control characters (NUL among them, which PostgreSQL's text refuses) are dropped.
             name = _CONTROL.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1])
             self.result.filename = name[:_MAX_FILENAME] or "upload"
+        elif b"filename" in options and self._name not in FIELDS:
+            # a file under another name (``video=@clip.mp4``): say where it belongs, instead of
+            # reading it as a text field that runs over its size
+            raise InvalidRequest(f"a file was sent as {self._name!r}; send the video in the 'file' field")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._is_file:

@@ -1076,3 +1076,11 @@ async def test_what_no_client_could_mean_gets_422_not_500(api: httpx.AsyncClient
         422,
         "1970",
     )
+
+
+async def test_a_file_under_another_field_name_is_told_where_it_belongs(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    files = {"video": ("clip.mp4", clips.tiny.read_bytes(), "video/mp4")}
+    assert_problem(await api.post("/v1/videos", files=files), 422, "'video'", "'file' field")
+    await assert_nothing_left(db, storage)
