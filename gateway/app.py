@@ -50,7 +50,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await migrate_all(settings, ("gateway",))
         pool = await create_pool(settings)
         connection = await connect(str(settings.amqp_url), "gateway", management=settings.management_api())
-        await prepare_broker(connection, settings, build(settings))
+        topology = build(settings)
+        await prepare_broker(connection, settings, topology)
         publisher = await AmqpPublisher.open(connection)
         deps = GatewayDeps(
             settings,
@@ -59,7 +60,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             LocalStorage(settings.storage_dir),
             asyncio.Semaphore(settings.gateway_probe_concurrency),
         )
-        topology = build(settings)
         consumers = Consumers(
             service="gateway",
             connection=connection,

@@ -252,13 +252,14 @@ def _metadata(raw: str, settings: GatewaySettings) -> dict[str, Any]:
         raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be a JSON object")
+    text = json.dumps(metadata, ensure_ascii=False)
     try:
-        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:  # "\udc00" parses, but is no character: UTF-8 (and jsonb) refuse it
         raise InvalidRequest(
             "metadata holds a lone UTF-16 surrogate (e.g. \\udc00), which is no character"
         ) from None
-    if "\x00" in json.dumps(metadata, ensure_ascii=False):
+    if "\x00" in text:
         # written as \u0000 in the JSON text: valid JSON, but PostgreSQL's jsonb refuses it
         raise InvalidRequest("metadata holds a NUL character (\\u0000), which jsonb cannot store")
     return metadata

@@ -82,9 +82,9 @@ async def main() -> None:
     connection = await connect(str(settings.amqp_url), "notifier", management=settings.management_api())
     client = guarded_client(settings)
     try:
-        await prepare_broker(connection, settings, build(settings))
-        publisher = await AmqpPublisher.open(connection)
         topology = build(settings)
+        await prepare_broker(connection, settings, topology)
+        publisher = await AmqpPublisher.open(connection)
         audiences = AudienceCache(pool)
         deps = NotifierDeps(
             settings=settings,

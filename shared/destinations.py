@@ -92,7 +92,7 @@ class DestinationGuard:
         if name in self.allowed_hosts:
             return
         if name == "localhost" or name.endswith(".localhost"):
-            if any(ip in net for ip in _LOOPBACK for net in self.allowed_networks):
+            if any(self._listed(ip) for ip in _LOOPBACK):
                 return  # it reaches an allowlisted loopback address (see :meth:`resolve`)
             raise ForbiddenDestination(f"{host} is a loopback name; {_ADVICE}")
         try:  # numeric only: never a DNS query

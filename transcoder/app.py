@@ -59,7 +59,8 @@ async def bootstrap(settings: TranscoderSettings) -> AsyncIterator[tuple[Transco
     pool = await create_pool(settings)
     connection = await connect(str(settings.amqp_url), "transcoder", management=settings.management_api())
     try:
-        await prepare_broker(connection, settings, build(settings))
+        topology = build(settings)
+        await prepare_broker(connection, settings, topology)
         publisher = await AmqpPublisher.open(connection)
         claims = PgClaims(
             pool, f"{instance_name('transcoder')}-{secrets.token_hex(4)}", settings.transcoder_lease_s
@@ -69,7 +70,7 @@ async def bootstrap(settings: TranscoderSettings) -> AsyncIterator[tuple[Transco
         )
         deps = TranscoderDeps(
             settings,
-            build(settings),
+            topology,
             publisher,
             LocalStorage(settings.storage_dir),
             claims,
