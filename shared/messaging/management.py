@@ -68,20 +68,38 @@ class Management:
             {"configure": configure, "write": write, "read": read},
         )
 
-    async def apply_policies(self, vhost: str, topology: Topology) -> None:
+    async def apply_policies(self, vhost: str, topology: Topology) -> int:
+        """Set the topology's policies that are missing or differ; returns how many were set.
+
+        One read of the vhost's policies first: every policy written makes the broker re-apply
+        policies to the vhost's queues, and services set them at each start.
+        """
+        response = await self.client.get(f"/api/policies/{quote(vhost, safe='')}")
+        if response.status_code in (401, 403):
+            raise ManagementRefused(f"GET policies of {vhost}: {response.status_code} {response.text}")
+        response.raise_for_status()
+        present = {p["name"]: _policy_body(p) for p in response.json()}
+        changed = 0
         for policy in topology.policies():
-            await self._put(
-                f"/api/policies/{quote(vhost, safe='')}/{quote(policy.name, safe='')}",
-                {
-                    "pattern": policy.pattern,
-                    "definition": dict(policy.definition),
-                    "priority": policy.priority,
-                    "apply-to": policy.apply_to,
-                },
-            )
+            body: dict[str, object] = {
+                "pattern": policy.pattern,
+                "definition": dict(policy.definition),
+                "priority": policy.priority,
+                "apply-to": policy.apply_to,
+            }
+            if present.get(policy.name) == body:
+                continue
+            await self._put(f"/api/policies/{quote(vhost, safe='')}/{quote(policy.name, safe='')}", body)
+            changed += 1
+        return changed
 
     async def queue(self, vhost: str, name: str) -> dict[str, object]:
         response = await self.client.get(f"/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
         response.raise_for_status()
         data: dict[str, object] = response.json()
         return data
+
+
+def _policy_body(listed: dict[str, object]) -> dict[str, object]:
+    """The fields of a listed policy that a PUT sets."""
+    return {key: listed.get(key) for key in ("pattern", "definition", "priority", "apply-to")}

@@ -112,12 +112,12 @@ def _bracketed(host: str | None) -> str:
 async def apply_policies(amqp_url: str, topology: Topology, configured: str | None = None) -> bool:
     """Set the topology's policies if this service's broker user may; never fails the service.
 
-    Returns whether they were set.
+    Returns whether they are in place.
     """
     vhost, user, _ = split_amqp(amqp_url)
     try:
         async with Management(management_url(amqp_url, configured), timeout=5.0) as api:
-            await api.apply_policies(vhost, topology)
+            changed = await api.apply_policies(vhost, topology)
     except ManagementRefused as exc:
         log.info("policies not set by %s (%s): they are the bootstrap's (shared.bootstrap)", user, exc)
         return False
@@ -128,7 +128,9 @@ async def apply_policies(amqp_url: str, topology: Topology, configured: str | No
             exc,
         )
         return False
-    log.info("policies of %d queues set in vhost %s", len(topology.policies()), vhost)
+    log.info(
+        "policies in vhost %s: %d of %d set, the rest in place", vhost, changed, len(topology.policies())
+    )
     return True
 
 

@@ -194,6 +194,28 @@ async def test_a_service_with_full_rights_on_a_bare_vhost_declares_exchanges_and
     assert definition["delivery-limit"] == settings.delivery_limit  # type: ignore[index]
 
 
+async def test_policies_in_place_are_not_written_again_and_a_changed_one_is_mended(
+    vhost: str, settings_for: Callable[..., AdminSettings]
+) -> None:
+    # every service sets the policies at each start: each write makes the broker re-apply
+    # policies to the vhost's queues, so only what is missing or differs is written
+    topology = build(settings_for(AdminSettings))
+    name = vhost.rsplit("/", 1)[-1]
+    queue = transcode_queue_name("720p")
+    async with Management(ADMIN_URL) as api:
+        assert await api.apply_policies(name, topology) == len(topology.policies())
+        assert await api.apply_policies(name, topology) == 0
+        await api.client.put(
+            f"/api/policies/{name}/{queue}",
+            json={"pattern": f"^{queue}$", "definition": {"delivery-limit": 1}, "apply-to": "queues"},
+        )
+        await api.client.delete(f"/api/policies/{name}/vidq.dlq")
+        assert await api.apply_policies(name, topology) == 2
+    policies = await _policies(vhost)
+    assert set(policies) == {policy.name for policy in topology.policies()}
+    assert policies[queue]["definition"]["dead-letter-exchange"] == "vidq.dlx"  # type: ignore[index]
+
+
 async def test_a_least_privileged_service_only_checks_the_bootstraps_exchanges(
     users: dict[str, str], vhost: str, settings_for: Callable[..., AdminSettings]
 ) -> None:

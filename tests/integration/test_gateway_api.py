@@ -150,7 +150,7 @@ def start(db: asyncpg.Pool, broker: AdminSettings, settings_for: Callable[..., A
     async def run(**values: Any) -> AsyncIterator[FastAPI]:
         settings: GatewaySettings = settings_for(GatewaySettings, shutdown_grace_s=1.0, **values)
         app = create_app(settings)
-        async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
+        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
             yield app
 
     return run
