@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.db import TRANSIENT_DB_ERRORS
@@ -156,6 +157,24 @@ class RefuseNul:
         await send({"type": "http.response.body", "body": body})
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path.
+
+    Starlette answers 405 with the methods of the first route whose path matched, and FastAPI
+    registers one route per method: ``Allow`` (which RFC 9110 requires on a 405) would name one.
+    Each method is asked of the router as a request would be, included routers and all.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that make every error a problem document."""
     app.add_middleware(RefuseNul)
@@ -170,9 +189,12 @@ def install(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
         headers = dict(exc.headers) if exc.headers else None
-        return problem_response(
-            exc.status_code, slug, title, str(exc.detail), request=request, headers=headers
-        )
+        detail = str(exc.detail)
+        if exc.status_code == 405:  # noqa: PLR2004
+            allowed = allowed_methods(request)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        return problem_response(exc.status_code, slug, title, detail, request=request, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

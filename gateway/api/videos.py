@@ -203,14 +203,20 @@ async def stream_video_events(
     )
 
 
+#: What a file download answers besides 200 (``gateway/api/media.py``).
+_MEDIA: dict[int | str, dict[str, Any]] = {
+    206: {"description": "Partial content (Range)"},
+    304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},
+    416: {"content": {PROBLEM_JSON: {}}, "description": "Range not satisfiable"},
+}
+
+
 @router.get(
     "/{video_id}/renditions/{quality}",
     response_class=FileResponse,
     responses={
         200: {"content": {"video/mp4": {}}},
-        206: {"description": "Partial content"},
-        304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},
-        416: {"content": {PROBLEM_JSON: {}}, "description": "Range not satisfiable"},
+        **_MEDIA,
         **_PROBLEMS,
     },
 )
@@ -237,7 +243,7 @@ async def read_rendition(video_id: str, quality: str, client: ClientDep, deps: D
     response_class=FileResponse,
     responses={
         200: {"content": {"image/jpeg": {}}},
-        304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},
+        **_MEDIA,
         **_PROBLEMS,
     },
 )

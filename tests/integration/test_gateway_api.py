@@ -1015,8 +1015,10 @@ async def test_unknown_routes_and_wrong_methods_are_problems_without_a_traceback
     assert_problem(await api.get("/v2/nothing"), 404)
     assert_problem(await api.get("/v1/videos/vid_0/nope"), 404)
     wrong = await api.put("/v1/videos")
-    assert_problem(wrong, 405)
-    assert "POST" in wrong.headers["allow"]
+    assert_problem(wrong, 405, "PUT is not allowed")
+    assert wrong.headers["allow"] == "GET, POST"  # RFC 9110: every method the path serves
+    webhook = await api.put("/v1/webhooks/wh_0")
+    assert webhook.headers["allow"] == "GET, PATCH, DELETE"
     assert_problem(await api.post("/healthz"), 405)
     bad_json = await api.post(
         "/v1/webhooks", content=b"{not json", headers={"content-type": "application/json"}

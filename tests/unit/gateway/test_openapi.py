@@ -75,3 +75,12 @@ def test_every_v1_route_documents_the_bearer_scheme(spec: dict[str, Any]) -> Non
         for method, operation in operations.items():
             if path.startswith("/v1/"):
                 assert operation.get("security") == [{"apiKey": []}], (method, path)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/videos/{video_id}/renditions/{quality}", "/v1/videos/{video_id}/thumbnail"]
+)
+def test_file_downloads_document_ranges_and_conditional_answers(spec: dict[str, Any], path: str) -> None:
+    responses = spec["paths"][path]["get"]["responses"]
+    assert {"200", "206", "304", "416", "404"} <= set(responses)
+    assert "application/problem+json" in responses["416"]["content"]
