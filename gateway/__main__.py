@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
+from functools import partial
 
 import asyncpg
 import uvicorn
 
+from gateway.app import preflight
 from gateway.auth import create_client_with_key
 from gateway.settings import GatewaySettings
 from shared.db import migrate_all
 from shared.logging import configure_logging
+from shared.runtime import run_service
 
 
 async def _create_key(settings: GatewaySettings, name: str) -> None:
@@ -42,10 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
     if args.command == "keys":
-        asyncio.run(_create_key(settings, args.name))
+        run_service(partial(_create_key, settings, args.name))
     elif args.command == "migrate":
-        asyncio.run(migrate_all(settings, ("gateway",)))
+        run_service(partial(migrate_all, settings, ("gateway",)))
     else:
+        run_service(partial(preflight, settings))
         # uvicorn re-raises SIGTERM once it has shut down gracefully; a deploy's SIGTERM that
         # drained cleanly is a success, so that second SIGTERM ends the process with status 0.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -41,6 +41,21 @@ signed webhook (Standard Webhooks), by email and by a live event stream. Authent
 """
 
 
+async def preflight(settings: GatewaySettings) -> None:
+    """What the lifespan needs, made ready before the HTTP server starts (``python -m gateway``).
+
+    Migrations, the broker's vhost, exchanges and policies: all idempotent, so the lifespan
+    doing them again costs a few round trips; a :class:`~shared.errors.StartupError` met here
+    is one line and exit status 78 instead of the server's traceback of a failed lifespan.
+    """
+    await migrate_all(settings, ("gateway",))
+    connection = await connect(str(settings.amqp_url), "gateway", management=settings.management_api())
+    try:
+        await prepare_broker(connection, settings, build(settings))
+    finally:
+        await connection.close()
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the gateway. Settings come from ``VIDQ_*`` variables unless given."""
     settings = settings or GatewaySettings()

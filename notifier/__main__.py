@@ -1,5 +1,4 @@
-import uvloop
-
 from notifier.app import main
+from shared.runtime import run_service
 
-uvloop.run(main())
+run_service(main)

@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlparse
 
 import asyncpg
 
 from shared.backoff import until_reachable
-from shared.errors import TransientError
+from shared.errors import StartupError, TransientError
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -139,17 +140,65 @@ async def migrate(conn: asyncpg.Connection, owner: str, directory: Path) -> list
     return applied
 
 
+class DatabaseRefused(StartupError):
+    """The server refused ``VIDQ_DATABASE_URL``'s role or database, and waiting will not help."""
+
+
+async def connect_creating_database(url: str) -> asyncpg.Connection:
+    """Connect to ``url``; a database that does not exist yet is created if the role may.
+
+    A stock PostgreSQL has no vidq database: a role allowed to create databases (the
+    superuser of a development machine) creates it, as ``make run``'s setup would, instead of
+    the service stopping at its first query. A role that does not exist, a wrong password, or a
+    role without CREATEDB is a :class:`DatabaseRefused` naming what to do.
+    """
+    try:
+        return await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        await _create_database(url)
+        return await asyncpg.connect(url)
+    except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError) as exc:
+        raise DatabaseRefused(f"{_ADVICE}: {exc}") from None
+
+
+_ADVICE = (
+    "the database server refused VIDQ_DATABASE_URL (run deploy/local/setup.sh, or make run, to create "
+    "the vidq role and database, or set VIDQ_DATABASE_URL)"
+)
+
+
+async def _create_database(url: str) -> None:
+    """Create the URL's database from the server's maintenance database, with the same role."""
+    name = unquote(urlparse(url).path.lstrip("/"))
+    if not name:
+        raise DatabaseRefused(f"{_ADVICE}: the database it names by default does not exist")
+    try:
+        admin = await asyncpg.connect(url, database="postgres")
+    except asyncpg.PostgresError as exc:
+        raise DatabaseRefused(f"{_ADVICE}: database {name!r} does not exist ({exc})") from None
+    try:
+        await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+        log.warning("created the database %s, which did not exist", name)
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        pass  # another service created it a moment ago (the catalog's index says so in a race)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise DatabaseRefused(f"{_ADVICE}: database {name!r} does not exist and {exc}") from None
+    finally:
+        await admin.close()
+
+
 async def migrate_all(
     settings: ServiceSettings, owners: tuple[str, ...], *, give_up_after: float = 60.0
 ) -> None:
     """Apply the migrations of ``owners`` over one short-lived connection.
 
     A service started while the database is still starting (or briefly away) waits for it, as
-    :func:`create_pool` does, instead of exiting.
+    :func:`create_pool` does, instead of exiting; a database that does not exist is created if
+    the role may (:func:`connect_creating_database`).
     """
 
     async def attempt() -> Any:
-        return await asyncpg.connect(str(settings.database_url))
+        return await connect_creating_database(str(settings.database_url))
 
     conn: Any = await until_reachable(
         attempt, errors=TRANSIENT_DB_ERRORS, what="database", give_up_after=give_up_after

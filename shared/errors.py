@@ -15,6 +15,10 @@
         ├── EncodeFailed        ffmpeg exit != 0 on a probed input; carries the end of stderr
         └── ForbiddenDestination  webhook URL resolves to a private/loopback/link-local address
 
+Apart from the tree, :class:`StartupError`: a service cannot start as configured (a vhost,
+database or role that is missing and that it may not create); its process says so in one line
+and exits with status 78 (``EX_CONFIG``), no traceback.
+
 The single ack / retry / dead-letter decision that acts on these lives in
 ``shared/messaging/consumer.py``.
 """
@@ -68,3 +72,7 @@ class EncodeFailed(PermanentError):
 
 class ForbiddenDestination(PermanentError):
     """A webhook URL that resolves to an address vidq refuses to call."""
+
+
+class StartupError(RuntimeError):
+    """The service cannot start as configured; the message says what to do."""

@@ -18,11 +18,12 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import aio_pika
 import aiormq
+import uvloop
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -31,6 +32,7 @@ from aio_pika.abc import (
 )
 
 from shared.backoff import until_reachable
+from shared.errors import StartupError
 from shared.messaging.acks import CoalescedAcks
 from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
 from shared.messaging.consumer import Route, process
@@ -44,6 +46,25 @@ log = logging.getLogger(__name__)
 CONSUME_TIMEOUT_S = 10.0
 _CONNECT_ERRORS = (ConnectionError, OSError, aiormq.exceptions.AMQPConnectionError, asyncio.TimeoutError)
 _CONSUME_ERRORS = (*_CONNECT_ERRORS, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, RuntimeError)
+
+
+#: The exit status of a service that cannot start as configured (``EX_CONFIG`` of sysexits.h).
+EX_CONFIG = 78
+
+
+def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a service's ``main`` on uvloop: ``python -m <service>``.
+
+    A :class:`StartupError` (a missing vhost, database or role that the service may not
+    create) is one log line that says what to do, and exit status 78; not a traceback.
+    """
+    try:
+        uvloop.run(main())
+    except StartupError as exc:
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(EX_CONFIG) from None
+    except KeyboardInterrupt:  # Ctrl-C while it waits for a broker or database
+        raise SystemExit(130) from None
 
 
 class _StuckChannel(Exception):

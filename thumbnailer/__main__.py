@@ -1,5 +1,4 @@
-import uvloop
-
+from shared.runtime import run_service
 from thumbnailer.app import main
 
-uvloop.run(main())
+run_service(main)

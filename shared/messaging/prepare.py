@@ -29,6 +29,7 @@ import httpx
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from shared.backoff import until_reachable
+from shared.errors import StartupError
 from shared.messaging.management import Management, ManagementRefused, split_amqp
 from shared.messaging.topology import Topology, declare_exchanges
 from shared.settings import ServiceSettings
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 MANAGEMENT_PORT = 15672
 
 
-class MissingExchanges(RuntimeError):
+class MissingExchanges(StartupError):
     """The exchanges do not exist and this service's broker user may not create them."""
 
 
@@ -134,7 +135,7 @@ async def apply_policies(amqp_url: str, topology: Topology, configured: str | No
     return True
 
 
-class MissingVhost(RuntimeError):
+class MissingVhost(StartupError):
     """The broker refused the vhost of ``VIDQ_AMQP_URL`` and this user may not create it."""
 
 

@@ -1,10 +1,10 @@
 """The services started bare, as SPEC describes them and as an operator without our scripts would.
 
-One administrator broker user (``guest`` on a fresh RabbitMQ) and a vhost that does not exist yet,
-an empty database, and only the variables SPEC names: no ``python -m shared.bootstrap``, no
-per-service users, no ``.env`` (the services run in a folder of their own), no gateway port (it
-is the public URL's). Every service declares what it needs at start (SPEC, "Services"), so the
-whole job is done and the dead-letter paths exist.
+One administrator broker user (``guest`` on a fresh RabbitMQ) and a vhost that does not exist
+yet, a database that does not exist yet (its role may create it), and only the variables SPEC
+names: no ``python -m shared.bootstrap``, no per-service users, no ``.env`` (the services run in
+a folder of their own), no gateway port (it is the public URL's). Every service declares what
+it needs at start (SPEC, "Services"), so the whole job is done and the dead-letter paths exist.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
-import asyncpg
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -37,13 +36,9 @@ from tests.realdeps import (
 
 
 @pytest.fixture
-async def empty_database() -> AsyncIterator[str]:
+async def missing_database() -> AsyncIterator[str]:
+    """The URL of a database that does not exist: the first service to start creates it."""
     name = unique("vidq_bare_")
-    conn = await asyncpg.connect(BASE_DB_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
     try:
         yield with_database(BASE_DB_URL, name)
     finally:
@@ -51,7 +46,7 @@ async def empty_database() -> AsyncIterator[str]:
 
 
 async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job(
-    tmp_path: Path, empty_database: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, missing_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in [n for n in os.environ if n.startswith("VIDQ_")]:
         monkeypatch.delenv(name)  # only what this test gives the services
@@ -63,7 +58,7 @@ async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job
     try:
         env = {
             "VIDQ_AMQP_URL": amqp_url,
-            "VIDQ_DATABASE_URL": empty_database,
+            "VIDQ_DATABASE_URL": missing_database,
             "VIDQ_STORAGE_DIR": str(tmp_path / "storage"),
             "VIDQ_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "VIDQ_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
