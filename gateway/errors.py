@@ -56,6 +56,12 @@ class Conflict(ApiError):
     status, slug, title = 409, "conflict", "Conflict"
 
 
+class LimitReached(Conflict):
+    """A quota of the client's is used up (e.g. its webhook endpoints)."""
+
+    slug, title = "limit-reached", "Limit reached"
+
+
 class UploadTooLarge(ApiError):
     status, slug, title = 413, "upload-too-large", "Upload too large"
 

@@ -408,6 +408,15 @@ async def insert_webhook(
     return row
 
 
+async def count_webhooks_locking_client(conn: Conn, client_id: str) -> int:
+    """The client's endpoints, its ``clients`` row locked until the transaction ends."""
+    await conn.execute("SELECT 1 FROM clients WHERE id = $1 FOR UPDATE", client_id)
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM webhooks WHERE client_id = $1 AND deleted_at IS NULL", client_id
+    )
+    return count
+
+
 async def webhook_rows(conn: Conn, client_id: str) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(

@@ -30,6 +30,9 @@ class GatewaySettings(ServiceSettings):
     #: ``callback_url`` whose host is a private, loopback or link-local address not on it is
     #: refused when registered (``shared/destinations.py``).
     webhook_allow_hosts: AllowHosts = ()
+    #: Endpoints one client may have at once (Stripe allows 16): every event is fanned out to
+    #: each matching one, and the list is answered in one page.
+    max_webhooks_per_client: int = Field(default=50, ge=1)
     #: ffprobe runs at once (uploads beyond wait their turn); default: the number of CPUs. An
     #: ffprobe is CPU work, mostly its own start; a burst of uploads probed all at once would
     #: share the CPUs with the gateway itself and stall everything it does meanwhile.

@@ -9,7 +9,7 @@ import asyncpg
 from gateway import delivery_log
 from gateway import repository as repo
 from gateway.auth import new_signing_secret
-from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, LimitReached, NotFound
 from gateway.outbox import enqueue
 from gateway.repository import Client, Conn
 from gateway.schemas import (
@@ -58,17 +58,31 @@ def _check_url(url: str, allow_hosts: tuple[str, ...]) -> str:
 
 
 async def create_webhook(
-    conn: Conn, client: Client, body: WebhookCreate, *, allow_hosts: tuple[str, ...] = ()
+    conn: Conn,
+    client: Client,
+    body: WebhookCreate,
+    *,
+    allow_hosts: tuple[str, ...] = (),
+    limit: int = 50,
 ) -> WebhookWithSecret:
-    row = await repo.insert_webhook(
-        conn,
-        webhook_id=new_id("whk"),
-        client_id=client.id,
-        url=_check_url(str(body.url), allow_hosts),
-        events=_check_patterns(body.events),
-        description=body.description,
-        secret=new_signing_secret(),
-    )
+    url, events = _check_url(str(body.url), allow_hosts), _check_patterns(body.events)
+    async with conn.transaction():
+        # the client's row locked: two creations at once cannot both take the last place
+        if await repo.count_webhooks_locking_client(conn, client.id) >= limit:
+            raise LimitReached(
+                f"this client already has {limit} webhook endpoints, the most it may have: delete "
+                "one, or subscribe an existing endpoint to more events",
+                limit=limit,
+            )
+        row = await repo.insert_webhook(
+            conn,
+            webhook_id=new_id("whk"),
+            client_id=client.id,
+            url=url,
+            events=events,
+            description=body.description,
+            secret=new_signing_secret(),
+        )
     return WebhookWithSecret.model_validate(dict(row))
 
 

@@ -32,7 +32,11 @@ async def create_webhook(
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
             created = await webhooks.create_webhook(
-                conn, client, body, allow_hosts=deps.settings.webhook_allow_hosts
+                conn,
+                client,
+                body,
+                allow_hosts=deps.settings.webhook_allow_hosts,
+                limit=deps.settings.max_webhooks_per_client,
             )
     response.headers["Location"] = f"/v1/webhooks/{created.id}"
     return created

@@ -751,6 +751,25 @@ async def _new_webhook(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     return made
 
 
+async def test_a_client_has_at_most_its_limit_of_webhooks_even_when_created_at_once(
+    start: Start, alice: Caller, bob: Caller
+) -> None:
+    body = {"url": "https://example.com/hooks", "events": ["video.*"]}
+    async with start(max_webhooks_per_client=3) as running, connect(running, alice) as api:
+        answers = await asyncio.gather(*(api.post("/v1/webhooks", json=body) for _ in range(6)))
+        assert sorted(a.status_code for a in answers) == [201, 201, 201, 409, 409, 409]
+        refused = next(a for a in answers if a.status_code == 409)
+        assert_problem(refused, 409, "3 webhook endpoints")
+        assert refused.json()["type"].endswith("limit-reached")
+        assert len((await api.get("/v1/webhooks")).json()["data"]) == 3
+        # deleting one frees its place; another client has places of its own
+        made = [a.json()["id"] for a in answers if a.status_code == 201]
+        assert (await api.delete(f"/v1/webhooks/{made[0]}")).status_code == 204
+        assert (await api.post("/v1/webhooks", json=body)).status_code == 201
+        async with connect(running, bob) as other:
+            assert (await other.post("/v1/webhooks", json=body)).status_code == 201
+
+
 async def test_webhooks_are_created_listed_read_changed_rotated_and_deleted(api: httpx.AsyncClient) -> None:
     made = await _new_webhook(api, description="mine")
     assert made["id"].startswith("whk_")
