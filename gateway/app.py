@@ -18,8 +18,10 @@ from gateway import errors
 from gateway.api import callbacks
 from gateway.api.router import router
 from gateway.deps import GatewayDeps
+from gateway.links import MEDIA_LINKS
 from gateway.outbox import OutboxRelay
 from gateway.projection import handle_report
+from gateway.repository import signing_key
 from gateway.scheduler import run_scheduler
 from gateway.settings import GatewaySettings
 from gateway.streams import LiveHub
@@ -64,6 +66,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate_all(settings, ("gateway",))
         pool = await create_pool(settings)
+        async with pool.acquire() as conn:
+            link_key = await signing_key(conn, MEDIA_LINKS)
         connection = await connect(str(settings.amqp_url), "gateway", management=settings.management_api())
         topology = build(settings)
         await prepare_broker(connection, settings, topology)
@@ -74,6 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             publisher,
             LocalStorage(settings.storage_dir),
             asyncio.Semaphore(settings.gateway_probe_concurrency),
+            link_key,
         )
         consumers = Consumers(
             service="gateway",

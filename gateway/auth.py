@@ -6,12 +6,13 @@ import base64
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway import repository as repo
 from gateway.deps import DepsDep
-from gateway.errors import Unauthorized
+from gateway.errors import Forbidden, InvalidRequest, Unauthorized
+from gateway.links import THUMBNAIL, LinkRefused
 from gateway.repository import Client, Conn
 from shared.ids import new_id
 
@@ -58,3 +59,36 @@ async def current_client(
 
 
 ClientDep = Annotated[Client, Depends(current_client)]
+
+
+async def media_viewer(
+    request: Request,
+    deps: DepsDep,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    expires: Annotated[
+        int | None, Query(ge=0, le=2**53, description="With `signature`: a signed link's expiry (Unix time).")
+    ] = None,
+    signature: Annotated[
+        str | None,
+        Query(max_length=100, description="A signed link's signature, instead of the API key."),
+    ] = None,
+) -> Client | None:
+    """Who downloads a video's file: the API key's client, or ``None`` for a valid signed link.
+
+    A signed link (``gateway/links.py``) is good for the one file of the path it was made for;
+    an altered or expired one is a 403 that says so.
+    """
+    if expires is None and signature is None:
+        return await current_client(request, deps, None)
+    if expires is None or signature is None:
+        raise InvalidRequest("a signed link carries both 'expires' and 'signature'")
+    video_id = request.path_params["video_id"]
+    try:
+        deps.links.check(video_id, request.path_params.get("quality", THUMBNAIL), expires, signature)
+    except LinkRefused as exc:
+        raise Forbidden(str(exc)) from None
+    return None
+
+
+#: The owner by API key, or ``None``: a valid signed link.
+ViewerDep = Annotated[Client | None, Depends(media_viewer)]

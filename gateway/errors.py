@@ -52,6 +52,10 @@ class NotFound(ApiError):
     status, slug, title = 404, "not-found", "Not found"
 
 
+class Forbidden(ApiError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
 class Conflict(ApiError):
     status, slug, title = 409, "conflict", "Conflict"
 

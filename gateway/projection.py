@@ -15,6 +15,7 @@ import asyncpg
 
 from gateway import repository as repo
 from gateway.deps import GatewayDeps
+from gateway.links import Links
 from gateway.outbox import append_event
 from gateway.repository import Conn
 from gateway.videos import reload_video
@@ -52,7 +53,7 @@ async def handle_report(report: AnyReport, deps: GatewayDeps) -> None:
             return
         deleted = row["deleted_at"] is not None
         if not deleted:
-            await _apply(conn, row, report, deps.base_url)
+            await _apply(conn, row, report, deps.links)
     if deleted:
         # A worker finished after the video was deleted: remove what it just wrote.
         await deps.storage.delete_prefix(video_prefix(report.video_id))
@@ -65,18 +66,18 @@ async def _disable_webhook(report: WebhookDisabledReport, deps: GatewayDeps) -> 
             log.warning("webhook %s disabled: %s", report.webhook_id, report.reason)
 
 
-async def _apply(conn: Conn, row: asyncpg.Record, report: VideoReport, base_url: str) -> None:
+async def _apply(conn: Conn, row: asyncpg.Record, report: VideoReport, links: Links) -> None:
     match report:
         case RenditionProgressReport():
-            await _progress(conn, row, report, base_url)
+            await _progress(conn, row, report, links)
         case RenditionCompletedReport():
-            await _rendition_completed(conn, row, report, base_url)
+            await _rendition_completed(conn, row, report, links)
         case RenditionFailedReport():
-            await _rendition_failed(conn, row, report, base_url)
+            await _rendition_failed(conn, row, report, links)
         case ThumbnailCompletedReport():
-            await _thumbnail_completed(conn, row, report, base_url)
+            await _thumbnail_completed(conn, row, report, links)
         case ThumbnailFailedReport():
-            await _thumbnail_failed(conn, row, report, base_url)
+            await _thumbnail_failed(conn, row, report, links)
 
 
 async def _current_rendition(conn: Conn, report: RenditionReport) -> asyncpg.Record | None:
@@ -94,8 +95,8 @@ async def _start_processing(conn: Conn, row: asyncpg.Record) -> None:
         await repo.set_video_status(conn, row["id"], "processing", None)
 
 
-async def _rendition_event(conn: Conn, report: RenditionReport, base_url: str) -> None:
-    video = await reload_video(conn, report.video_id, base_url)
+async def _rendition_event(conn: Conn, report: RenditionReport, links: Links) -> None:
+    video = await reload_video(conn, report.video_id, links)
     data = next(r for r in video.renditions if r.quality == report.quality)
     await append_event(
         conn,
@@ -107,7 +108,7 @@ async def _rendition_event(conn: Conn, report: RenditionReport, base_url: str) -
     )
 
 
-async def _progress(conn: Conn, row: asyncpg.Record, report: RenditionProgressReport, base_url: str) -> None:
+async def _progress(conn: Conn, row: asyncpg.Record, report: RenditionProgressReport, links: Links) -> None:
     rendition = await _current_rendition(conn, report)
     if rendition is None or rendition["status"] not in _OPEN:
         return
@@ -115,11 +116,11 @@ async def _progress(conn: Conn, row: asyncpg.Record, report: RenditionProgressRe
         conn, report.video_id, report.quality, status="processing", progress=min(report.progress, 99.9)
     )
     await _start_processing(conn, row)
-    await _rendition_event(conn, report, base_url)
+    await _rendition_event(conn, report, links)
 
 
 async def _rendition_completed(
-    conn: Conn, row: asyncpg.Record, report: RenditionCompletedReport, base_url: str
+    conn: Conn, row: asyncpg.Record, report: RenditionCompletedReport, links: Links
 ) -> None:
     rendition = await _current_rendition(conn, report)
     if rendition is None or rendition["status"] == "canceled":
@@ -137,15 +138,15 @@ async def _rendition_completed(
         error=None,
     )
     await _start_processing(conn, row)
-    await _rendition_event(conn, report, base_url)
-    await _maybe_ready(conn, report, base_url)
+    await _rendition_event(conn, report, links)
+    await _maybe_ready(conn, report, links)
 
 
 async def _rendition_failed(
     conn: Conn,
     row: asyncpg.Record,  # noqa: ARG001 - every _apply step takes the locked row
     report: RenditionFailedReport,
-    base_url: str,
+    links: Links,
 ) -> None:
     rendition = await _current_rendition(conn, report)
     if rendition is None or rendition["status"] in ("ready", "canceled"):
@@ -153,15 +154,15 @@ async def _rendition_failed(
     await repo.update_rendition(
         conn, report.video_id, report.quality, status="failed", error=report.error, attempts=report.attempts
     )
-    await _rendition_event(conn, report, base_url)
-    await _fail_video(conn, report, f"rendition {report.quality} failed: {report.error}", base_url)
+    await _rendition_event(conn, report, links)
+    await _fail_video(conn, report, f"rendition {report.quality} failed: {report.error}", links)
 
 
 async def _video_event(
-    conn: Conn, report: ThumbnailCompletedReport | ThumbnailFailedReport, base_url: str
+    conn: Conn, report: ThumbnailCompletedReport | ThumbnailFailedReport, links: Links
 ) -> None:
     """The public event of a report whose ``data`` is the whole video."""
-    video = await reload_video(conn, report.video_id, base_url)
+    video = await reload_video(conn, report.video_id, links)
     await append_event(
         conn,
         video_id=video.id,
@@ -173,45 +174,45 @@ async def _video_event(
 
 
 async def _thumbnail_completed(
-    conn: Conn, row: asyncpg.Record, report: ThumbnailCompletedReport, base_url: str
+    conn: Conn, row: asyncpg.Record, report: ThumbnailCompletedReport, links: Links
 ) -> None:
     if row["thumbnail_status"] == "canceled":
         return
     await repo.set_thumbnail(conn, report.video_id, "ready", report.widths, None)
-    await _video_event(conn, report, base_url)
-    await _maybe_ready(conn, report, base_url)
+    await _video_event(conn, report, links)
+    await _maybe_ready(conn, report, links)
 
 
 async def _thumbnail_failed(
-    conn: Conn, row: asyncpg.Record, report: ThumbnailFailedReport, base_url: str
+    conn: Conn, row: asyncpg.Record, report: ThumbnailFailedReport, links: Links
 ) -> None:
     if row["thumbnail_status"] in ("ready", "canceled"):
         return
     await repo.set_thumbnail(conn, report.video_id, "failed", (), report.error)
-    await _video_event(conn, report, base_url)
-    await _fail_video(conn, report, f"thumbnail failed: {report.error}", base_url)
+    await _video_event(conn, report, links)
+    await _fail_video(conn, report, f"thumbnail failed: {report.error}", links)
 
 
 async def _fail_video(
-    conn: Conn, report: RenditionReport | ThumbnailFailedReport, error: str, base_url: str
+    conn: Conn, report: RenditionReport | ThumbnailFailedReport, error: str, links: Links
 ) -> None:
-    if (await reload_video(conn, report.video_id, base_url)).status in ("failed", "canceled"):
+    if (await reload_video(conn, report.video_id, links)).status in ("failed", "canceled"):
         return
     await repo.set_video_status(conn, report.video_id, "failed", error)
-    video = await reload_video(conn, report.video_id, base_url)
+    video = await reload_video(conn, report.video_id, links)
     await append_event(
         conn, video_id=video.id, type_="video.failed", data=video, occurred_at=report.timestamp
     )
 
 
 async def _maybe_ready(
-    conn: Conn, report: RenditionCompletedReport | ThumbnailCompletedReport, base_url: str
+    conn: Conn, report: RenditionCompletedReport | ThumbnailCompletedReport, links: Links
 ) -> None:
-    video = await reload_video(conn, report.video_id, base_url)
+    video = await reload_video(conn, report.video_id, links)
     if video.status in ("ready", "canceled"):
         return
     if video.thumbnail.status != "ready" or any(r.status != "ready" for r in video.renditions):
         return
     await repo.set_video_status(conn, video.id, "ready", None)
-    video = await reload_video(conn, video.id, base_url)
+    video = await reload_video(conn, video.id, links)
     await append_event(conn, video_id=video.id, type_="video.ready", data=video, occurred_at=report.timestamp)

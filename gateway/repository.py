@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -406,6 +407,17 @@ async def insert_webhook(
     )
     assert row is not None  # noqa: S101 - INSERT … RETURNING always returns the row
     return row
+
+
+async def signing_key(conn: Conn, name: str) -> bytes:
+    """The named signing key, made now (32 random bytes) if no gateway has made it yet."""
+    await conn.execute(
+        "INSERT INTO signing_keys (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        name,
+        secrets.token_bytes(32),
+    )
+    key: bytes = await conn.fetchval("SELECT secret FROM signing_keys WHERE name = $1", name)
+    return key
 
 
 async def count_webhooks_locking_client(conn: Conn, client_id: str) -> int:

@@ -26,6 +26,8 @@ class GatewaySettings(ServiceSettings):
     #: Largest frame accepted, in pixels (8K UHD = 7680 x 4320).
     max_pixels: int = Field(default=7680 * 4320, gt=0)
     max_metadata_bytes: int = 4096
+    #: How long a signed link to a rendition or thumbnail is good for (``gateway/links.py``).
+    media_link_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     #: The notifier's allowlist (``VIDQ_WEBHOOK_ALLOW_HOSTS``), read here too: a webhook or
     #: ``callback_url`` whose host is a private, loopback or link-local address not on it is
     #: refused when registered (``shared/destinations.py``).

@@ -16,6 +16,7 @@ import asyncpg
 
 from gateway import repository as repo
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.links import Links
 from gateway.outbox import append_event, enqueue
 from gateway.repository import Client, Conn
 from shared.commands import Sibling, TranscodeRendition
@@ -27,7 +28,7 @@ from shared.messaging.topology import TRANSCODE
 from shared.resources import TERMINAL_STATUSES, Rendition, Source, Thumbnail, Video
 
 
-def rendition_from_row(row: asyncpg.Record, base_url: str) -> Rendition:
+def rendition_from_row(row: asyncpg.Record, links: Links) -> Rendition:
     ready = row["status"] == "ready"
     return Rendition(
         video_id=row["video_id"],
@@ -38,26 +39,27 @@ def rendition_from_row(row: asyncpg.Record, base_url: str) -> Rendition:
         height=row["height"],
         size_bytes=row["size_bytes"],
         duration_s=row["duration_s"],
-        url=f"{base_url}/v1/videos/{row['video_id']}/renditions/{row['quality']}" if ready else None,
+        url=links.rendition(row["video_id"], row["quality"]) if ready else None,
+        signed_url=links.signed_rendition(row["video_id"], row["quality"]) if ready else None,
         error=row["error"],
         attempts=row["attempts"],
     )
 
 
-def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], base_url: str) -> Video:
+def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], links: Links) -> Video:
     widths = sorted(row["thumbnail_widths"] or [], reverse=True)
-    thumb_url = f"{base_url}/v1/videos/{row['id']}/thumbnail"
     return Video(
         id=row["id"],
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         source=Source.model_validate(row["source"]),
-        renditions=[rendition_from_row(r, base_url) for r in renditions],
+        renditions=[rendition_from_row(r, links) for r in renditions],
         thumbnail=Thumbnail(
             status=row["thumbnail_status"],
             widths=widths,
-            urls=[f"{thumb_url}?width={w}" for w in widths],
+            urls=[links.thumbnail(row["id"], w) for w in widths],
+            signed_urls=[u for w in widths if (u := links.signed_thumbnail(row["id"], w))],
             error=row["thumbnail_error"],
         ),
         error=row["error"],
@@ -67,14 +69,14 @@ def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], base_
     )
 
 
-async def load_video(conn: Conn, row: asyncpg.Record, base_url: str) -> Video:
-    return video_from_rows(row, await repo.rendition_rows(conn, [row["id"]]), base_url)
+async def load_video(conn: Conn, row: asyncpg.Record, links: Links) -> Video:
+    return video_from_rows(row, await repo.rendition_rows(conn, [row["id"]]), links)
 
 
-async def reload_video(conn: Conn, video_id: str, base_url: str) -> Video:
+async def reload_video(conn: Conn, video_id: str, links: Links) -> Video:
     row = await repo.video_row_any(conn, video_id)
     assert row is not None  # noqa: S101 - the caller holds the row lock
-    return await load_video(conn, row, base_url)
+    return await load_video(conn, row, links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ async def _enqueue_transcode(conn: Conn, command: TranscodeRendition) -> None:
     await enqueue(conn, TRANSCODE, command.quality.value, message)
 
 
-async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, base_url: str) -> Video:
+async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, links: Links) -> Video:
     """Insert the video and its planned renditions; queue ``video.uploaded`` and the encodes."""
     async with conn.transaction():
         source = source_of(upload)
@@ -159,7 +161,7 @@ async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, b
                 height=planned.height,
                 job_id=job_id,
             )
-        video = await reload_video(conn, upload.video_id, base_url)
+        video = await reload_video(conn, upload.video_id, links)
         await append_event(conn, video_id=video.id, type_="video.uploaded", data=video)
         # The lowest rung goes first: it finishes soonest, so the video is playable early.
         siblings = [Sibling(job_id=j, quality=p.quality, width=p.width, height=p.height) for p, j in jobs]
@@ -171,11 +173,12 @@ async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, b
     return video
 
 
-async def get_video(conn: Conn, client: Client, video_id: str, base_url: str) -> Video:
-    row = await repo.video_row(conn, video_id, client_id=client.id)
+async def get_video(conn: Conn, client: Client | None, video_id: str, links: Links) -> Video:
+    """The client's video; any client's with ``None`` (a signed link, checked by the caller)."""
+    row = await repo.video_row(conn, video_id, client_id=client.id if client else None)
     if row is None:
         raise NotFound(f"no video {video_id!r}")
-    return await load_video(conn, row, base_url)
+    return await load_video(conn, row, links)
 
 
 def encode_cursor(created_at: datetime, video_id: str) -> str:
@@ -192,7 +195,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 async def list_videos(
-    conn: Conn, client: Client, *, status: str | None, cursor: str | None, limit: int, base_url: str
+    conn: Conn, client: Client, *, status: str | None, cursor: str | None, limit: int, links: Links
 ) -> tuple[list[Video], str | None]:
     after = decode_cursor(cursor) if cursor else None
     rows = await repo.list_video_rows(conn, client.id, status=status, after=after, limit=limit + 1)
@@ -201,12 +204,12 @@ async def list_videos(
     by_video: dict[str, list[asyncpg.Record]] = {}
     for r in renditions:
         by_video.setdefault(r["video_id"], []).append(r)
-    videos = [video_from_rows(row, by_video.get(row["id"], []), base_url) for row in page]
+    videos = [video_from_rows(row, by_video.get(row["id"], []), links) for row in page]
     next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more and page else None
     return videos, next_cursor
 
 
-async def delete_video(conn: Conn, client: Client, video_id: str, base_url: str) -> None:
+async def delete_video(conn: Conn, client: Client, video_id: str, links: Links) -> None:
     """Cancel what is in flight (``video.canceled``), then delete (``video.deleted``)."""
     async with conn.transaction():
         row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
@@ -215,14 +218,14 @@ async def delete_video(conn: Conn, client: Client, video_id: str, base_url: str)
         if row["status"] not in TERMINAL_STATUSES:
             await repo.cancel_open_parts(conn, video_id)
             await repo.set_video_status(conn, video_id, "canceled", "canceled by the client")
-            video = await reload_video(conn, video_id, base_url)
+            video = await reload_video(conn, video_id, links)
             await append_event(conn, video_id=video_id, type_="video.canceled", data=video)
-        video = await reload_video(conn, video_id, base_url)
+        video = await reload_video(conn, video_id, links)
         await append_event(conn, video_id=video_id, type_="video.deleted", data=video)
         await repo.mark_video_deleted(conn, video_id)
 
 
-async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: str, *, base_url: str) -> Video:
+async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: str, *, links: Links) -> Video:
     """Dispatch a failed rendition again under a new job id; the video is processing again."""
     async with conn.transaction():
         row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
@@ -230,7 +233,7 @@ async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: st
             raise NotFound(f"no video {video_id!r}")
         if row["status"] == "canceled":
             raise Conflict("the video was canceled; upload it again")
-        video = await load_video(conn, row, base_url)
+        video = await load_video(conn, row, links)
         current = next((r for r in video.renditions if r.quality == quality), None)
         if current is None:
             raise NotFound(f"video {video_id!r} has no {quality} rendition")
@@ -245,4 +248,4 @@ async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: st
             await repo.set_video_status(conn, video_id, "processing", None)
         planned = PlannedRendition(Quality(quality), current.width, current.height)
         await _enqueue_transcode(conn, transcode_command(video_id, planned, video.source, job_id))
-        return await reload_video(conn, video_id, base_url)
+        return await reload_video(conn, video_id, links)

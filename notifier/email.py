@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -20,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from shared.errors import PermanentError, TransientError
 from shared.events import VideoFailed, VideoReady
+from shared.resources import Video
 
 _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -49,7 +51,7 @@ def render(event: VideoReady | VideoFailed, recipient: str) -> Email:
     ready = event.type == "video.ready"
     subject = f"Your video {name} is ready" if ready else f"Your video {name} could not be processed"
     base = "video_ready" if ready else "video_failed"
-    context = {"video": video, "event": event}
+    context = {"video": video, "event": event, "links_expire": _links_expire(video)}
     digest = hashlib.sha256(recipient.encode()).hexdigest()[:12]
     return Email(
         to=recipient,
@@ -59,6 +61,15 @@ def render(event: VideoReady | VideoFailed, recipient: str) -> Email:
         # Deterministic: a resend of the same event to the same person is recognisably the same mail.
         message_id=f"<{event.id}.{digest}@vidq>",
     )
+
+
+def _links_expire(video: Video) -> str | None:
+    """When the video's signed links stop working ("2026-12-12 09:00 UTC"), if it has any."""
+    links = [r.signed_url for r in video.renditions if r.signed_url] + video.thumbnail.signed_urls
+    expiries = [int(v[0]) for link in links if (v := parse_qs(urlparse(link).query).get("expires"))]
+    if not expiries:
+        return None
+    return datetime.fromtimestamp(min(expiries), UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_endpoint_disabled(url: str, reason: str, recipient: str, notice_id: str) -> Email:

@@ -48,6 +48,8 @@ class Rendition(Resource):
     size_bytes: int | None = None
     duration_s: float | None = None
     url: str | None = None
+    #: ``url`` signed for whoever holds it (a ``<video src>``, an email), until it expires.
+    signed_url: str | None = None
     error: str | None = None
     attempts: int = 0
 
@@ -57,6 +59,8 @@ class Thumbnail(Resource):
 
     status: Status
     urls: list[str] = Field(default_factory=list)
+    #: ``urls`` signed for whoever holds them, until they expire.
+    signed_urls: list[str] = Field(default_factory=list)
     widths: list[int] = Field(default_factory=list)
     error: str | None = None
 

@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse
 
 from gateway import idempotency, uploads, videos
 from gateway.api.media import MediaFile
-from gateway.auth import ClientDep
+from gateway.auth import ClientDep, ViewerDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
 from gateway.errors import PROBLEM_JSON, Conflict, InvalidRequest, NotFound
 from gateway.repository import Client
@@ -102,7 +102,7 @@ async def _accept(
     try:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
-                video = await videos.record_upload(conn, client, accepted, base_url=deps.base_url)
+                video = await videos.record_upload(conn, client, accepted, links=deps.links)
     except BaseException:
         await deps.storage.delete_prefix(video_prefix(video_id))  # nothing left behind
         raise
@@ -165,7 +165,7 @@ async def list_videos(
     """The client's videos, newest first; follow ``next_cursor`` for more."""
     async with deps.pool.acquire() as conn:
         items, next_cursor = await videos.list_videos(
-            conn, client, status=status, cursor=cursor, limit=limit, base_url=deps.base_url
+            conn, client, status=status, cursor=cursor, limit=limit, links=deps.links
         )
     return VideoPage(data=items, next_cursor=next_cursor, has_more=next_cursor is not None)
 
@@ -174,7 +174,7 @@ async def list_videos(
 async def read_video(video_id: str, client: ClientDep, deps: DepsDep) -> Video:
     """One video with its renditions, thumbnail and status."""
     async with deps.pool.acquire() as conn:
-        return await videos.get_video(conn, client, video_id, deps.base_url)
+        return await videos.get_video(conn, client, video_id, deps.links)
 
 
 @router.get(
@@ -193,7 +193,7 @@ async def stream_video_events(
 ) -> EventSourceResponse:
     """Server-sent events of this video as they happen, ending after a terminal event."""
     async with deps.pool.acquire() as conn:
-        await videos.get_video(conn, client, video_id, deps.base_url)
+        await videos.get_video(conn, client, video_id, deps.links)
     resume = (last_event_id or "").strip()
     if after is None and resume.isdigit() and int(resume) > MAX_SEQUENCE:
         raise InvalidRequest(f"Last-Event-ID is past any event's sequence (at most {MAX_SEQUENCE})")
@@ -221,10 +221,13 @@ _MEDIA: dict[int | str, dict[str, Any]] = {
     },
 )
 @router.head("/{video_id}/renditions/{quality}", include_in_schema=False)
-async def read_rendition(video_id: str, quality: str, client: ClientDep, deps: DepsDep) -> FileResponse:
-    """Download a rendition's MP4 (HTTP Range, conditional requests and HEAD supported)."""
+async def read_rendition(video_id: str, quality: str, viewer: ViewerDep, deps: DepsDep) -> FileResponse:
+    """Download a rendition's MP4 (HTTP Range, conditional requests and HEAD supported).
+
+    With the API key, or with the rendition's ``signed_url`` (no key: for a ``<video src>``).
+    """
     async with deps.pool.acquire() as conn:
-        video = await videos.get_video(conn, client, video_id, deps.base_url)
+        video = await videos.get_video(conn, viewer, video_id, deps.links)
     rendition = next((r for r in video.renditions if r.quality == quality), None)
     if rendition is None:
         raise NotFound(f"video {video_id!r} has no {quality!r} rendition")
@@ -250,13 +253,16 @@ async def read_rendition(video_id: str, quality: str, client: ClientDep, deps: D
 @router.head("/{video_id}/thumbnail", include_in_schema=False)
 async def read_thumbnail(
     video_id: str,
-    client: ClientDep,
+    viewer: ViewerDep,
     deps: DepsDep,
     width: Annotated[int | None, Query(gt=0, le=10000)] = None,
 ) -> FileResponse:
-    """The poster JPEG: the given width, the next larger one made, or else the largest."""
+    """The poster JPEG: the given width, the next larger one made, or else the largest.
+
+    With the API key, or with one of the thumbnail's ``signed_urls``.
+    """
     async with deps.pool.acquire() as conn:
-        video = await videos.get_video(conn, client, video_id, deps.base_url)
+        video = await videos.get_video(conn, viewer, video_id, deps.links)
     widths = sorted(video.thumbnail.widths)
     if video.thumbnail.status != "ready" or not widths:
         raise Conflict(f"the thumbnail is {video.thumbnail.status}, not ready yet")
@@ -269,7 +275,7 @@ async def delete_video(video_id: str, client: ClientDep, deps: DepsDep) -> Respo
     """Cancel work in flight and delete the video and its files."""
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
-            await videos.delete_video(conn, client, video_id, deps.base_url)
+            await videos.delete_video(conn, client, video_id, deps.links)
     await deps.storage.delete_prefix(video_prefix(video_id))
     return Response(status_code=204)
 
@@ -281,4 +287,4 @@ async def retry_rendition(video_id: str, quality: str, client: ClientDep, deps: 
     """Run one failed rendition again."""
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
-            return await videos.retry_rendition(conn, client, video_id, quality, base_url=deps.base_url)
+            return await videos.retry_rendition(conn, client, video_id, quality, links=deps.links)

@@ -57,9 +57,8 @@ export const videoPath = (videoId, ...rest) => ["/v1/videos", encodeURIComponent
 /**
  * Download a file with the key and return a blob: URL for <video>/<img> (revoke it when done).
  *
- * The whole file is held in memory: right for thumbnails and for the renditions of the short
- * clips this page is tested with, heavy for an hour of 2160p (signed, expiring media URLs would
- * be the server-side answer to that, and would let the browser stream with Range requests).
+ * The whole file is held in memory: right for thumbnails, and for a rendition only when the
+ * gateway gives no signed link (a rendition's ``signed_url`` streams, with Range requests).
  */
 export async function blobUrl(path, { signal } = {}) {
   const response = await fetch(path, { headers: authorization(), signal });

@@ -16,7 +16,8 @@ import {
   time,
 } from "./dom.js";
 
-// Played without asking only while it is cheap to download whole (see blobUrl in api.js).
+// Without a signed link, played without asking only while it is cheap to download whole (see
+// blobUrl in api.js); a signed link streams, with Range requests, whatever its size.
 const AUTOLOAD_MAX_BYTES = 64 * 1000 * 1000;
 // Events older than this when they arrive are history being replayed: shown, not announced.
 const ANNOUNCE_WINDOW_MS = 5000;
@@ -247,7 +248,7 @@ export function videoPanel(video, { level = 2, signal }) {
   function chooseDefaultQuality() {
     if (qualitySelect.value || state.loading) return;
     const ready = [...state.renditions.values()]
-      .filter((r) => r.status === "ready" && (r.size_bytes ?? 0) <= AUTOLOAD_MAX_BYTES)
+      .filter((r) => r.status === "ready" && (r.signed_url || (r.size_bytes ?? 0) <= AUTOLOAD_MAX_BYTES))
       .sort((a, b) => byRungDescending(a.quality, b.quality));
     if (ready.length) {
       qualitySelect.value = ready[0].quality;
@@ -263,7 +264,8 @@ export function videoPanel(video, { level = 2, signal }) {
     const wasPlaying = !player.paused && !player.ended;
     playerNote.textContent = `Loading ${quality}…`;
     try {
-      let url = blobs.get(quality);
+      // the signed link streams; without one, the file is downloaded whole with the key
+      let url = state.renditions.get(quality)?.signed_url ?? blobs.get(quality);
       if (!url) {
         url = await blobUrl(videoPath(id, "renditions", quality), { signal });
         blobs.set(quality, url);

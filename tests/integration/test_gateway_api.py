@@ -36,6 +36,7 @@ from shared.bootstrap import bootstrap_broker
 from shared.ids import new_id
 from shared.messaging.management import Management
 from shared.settings import AdminSettings
+from shared.storage import LocalStorage, rendition_key, thumbnail_key
 from tests.integration.conftest import FAST_RETRIES
 from tests.media import make_clip
 from tests.realdeps import ADMIN_URL, amqp_url_for, unique
@@ -736,6 +737,76 @@ async def test_a_rendition_or_thumbnail_that_is_not_ready_is_409_and_an_unknown_
     assert_problem(await api.get(f"/v1/videos/{video_id}/renditions/720p"), 404, "720p")
     assert_problem(await api.get(f"/v1/videos/{video_id}/renditions/nope"), 404)
     assert_problem(await api.get("/v1/videos/vid_000000000000000000000000/renditions/144p"), 404)
+
+
+# -- signed links ---------------------------------------------------------------------------------------
+
+
+async def _make_ready(db: asyncpg.Pool, storage: Path, video_id: str) -> tuple[bytes, bytes]:
+    """Mark the 144p rendition and a 160 px thumbnail ready, with files; returns their bytes."""
+    mp4, jpeg = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8, b"\xff\xd8\xff\xe0jpeg"
+    files = LocalStorage(storage)
+    for key, body in ((rendition_key(video_id, "144p"), mp4), (thumbnail_key(video_id, 160), jpeg)):
+        path = files.local_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    await db.execute(
+        "UPDATE renditions SET status = 'ready', size_bytes = $2 WHERE video_id = $1 AND quality = '144p'",
+        video_id,
+        len(mp4),
+    )
+    await db.execute(
+        "UPDATE videos SET thumbnail_status = 'ready', thumbnail_widths = '{160}' WHERE id = $1", video_id
+    )
+    return mp4, jpeg
+
+
+async def test_signed_links_open_a_file_without_the_key_until_they_expire_and_only_that_file(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    video_id = (await uploaded(api, clips.tiny))["id"]
+    other_id = (await uploaded(api, clips.tiny))["id"]
+    mp4, jpeg = await _make_ready(db, storage, video_id)
+    video = (await api.get(f"/v1/videos/{video_id}")).json()
+    [rendition] = video["renditions"]
+    assert rendition["url"].endswith(f"/v1/videos/{video_id}/renditions/144p")  # unchanged, for the key
+    signed = rendition["signed_url"]
+    assert signed.startswith(rendition["url"] + "?expires=")
+    assert (await api.get(f"/v1/videos/{video_id}")).json()["renditions"][0]["signed_url"] == signed
+    [thumb] = video["thumbnail"]["signed_urls"]
+
+    async with connect(app) as anonymous:  # no key: a <video src>, an email's link
+        assert_problem(await anonymous.get(rendition["url"]), 401)
+        whole = await anonymous.get(signed)
+        assert (whole.status_code, whole.content) == (200, mp4)
+        part = await anonymous.get(signed, headers={"range": "bytes=0-99"})
+        assert (part.status_code, part.content) == (206, mp4[:100])
+        picture = await anonymous.get(thumb)
+        assert (picture.status_code, picture.content) == (200, jpeg)
+
+        query = signed.split("?", 1)[1]
+        sig = re.search(r"signature=([^&]+)", query)
+        assert sig is not None
+        altered = signed.replace(
+            sig.group(1), sig.group(1)[:-2] + ("AA" if sig.group(1)[-2:] != "AA" else "BB")
+        )
+        assert_problem(await anonymous.get(altered), 403, "signature")
+        later = re.sub(r"expires=(\d+)", lambda m: f"expires={int(m.group(1)) + 3600}", signed)
+        assert_problem(await anonymous.get(later), 403, "signature")
+        for elsewhere in (
+            f"/v1/videos/{other_id}/renditions/144p?{query}",
+            f"/v1/videos/{video_id}/thumbnail?{query}",
+            f"/v1/videos/{video_id}/renditions/240p?{query}",
+        ):
+            assert_problem(await anonymous.get(elsewhere), 403)
+        assert_problem(await anonymous.get(f"{rendition['url']}?expires=1"), 422, "signature")
+
+        deps = app.state.deps
+        expired = deps.links.signed_rendition(video_id, "144p", now=1_000_000_000.0)
+        assert_problem(await anonymous.get(expired), 403, "expired")
+
+        assert (await api.delete(f"/v1/videos/{video_id}")).status_code == 204
+        assert_problem(await anonymous.get(signed), 404)
 
 
 # -- webhooks -----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.auth import create_client_with_key
 from gateway.deps import GatewayDeps
+from gateway.links import Links
 from gateway.outbox import OutboxRelay
 from gateway.projection import handle_report
 from gateway.repository import Client
@@ -63,7 +64,7 @@ async def _upload(db: asyncpg.Pool, client: Client, **probe: Any) -> str:
         notify_email=None,
     )
     async with db.acquire() as conn:
-        video = await record_upload(conn, client, accepted, base_url="http://vidq.test")
+        video = await record_upload(conn, client, accepted, links=Links("http://vidq.test"))
     return video.id
 
 

@@ -64,6 +64,33 @@ def test_the_ready_email_names_the_file_and_links_every_rendition() -> None:
     assert "5.0 MB" in email.text
 
 
+def test_with_signed_links_the_ready_email_links_them_and_says_until_when() -> None:
+    event = ready_event()
+    video = event.data
+    expires = int(datetime(2026, 12, 5, 11, tzinfo=UTC).timestamp())
+    signed = video.model_copy(
+        update={
+            "renditions": [
+                r.model_copy(update={"signed_url": f"{r.url}?expires={expires}&signature=s-{r.quality}"})
+                for r in video.renditions
+            ],
+            "thumbnail": video.thumbnail.model_copy(
+                update={"signed_urls": [f"{video.thumbnail.urls[0]}&expires={expires + 3600}&signature=t"]}
+            ),
+        }
+    )
+
+    email = render(event.model_copy(update={"data": signed}), "ana@example.com")
+
+    for body in (email.text, email.html.replace("&amp;", "&")):
+        for rendition in signed.renditions:
+            assert rendition.signed_url is not None
+            assert rendition.signed_url in body  # opens without an API key
+        assert signed.thumbnail.signed_urls[0] in body
+        assert "until 2026-12-05 11:00 UTC" in body  # the first of them to expire
+        assert "need your API key" not in body
+
+
 def test_the_failed_email_names_the_file_and_says_why() -> None:
     event = failed_event()
 

@@ -1,0 +1,83 @@
+"""Links to a video's files: plain (sent with the API key) and signed (for whoever holds them).
+
+A browser's ``<video src>``, a link in an email and a webhook receiver's download cannot send
+``Authorization: Bearer``. So each ready file also has a *signed* link, as S3's presigned URLs
+and Cloudflare Stream's signed URLs have it: ``?expires=<unix time>&signature=<HMAC>``, good for
+that one file of that one video until it expires (``VIDQ_MEDIA_LINK_TTL_S``, a week by default),
+and refused after, or if any part of it was changed. The HMAC-SHA256 (the standard library's
+``hmac``; a few lines by hand) signs the video, the file and the expiry with a key the gateway
+keeps in its database: made at its first start, the same for every gateway replica, never
+configured by hand. Deleting a video makes its links answer 404.
+
+The expiry is rounded up to the hour, so a video read twice within the hour carries the same
+links (caches and clients see one URL), and a link is good for between the TTL and an hour more.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+#: Signed links are stable within this many seconds.
+_ROUND_S = 3600
+#: The name of the key of signed links in ``signing_keys``.
+MEDIA_LINKS = "media_links"
+#: The file a thumbnail's signature names (a rendition's names its quality).
+THUMBNAIL = "thumbnail"
+
+
+class LinkRefused(Exception):
+    """A signed link that is expired, altered, or made for another file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """How the gateway writes (and checks) the links of a video's files."""
+
+    base_url: str
+    #: The signing key; ``None`` writes no signed links (and accepts none).
+    key: bytes | None = None
+    ttl_s: int = 7 * 24 * 3600
+
+    def rendition(self, video_id: str, quality: str) -> str:
+        return f"{self.base_url}/v1/videos/{video_id}/renditions/{quality}"
+
+    def thumbnail(self, video_id: str, width: int) -> str:
+        return f"{self.base_url}/v1/videos/{video_id}/thumbnail?width={width}"
+
+    def signed_rendition(self, video_id: str, quality: str, *, now: float | None = None) -> str | None:
+        query = self._signed_query(video_id, quality, now)
+        return f"{self.rendition(video_id, quality)}?{query}" if query else None
+
+    def signed_thumbnail(self, video_id: str, width: int, *, now: float | None = None) -> str | None:
+        query = self._signed_query(video_id, THUMBNAIL, now)
+        return f"{self.thumbnail(video_id, width)}&{query}" if query else None
+
+    def _signed_query(self, video_id: str, file: str, now: float | None) -> str | None:
+        if self.key is None:
+            return None
+        at = time.time() if now is None else now
+        expires = -(-int(at + self.ttl_s) // _ROUND_S) * _ROUND_S
+        return f"expires={expires}&signature={self._signature(video_id, file, expires)}"
+
+    def check(
+        self, video_id: str, file: str, expires: int, signature: str, *, now: float | None = None
+    ) -> None:
+        """Accept a signed link's query, or raise :class:`LinkRefused` saying why."""
+        if self.key is None:
+            raise LinkRefused("signed links are not enabled on this gateway")
+        if not hmac.compare_digest(signature.encode(), self._signature(video_id, file, expires).encode()):
+            raise LinkRefused("the link's signature does not match it (altered, or made for another file)")
+        if expires <= (time.time() if now is None else now):
+            raise LinkRefused(
+                f"the link expired at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}; "
+                f"GET /v1/videos/{video_id} has fresh ones"
+            )
+
+    def _signature(self, video_id: str, file: str, expires: int) -> str:
+        assert self.key is not None  # noqa: S101 - callers checked
+        digest = hmac.digest(self.key, f"{video_id}/{file}/{expires}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

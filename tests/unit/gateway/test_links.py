@@ -1,0 +1,60 @@
+"""Signed links to a video's files: stable within the hour, good until they expire, for one file."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from gateway.links import THUMBNAIL, LinkRefused, Links
+
+LINKS = Links("https://vidq.example.com", b"k" * 32, ttl_s=7 * 24 * 3600)
+NOW = 1_800_000_000.0  # a whole hour (1_800_000_000 / 3600 = 500,000)
+
+
+def _query(url: str) -> tuple[int, str]:
+    query = parse_qs(urlparse(url).query)
+    return int(query["expires"][0]), query["signature"][0]
+
+
+def test_a_signed_link_is_the_plain_one_with_an_expiry_rounded_up_to_the_hour() -> None:
+    url = LINKS.signed_rendition("vid_1", "720p", now=NOW + 1)
+    assert url is not None
+    assert url.startswith("https://vidq.example.com/v1/videos/vid_1/renditions/720p?expires=")
+    expires, _ = _query(url)
+    assert expires == NOW + 7 * 24 * 3600 + 3600
+    # the same link all hour long: caches and clients see one URL
+    assert LINKS.signed_rendition("vid_1", "720p", now=NOW + 3599) == url
+    assert LINKS.signed_rendition("vid_1", "720p", now=NOW + 3601) != url
+
+
+def test_a_link_is_accepted_for_its_own_file_until_it_expires() -> None:
+    url = LINKS.signed_rendition("vid_1", "720p", now=NOW)
+    assert url is not None
+    expires, signature = _query(url)
+    LINKS.check("vid_1", "720p", expires, signature, now=expires - 1)
+    with pytest.raises(LinkRefused, match="expired"):
+        LINKS.check("vid_1", "720p", expires, signature, now=expires)
+    for video_id, file in (("vid_2", "720p"), ("vid_1", "360p"), ("vid_1", THUMBNAIL)):
+        with pytest.raises(LinkRefused, match="signature"):
+            LINKS.check(video_id, file, expires, signature, now=NOW)
+    with pytest.raises(LinkRefused, match="signature"):
+        LINKS.check("vid_1", "720p", expires + 3600, signature, now=NOW)
+    other_key = Links(LINKS.base_url, b"x" * 32)
+    with pytest.raises(LinkRefused, match="signature"):
+        other_key.check("vid_1", "720p", expires, signature, now=NOW)
+
+
+def test_a_thumbnail_link_keeps_its_width_and_signs_the_thumbnail() -> None:
+    url = LINKS.signed_thumbnail("vid_1", 640, now=NOW)
+    assert url is not None
+    assert url.startswith("https://vidq.example.com/v1/videos/vid_1/thumbnail?width=640&expires=")
+    LINKS.check("vid_1", THUMBNAIL, *_query(url), now=NOW)
+
+
+def test_without_a_key_there_are_no_signed_links_and_none_is_accepted() -> None:
+    plain = Links("https://vidq.example.com")
+    assert plain.signed_rendition("vid_1", "720p") is None
+    assert plain.signed_thumbnail("vid_1", 640) is None
+    with pytest.raises(LinkRefused, match="not enabled"):
+        plain.check("vid_1", "720p", 2_000_000_000, "x")
