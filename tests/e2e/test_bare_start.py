@@ -10,8 +10,11 @@ it needs at start (SPEC, "Services"), so the whole job is done and the dead-lett
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -43,6 +46,21 @@ async def missing_database() -> AsyncIterator[str]:
         yield with_database(BASE_DB_URL, name)
     finally:
         await drop_database(name)
+
+
+async def _open_mailed_links_without_a_key(mailbox: Any, *, expected: int) -> None:
+    """The mail's links are signed: they open in a browser, which has no API key."""
+    await until(lambda: mailbox.messages, timeout=30)
+    mail: EmailMessage = mailbox.messages[0]
+    text = mail.get_body(("plain",))
+    assert text is not None
+    links = re.findall(r"https?://\S+signature=\S+", text.get_content())
+    assert len(links) == expected
+    async with httpx.AsyncClient() as browser:
+        for link in links:
+            opened = await browser.get(link)
+            assert opened.status_code == 200, (link, opened.text)
+            assert opened.headers["content-type"] in ("video/mp4", "image/jpeg")
 
 
 async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job(
@@ -93,7 +111,7 @@ async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job
                         video_id = upload.json()["id"]
                         await until(lambda: receiver.at("/hooks", "video.ready"), timeout=90)
                         video = (await client.get(f"/v1/videos/{video_id}")).json()
-                        await until(lambda: mailbox.messages, timeout=30)
+                        await _open_mailed_links_without_a_key(mailbox, expected=3)  # 2 MP4s, 1 JPEG
                 finally:
                     await stack.stop_all(grace=10)
                     for log in sorted((tmp_path / "logs").glob("*.log")):
