@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gateway import repository as repo
 from gateway.deps import DepsDep
 from gateway.errors import Forbidden, InvalidRequest, Unauthorized
-from gateway.links import THUMBNAIL, LinkRefused
+from gateway.links import THUMBNAIL, LinkRefused, rendition_file
 from gateway.repository import Client, Conn
 from shared.ids import new_id
 
@@ -82,9 +82,9 @@ async def media_viewer(
         return await current_client(request, deps, None)
     if expires is None or signature is None:
         raise InvalidRequest("a signed link carries both 'expires' and 'signature'")
-    video_id = request.path_params["video_id"]
+    video_id, quality = request.path_params["video_id"], request.path_params.get("quality")
     try:
-        deps.links.check(video_id, request.path_params.get("quality", THUMBNAIL), expires, signature)
+        deps.links.check(video_id, rendition_file(quality) if quality else THUMBNAIL, expires, signature)
     except LinkRefused as exc:
         raise Forbidden(str(exc)) from None
     return None

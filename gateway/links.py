@@ -25,8 +25,13 @@ from dataclasses import dataclass
 _ROUND_S = 3600
 #: The name of the key of signed links in ``signing_keys``.
 MEDIA_LINKS = "media_links"
-#: The file a thumbnail's signature names (a rendition's names its quality).
+#: The file a thumbnail's signature names (a rendition's: :func:`rendition_file`).
 THUMBNAIL = "thumbnail"
+
+
+def rendition_file(quality: str) -> str:
+    """The file a rendition's signature names (never the thumbnail's, whatever the path says)."""
+    return f"renditions/{quality}"
 
 
 class LinkRefused(Exception):
@@ -49,7 +54,7 @@ class Links:
         return f"{self.base_url}/v1/videos/{video_id}/thumbnail?width={width}"
 
     def signed_rendition(self, video_id: str, quality: str, *, now: float | None = None) -> str | None:
-        query = self._signed_query(video_id, quality, now)
+        query = self._signed_query(video_id, rendition_file(quality), now)
         return f"{self.rendition(video_id, quality)}?{query}" if query else None
 
     def signed_thumbnail(self, video_id: str, width: int, *, now: float | None = None) -> str | None:

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gateway.links import THUMBNAIL, LinkRefused, Links
+from gateway.links import THUMBNAIL, LinkRefused, Links, rendition_file
 
 LINKS = Links("https://vidq.example.com", b"k" * 32, ttl_s=7 * 24 * 3600)
 NOW = 1_800_000_000.0  # a whole hour (1_800_000_000 / 3600 = 500,000)
@@ -32,17 +32,22 @@ def test_a_link_is_accepted_for_its_own_file_until_it_expires() -> None:
     url = LINKS.signed_rendition("vid_1", "720p", now=NOW)
     assert url is not None
     expires, signature = _query(url)
-    LINKS.check("vid_1", "720p", expires, signature, now=expires - 1)
+    LINKS.check("vid_1", rendition_file("720p"), expires, signature, now=expires - 1)
     with pytest.raises(LinkRefused, match="expired"):
-        LINKS.check("vid_1", "720p", expires, signature, now=expires)
-    for video_id, file in (("vid_2", "720p"), ("vid_1", "360p"), ("vid_1", THUMBNAIL)):
+        LINKS.check("vid_1", rendition_file("720p"), expires, signature, now=expires)
+    for video_id, file in (
+        ("vid_2", rendition_file("720p")),
+        ("vid_1", rendition_file("360p")),
+        ("vid_1", THUMBNAIL),
+        ("vid_1", "720p"),
+    ):
         with pytest.raises(LinkRefused, match="signature"):
             LINKS.check(video_id, file, expires, signature, now=NOW)
     with pytest.raises(LinkRefused, match="signature"):
-        LINKS.check("vid_1", "720p", expires + 3600, signature, now=NOW)
+        LINKS.check("vid_1", rendition_file("720p"), expires + 3600, signature, now=NOW)
     other_key = Links(LINKS.base_url, b"x" * 32)
     with pytest.raises(LinkRefused, match="signature"):
-        other_key.check("vid_1", "720p", expires, signature, now=NOW)
+        other_key.check("vid_1", rendition_file("720p"), expires, signature, now=NOW)
 
 
 def test_a_thumbnail_link_keeps_its_width_and_signs_the_thumbnail() -> None:
@@ -57,4 +62,4 @@ def test_without_a_key_there_are_no_signed_links_and_none_is_accepted() -> None:
     assert plain.signed_rendition("vid_1", "720p") is None
     assert plain.signed_thumbnail("vid_1", 640) is None
     with pytest.raises(LinkRefused, match="not enabled"):
-        plain.check("vid_1", "720p", 2_000_000_000, "x")
+        plain.check("vid_1", rendition_file("720p"), 2_000_000_000, "x")
