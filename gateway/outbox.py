@@ -29,7 +29,7 @@ from shared.ids import new_id
 from shared.messaging.codec import OutgoingMessage
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import EVENTS, UPLOADS
-from shared.metrics import OUTBOX_LAG, OUTBOX_PENDING, PUBLISHED
+from shared.metrics import OUTBOX_LAG, OUTBOX_OLDEST, OUTBOX_PENDING, PUBLISHED
 from shared.resources import Rendition, Video
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class OutboxRelay:
         self.batch = batch
         self.poll_s = poll_s
         self._wake = asyncio.Event()
+        self._measured_at = float("-inf")
 
     async def run(self) -> None:
         """Relay until cancelled, surviving database and broker outages."""
@@ -126,6 +127,7 @@ class OutboxRelay:
                 while True:
                     self._wake.clear()
                     published, claimed = await self.drain_once(listener)
+                    await self._measure(listener)
                     if claimed >= self.batch and published:
                         continue  # more rows are waiting
                     if claimed and not published:
@@ -135,6 +137,20 @@ class OutboxRelay:
             finally:
                 with contextlib.suppress(Exception):
                     await listener.remove_listener(CHANNEL, self._on_notify)
+
+    async def _measure(self, conn: Conn) -> None:
+        """Export the backlog (rows and the oldest's age), at most once a second.
+
+        Every replica exports the whole table's, so ``max()`` over replicas is right and none
+        is left with an old figure.
+        """
+        now = asyncio.get_running_loop().time()
+        if now - self._measured_at < 1.0:
+            return
+        self._measured_at = now
+        pending, oldest = await repo.outbox_backlog(conn)
+        OUTBOX_PENDING.set(pending)
+        OUTBOX_OLDEST.set(oldest)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -155,7 +171,6 @@ class OutboxRelay:
         async with conn.transaction():
             rows = await repo.claim_outbox(conn, self.batch)
             if not rows:
-                OUTBOX_PENDING.set(0)
                 return 0, 0
             per_video: dict[str | None, list[asyncpg.Record]] = defaultdict(list)
             for row in rows:
@@ -170,7 +185,6 @@ class OutboxRelay:
         now = datetime.now(UTC)
         for row in published:
             OUTBOX_LAG.observe((now - row["created_at"]).total_seconds())
-        OUTBOX_PENDING.set(len(failed))
         return len(published), len(rows)
 
     async def _publish_in_order(

@@ -324,8 +324,14 @@ async def mark_outbox_failed(conn: Conn, ids: Sequence[int], error: str) -> None
     )
 
 
-async def outbox_pending(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+async def outbox_backlog(conn: Conn) -> tuple[int, float]:
+    """Rows not yet published (every gateway's), and the oldest one's age in seconds (0: none)."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS pending, extract(epoch FROM now() - min(created_at)) AS oldest
+           FROM outbox WHERE published_at IS NULL"""
+    )
+    assert row is not None  # noqa: S101 - an aggregate always returns a row
+    return int(row["pending"]), float(row["oldest"] or 0.0)
 
 
 async def mark_report_processed(conn: Conn, report_id: str) -> bool:

@@ -11,7 +11,8 @@ Jobs:
   are dispatched again under the *same* job id — a transcoder that still holds the job drops the
   copy, one whose claim expired takes it;
 * ``outbox-alarm``: unpublished outbox rows older than ``VIDQ_OUTBOX_ALERT_AFTER_S`` are logged
-  as an error and exported as ``vidq_outbox_oldest_seconds``;
+  as an error (every gateway's relay exports ``vidq_outbox_pending`` and
+  ``vidq_outbox_oldest_seconds``);
 * ``sweep-temporary-files``: files in the storage's ``tmp/`` older than
   ``VIDQ_ABANDONED_FILE_AFTER_S`` (an upload never probed, an encode whose worker died);
 * ``sweep-deleted-videos``: files still on disk for deleted videos (a crash between the delete
@@ -30,8 +31,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from prometheus_client import Gauge
-
 from gateway import repository as repo
 from gateway.deps import GatewayDeps
 from gateway.outbox import enqueue
@@ -44,7 +43,6 @@ from shared.storage import video_prefix
 
 log = logging.getLogger(__name__)
 
-OUTBOX_OLDEST = Gauge("vidq_outbox_oldest_seconds", "Age of the oldest unpublished outbox row (gateway).")
 
 Run = Callable[[Conn, GatewayDeps], Awaitable[int]]
 
@@ -94,13 +92,14 @@ async def redispatch_stuck(conn: Conn, deps: GatewayDeps) -> int:
 
 
 async def outbox_alarm(conn: Conn, deps: GatewayDeps) -> int:
-    oldest = await conn.fetchval(
-        "SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE published_at IS NULL"
-    )
-    age = float(oldest or 0.0)
-    OUTBOX_OLDEST.set(age)
+    """Log an error while rows wait too long (the gauges are every relay's: ``gateway/outbox.py``)."""
+    pending, age = await repo.outbox_backlog(conn)
     if age > deps.settings.outbox_alert_after_s:
-        log.error("the outbox has rows unpublished for %.0f s: is the broker reachable?", age)
+        log.error(
+            "the outbox has %d rows unpublished, the oldest for %.0f s: is the broker reachable?",
+            pending,
+            age,
+        )
     return int(age)
 
 

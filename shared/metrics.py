@@ -19,7 +19,8 @@ HANDLER_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 PUBLISHED = Counter("vidq_published_total", "Messages published, by exchange.", ["exchange"])
-OUTBOX_PENDING = Gauge("vidq_outbox_pending", "Outbox rows not yet published (gateway).")
+OUTBOX_PENDING = Gauge("vidq_outbox_pending", "Outbox rows not yet published, all gateways' (gateway).")
+OUTBOX_OLDEST = Gauge("vidq_outbox_oldest_seconds", "Age of the oldest unpublished outbox row (gateway).")
 OUTBOX_LAG = Histogram(
     "vidq_outbox_lag_seconds",
     "Time from an outbox row being written to its publish being confirmed.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,6 +13,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.auth import create_client_with_key
 from gateway.deps import GatewayDeps
@@ -232,6 +235,34 @@ async def test_the_relay_publishes_with_every_property_and_marks_rows(
         command = await transcode.get(timeout=5)
         assert command.correlation_id == video_id
         assert json.loads(command.body)["quality"] == "144p"
+
+
+async def test_the_relay_exports_the_whole_backlog_not_its_last_batch(
+    db: asyncpg.Pool, broker: AdminSettings
+) -> None:
+    # three rows the broker cannot route (they stay), written five minutes ago; a batch of one
+    for n in range(3):
+        await db.execute(
+            """INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, body, created_at)
+               VALUES ('vidq.transcode', 'no-such-rung', $1, 'transcode.rendition', $1, '{}',
+                       now() - interval '5 minutes')""",
+            f"m{n}",
+        )
+    connection = await aio_pika.connect_robust(str(broker.amqp_url))
+    async with connection:
+        relay = OutboxRelay(db, await AmqpPublisher.open(connection), batch=1, poll_s=0.1)
+        running = asyncio.create_task(relay.run())
+        try:
+            for _ in range(100):
+                if REGISTRY.get_sample_value("vidq_outbox_pending") == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert REGISTRY.get_sample_value("vidq_outbox_pending") == 3
+            assert (REGISTRY.get_sample_value("vidq_outbox_oldest_seconds") or 0) >= 300
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
 
 
 async def test_an_unroutable_row_stays_in_the_outbox_and_is_retried(

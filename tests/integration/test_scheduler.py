@@ -178,4 +178,4 @@ async def test_an_old_unpublished_outbox_row_raises_the_alarm(
     async with db.acquire() as conn:
         age = await outbox_alarm(conn, deps)
     assert age >= 300
-    assert "unpublished for" in caplog.text
+    assert "1 rows unpublished, the oldest for 300 s" in caplog.text

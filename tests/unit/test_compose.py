@@ -297,7 +297,6 @@ def test_monitoring_is_an_optional_profile_scraping_every_service():
 def test_the_dashboard_charts_only_metrics_that_exist():
     from prometheus_client import REGISTRY
 
-    import gateway.scheduler  # noqa: F401 - registers vidq_outbox_oldest_seconds
     import shared.metrics  # noqa: F401
 
     ours = {m.name for m in REGISTRY.collect() if m.name.startswith("vidq_")}
