@@ -29,6 +29,7 @@ from shared.events import TERMINAL_EVENT_TYPES
 from shared.messaging.topology import EVENTS, GATEWAY_LIVE_PREFIX, broadcast_queue, declare_queue
 from shared.metrics import SSE_CLIENTS
 from shared.resources import TERMINAL_STATUSES
+from shared.runtime import instance_name
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ class LiveHub:
         self._queue = await declare_queue(channel, broadcast_queue(GATEWAY_LIVE_PREFIX))
         # At-most-once is right for a live view: a stream that misses an event fills the gap
         # from the event log when the next one arrives.
-        await self._queue.consume(self._on_message, no_ack=True)
+        tag = f"{instance_name('gateway')}/{self._queue.name}/1"  # as every consumer is named
+        await self._queue.consume(self._on_message, no_ack=True, consumer_tag=tag)
 
     @property
     def bound(self) -> bool:

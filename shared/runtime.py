@@ -12,6 +12,7 @@ route's channel that stays closed on a live connection is replaced (``shared/mes
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -36,7 +37,7 @@ from shared.errors import StartupError
 from shared.messaging.acks import CoalescedAcks
 from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
 from shared.messaging.consumer import Route, process
-from shared.messaging.prepare import create_missing_vhost
+from shared.messaging.prepare import BrokerRefused, create_missing_vhost
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import Topology, declare, declare_queue
 
@@ -52,12 +53,23 @@ _CONSUME_ERRORS = (*_CONNECT_ERRORS, aio_pika.exceptions.AMQPError, aiormq.excep
 EX_CONFIG = 78
 
 
-def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+def run_service(
+    main: Callable[[], Coroutine[Any, Any, None]], *, name: str | None = None, description: str = ""
+) -> None:
     """Run a service's ``main`` on uvloop: ``python -m <service>``.
 
+    With ``name``, the command line is read first: ``--help`` says what the service is and
+    which variables configure it (and starts nothing); an argument it does not take is refused.
     A :class:`StartupError` (a missing vhost, database or role that the service may not
     create) is one log line that says what to do, and exit status 78; not a traceback.
     """
+    if name is not None:
+        argparse.ArgumentParser(
+            prog=f"python -m {name}",
+            description=description,
+            epilog="Configured by VIDQ_* environment variables (and a .env file in the working "
+            "directory); deploy/env/example.env lists them all.",
+        ).parse_args()
     try:
         uvloop.run(main())
     except StartupError as exc:
@@ -95,6 +107,8 @@ async def connect(
                 raise
             await create_missing_vhost(url, management)
             raise ConnectionError("vhost created; connecting again") from exc
+        except (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.AuthenticationError):
+            raise BrokerRefused(url) from None
 
     return await until_reachable(attempt, errors=_CONNECT_ERRORS, what="broker", give_up_after=give_up_after)
 

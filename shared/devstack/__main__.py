@@ -5,6 +5,7 @@ Ctrl-C (or SIGTERM) stops every process it started, gracefully, by PID.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -85,6 +86,12 @@ async def run() -> int:
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        prog="python -m shared.devstack",
+        description="make run: bootstrap the broker and database, start every vidq service and a mail "
+        "sink, print the URL and an API key, and stay in the foreground; Ctrl-C stops everything.",
+        epilog="Configured by VIDQ_* environment variables and ./.env (deploy/local/setup.sh writes it).",
+    ).parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(message)s")
     sys.exit(asyncio.run(run()))
 

@@ -135,6 +135,17 @@ async def apply_policies(amqp_url: str, topology: Topology, configured: str | No
     return True
 
 
+class BrokerRefused(StartupError):
+    """The broker refused ``VIDQ_AMQP_URL``'s user or password (ACCESS_REFUSED)."""
+
+    def __init__(self, amqp_url: str) -> None:
+        _, user, _ = split_amqp(amqp_url)
+        super().__init__(
+            f"the broker refused user {user!r} (unknown user or wrong password): check VIDQ_AMQP_URL, "
+            "or run python -m shared.bootstrap, which creates the services' users (make run does)"
+        )
+
+
 class MissingVhost(StartupError):
     """The broker refused the vhost of ``VIDQ_AMQP_URL`` and this user may not create it."""
 

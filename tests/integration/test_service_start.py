@@ -1,0 +1,106 @@
+"""A service's start: a missing database is made; a refusal is one line and exit 78; --help starts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from shared.db import DatabaseRefused, connect_creating_database
+from shared.runtime import EX_CONFIG
+from tests.realdeps import BASE_DB_URL, amqp_url_for, drop_database, unique, with_database
+from tests.settings import ROOT
+
+
+async def test_a_missing_database_is_created_once_by_services_starting_together() -> None:
+    name = unique("vidq_missing_")
+    url = with_database(BASE_DB_URL, name)
+    try:
+        connections = await asyncio.gather(*(connect_creating_database(url) for _ in range(3)))
+        for conn in connections:
+            assert await conn.fetchval("SELECT current_database()") == name
+            await conn.close()
+    finally:
+        await drop_database(name)
+
+
+async def test_a_role_that_does_not_exist_is_refused_with_advice() -> None:
+    url = urlparse(BASE_DB_URL)._replace(netloc=f"{unique('nobody_')}@{urlparse(BASE_DB_URL).hostname}")
+    with pytest.raises(DatabaseRefused, match="does not exist") as refused:
+        await connect_creating_database(url.geturl())
+    assert "VIDQ_DATABASE_URL" in str(refused.value)
+
+
+def _bare_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDQ_")}
+    env["PYTHONPATH"] = str(ROOT)  # run from a folder without a .env
+    return {**env, **values}
+
+
+async def _run(service: str, *args: str, cwd: Path, env: dict[str, str]) -> tuple[int | None, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        service,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, output.decode()
+
+
+def _one_critical_line(text: str) -> str:
+    assert "Traceback" not in text
+    [line] = [line for line in text.splitlines() if "CRITICAL" in line]
+    assert "cannot start" in line
+    return line
+
+
+@pytest.mark.parametrize("service", ["gateway", "transcoder", "notifier"])
+async def test_a_service_refused_by_the_database_says_why_in_one_line_and_exits_78(
+    service: str, tmp_path: Path
+) -> None:
+    host = urlparse(BASE_DB_URL).hostname
+    env = _bare_env(VIDQ_DATABASE_URL=f"postgresql://{unique('nobody_')}@{host}/vidq")
+    status, text = await _run(service, cwd=tmp_path, env=env)
+    assert status == EX_CONFIG, text
+    assert "does not exist" in _one_critical_line(text)
+
+
+@pytest.mark.parametrize("service", ["gateway", "thumbnailer"])
+async def test_a_service_refused_by_the_broker_says_why_at_once_and_exits_78(
+    service: str, tmp_path: Path
+) -> None:
+    # wrong credentials do not get better with waiting (a broker that is not up yet does)
+    database = unique("vidq_refused_")  # the gateway makes it, and migrates, before the broker
+    env = _bare_env(
+        VIDQ_AMQP_URL=amqp_url_for(unique("vidq-nowhere-"), unique("nobody-"), "wrong"),
+        VIDQ_DATABASE_URL=with_database(BASE_DB_URL, database),
+    )
+    try:
+        status, text = await _run(service, cwd=tmp_path, env=env)
+    finally:
+        await drop_database(database)
+    assert status == EX_CONFIG, text
+    assert "refused user 'nobody-" in _one_critical_line(text)
+
+
+@pytest.mark.parametrize("service", ["gateway", "transcoder", "thumbnailer", "notifier", "shared.devstack"])
+async def test_help_says_what_a_service_is_and_starts_nothing(service: str, tmp_path: Path) -> None:
+    # nothing listens on port 9: a service that started anyway would wait for it, not print help
+    env = _bare_env(
+        VIDQ_AMQP_URL="amqp://guest:guest@127.0.0.1:9/", VIDQ_DATABASE_URL="postgresql://x@127.0.0.1:9/x"
+    )
+    status, text = await _run(service, "--help", cwd=tmp_path, env=env)
+    assert status == 0, text
+    assert text.startswith(f"usage: python -m {service}")
+    assert list(tmp_path.iterdir()) == []
+    status, text = await _run(service, "--no-such-flag", cwd=tmp_path, env=env)
+    assert status == 2, text
