@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 from collections.abc import AsyncIterator
+from urllib.parse import quote, unquote, urlparse
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
@@ -12,9 +15,11 @@ from aio_pika.abc import AbstractRobustConnection
 from gateway.streams import LiveHub
 from shared.errors import TransientError
 from shared.messaging.codec import OutgoingMessage
+from shared.messaging.management import Management
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import EVENTS, declare_exchanges
 from shared.runtime import connect
+from tests.realdeps import ADMIN_URL
 
 GRACE_S = 0.3
 
@@ -82,3 +87,22 @@ async def test_the_live_queue_is_bound_only_while_a_stream_watches(
     async with hub.watch("vid_c") as inbox:
         assert await reaches_a_queue(publisher, event("vid_c", 1))
         assert (await asyncio.wait_for(inbox.get(), 5)).sequence == 1
+
+
+async def test_the_live_consumer_is_named_like_every_consumer(
+    connection: AbstractRobustConnection, vhost: str
+) -> None:
+    # ops find who consumes what in the management UI: <service>@<host>-<pid>/<queue>/<n>
+    hub = LiveHub(unbind_after_s=GRACE_S)
+    await hub.start(connection)
+    name = unquote(urlparse(vhost).path[1:])
+    tags: list[str] = []
+    async with Management(ADMIN_URL) as api:
+        for _ in range(50):
+            response = await api.client.get(f"/api/consumers/{quote(name, safe='')}")
+            tags = [c["consumer_tag"] for c in response.json()]
+            if tags:
+                break
+            await asyncio.sleep(0.2)
+    [tag] = tags
+    assert re.fullmatch(rf"gateway@.+-{os.getpid()}/vidq\.gateway\.live\..+/1", tag), tag
