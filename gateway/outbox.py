@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from gateway import repository as repo
+from gateway.metrics import OUTBOX_LAG, OUTBOX_OLDEST, OUTBOX_PENDING
 from gateway.repository import Conn
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.errors import TransientError
@@ -29,7 +30,7 @@ from shared.ids import new_id
 from shared.messaging.codec import OutgoingMessage
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import EVENTS, UPLOADS
-from shared.metrics import OUTBOX_LAG, OUTBOX_OLDEST, OUTBOX_PENDING, PUBLISHED
+from shared.metrics import PUBLISHED
 from shared.resources import Rendition, Video
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from gateway import repository as repo
+from gateway.metrics import SSE_CLIENTS
 from shared.events import TERMINAL_EVENT_TYPES
 from shared.messaging.topology import EVENTS, GATEWAY_LIVE_PREFIX, broadcast_queue, declare_queue
-from shared.metrics import SSE_CLIENTS
 from shared.resources import TERMINAL_STATUSES
 from shared.runtime import instance_name
 

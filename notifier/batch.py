@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from shared.metrics import DELIVERY_LOG_WRITE_ROWS, DELIVERY_LOG_WRITE_SECONDS
+from notifier.metrics import DELIVERY_LOG_WRITE_ROWS, DELIVERY_LOG_WRITE_SECONDS
 
 T = TypeVar("T")
 R = TypeVar("R")

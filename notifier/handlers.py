@@ -16,6 +16,7 @@ from notifier import lookups
 from notifier import repository as repo
 from notifier.delivery_log import Claimed, DeliveryLog, IncomingEvent
 from notifier.email import Email, EmailSender, render, render_endpoint_disabled
+from notifier.metrics import WEBHOOK_DELIVERIES, WEBHOOK_EVENT_LAG, WEBHOOK_SECONDS
 from notifier.settings import NotifierSettings
 from notifier.signing import headers as signed_headers
 from notifier.webhook import DeliveryResult, EndpointLimiter, WebhookSender
@@ -36,7 +37,6 @@ from shared.messaging.codec import OutgoingMessage, outgoing
 from shared.messaging.consumer import choose_delay, dead_letter, replayed, schedule_retry
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import DELIVERIES, NOTIFIER_DELIVERIES, RETRY, Topology
-from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_EVENT_LAG, WEBHOOK_SECONDS
 from shared.reports import WebhookDisabledReport, publish_report
 
 log = logging.getLogger(__name__)

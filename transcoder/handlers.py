@@ -27,7 +27,6 @@ from shared.messaging.codec import ATTEMPT_HEADER, OutgoingMessage, outgoing
 from shared.messaging.consumer import dead_letter, replayed, schedule_retry
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import REQUEUE, QueueSpec, Topology
-from shared.metrics import FFMPEG_SPEED, RENDITION_QUEUE_WAIT
 from shared.reports import (
     RenditionCompletedReport,
     RenditionFailedReport,
@@ -38,6 +37,7 @@ from shared.reports import (
 from shared.storage import Storage, rendition_key, source_key
 from transcoder import encode
 from transcoder.claims import Claims, Job
+from transcoder.metrics import FFMPEG_SPEED, RENDITION_QUEUE_WAIT
 from transcoder.runner import JobRunner
 from transcoder.settings import TranscoderSettings
 

@@ -104,3 +104,30 @@ async def test_help_says_what_a_service_is_and_starts_nothing(service: str, tmp_
     assert list(tmp_path.iterdir()) == []
     status, text = await _run(service, "--no-such-flag", cwd=tmp_path, env=env)
     assert status == 2, text
+
+
+@pytest.mark.parametrize(
+    ("service", "own", "others"),
+    [
+        ("gateway.app", "vidq_outbox_pending", ("vidq_webhook", "vidq_ffmpeg", "vidq_delivery_log")),
+        ("transcoder.app", "vidq_ffmpeg_speed_ratio", ("vidq_outbox", "vidq_sse", "vidq_webhook")),
+        ("thumbnailer.app", "vidq_messages", ("vidq_outbox", "vidq_sse", "vidq_webhook", "vidq_ffmpeg")),
+        ("notifier.app", "vidq_webhook_deliveries", ("vidq_outbox", "vidq_sse", "vidq_ffmpeg")),
+    ],
+)
+async def test_a_service_exports_only_the_metrics_it_measures(
+    service: str, own: str, others: tuple[str, ...], tmp_path: Path
+) -> None:
+    # a count() or absent() over a metric must see the processes that measure it, not all four
+    script = (
+        f"import {service}\n"
+        "from prometheus_client import REGISTRY\n"
+        "print(' '.join(m.name for m in REGISTRY.collect() if m.name.startswith('vidq_')))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, cwd=tmp_path, env=_bare_env(), stdout=asyncio.subprocess.PIPE
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    names = output.decode().split()
+    assert own in names
+    assert not [n for n in names if n.startswith(others)], names
