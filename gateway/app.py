@@ -58,67 +58,77 @@ async def preflight(settings: GatewaySettings) -> None:
         await connection.close()
 
 
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the gateway. Settings come from ``VIDQ_*`` variables unless given."""
     settings = settings or GatewaySettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await migrate_all(settings, ("gateway",))
-        pool = await create_pool(settings)
-        async with pool.acquire() as conn:
-            link_key = await signing_key(conn, MEDIA_LINKS)
-        connection = await connect(str(settings.amqp_url), "gateway", management=settings.management_api())
-        topology = build(settings)
-        await prepare_broker(connection, settings, topology)
-        publisher = await AmqpPublisher.open(connection)
-        deps = GatewayDeps(
-            settings,
-            pool,
-            publisher,
-            LocalStorage(settings.storage_dir),
-            asyncio.Semaphore(settings.gateway_probe_concurrency),
-            link_key,
-        )
-        consumers = Consumers(
-            service="gateway",
-            connection=connection,
-            topology=topology,
-            routes=[
-                Route(
-                    topology.queue(GATEWAY_PROJECTION),
-                    ANY_REPORT,
-                    handle_report,
-                    prefetch=settings.projection_prefetch,
-                )
-            ],
-            deps=deps,
-            publisher=publisher,
-        )
-        hub = LiveHub(unbind_after_s=settings.live_unbind_after_s)
-        await hub.start(connection)
-        await consumers.start()
-        scheduler = asyncio.create_task(run_scheduler(deps))
-        relay = asyncio.create_task(
-            OutboxRelay(pool, publisher, batch=settings.outbox_batch, poll_s=settings.outbox_poll_s).run()
-        )
-        app.state.settings, app.state.deps, app.state.hub, app.state.connection = (
-            settings,
-            deps,
-            hub,
-            connection,
-        )
-        log.info("gateway ready on %s", settings.public_url)
-        try:
+        # what is opened is closed again, in reverse, also when a later step fails
+        async with contextlib.AsyncExitStack() as opened:
+            await migrate_all(settings, ("gateway",))
+            pool = await create_pool(settings)
+            opened.push_async_callback(pool.close)
+            async with pool.acquire() as conn:
+                link_key = await signing_key(conn, MEDIA_LINKS)
+            connection = await connect(
+                str(settings.amqp_url), "gateway", management=settings.management_api()
+            )
+            opened.push_async_callback(connection.close)
+            topology = build(settings)
+            await prepare_broker(connection, settings, topology)
+            publisher = await AmqpPublisher.open(connection)
+            deps = GatewayDeps(
+                settings,
+                pool,
+                publisher,
+                LocalStorage(settings.storage_dir),
+                asyncio.Semaphore(settings.gateway_probe_concurrency),
+                link_key,
+            )
+            consumers = Consumers(
+                service="gateway",
+                connection=connection,
+                topology=topology,
+                routes=[
+                    Route(
+                        topology.queue(GATEWAY_PROJECTION),
+                        ANY_REPORT,
+                        handle_report,
+                        prefetch=settings.projection_prefetch,
+                    )
+                ],
+                deps=deps,
+                publisher=publisher,
+            )
+            hub = LiveHub(unbind_after_s=settings.live_unbind_after_s)
+            await hub.start(connection)
+            tasks = [
+                asyncio.create_task(run_scheduler(deps)),
+                asyncio.create_task(
+                    OutboxRelay(
+                        pool, publisher, batch=settings.outbox_batch, poll_s=settings.outbox_poll_s
+                    ).run()
+                ),
+            ]
+            opened.push_async_callback(_cancel, tasks)
+            await consumers.start()
+            opened.push_async_callback(consumers.stop, settings.shutdown_grace_s)
+            app.state.settings, app.state.deps, app.state.hub, app.state.connection = (
+                settings,
+                deps,
+                hub,
+                connection,
+            )
+            log.info("gateway ready on %s", settings.public_url)
             yield
-        finally:
-            await consumers.stop(settings.shutdown_grace_s)
-            for task in (relay, scheduler):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await connection.close()
-            await pool.close()
 
     app = FastAPI(title="vidq", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

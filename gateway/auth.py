@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -12,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gateway import repository as repo
 from gateway.deps import DepsDep
 from gateway.errors import Forbidden, InvalidRequest, Unauthorized
-from gateway.links import THUMBNAIL, LinkRefused, rendition_file
+from gateway.links import LinkRefused, rendition_file, thumbnail_file
 from gateway.repository import Client, Conn
 from shared.ids import new_id
 
@@ -61,6 +62,20 @@ async def current_client(
 ClientDep = Annotated[Client, Depends(current_client)]
 
 
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who downloads a video's file: its owner by API key, or whoever holds a signed link."""
+
+    client: Client | None
+    #: A signed link's remaining seconds (``None``: the API key).
+    left_s: int | None = None
+
+    @property
+    def cache_control(self) -> str:
+        """Kept by the browser only: for as long as the link lasts, or checked again each time."""
+        return "private, no-cache" if self.left_s is None else f"private, max-age={self.left_s}"
+
+
 async def media_viewer(
     request: Request,
     deps: DepsDep,
@@ -72,23 +87,22 @@ async def media_viewer(
         str | None,
         Query(max_length=100, description="A signed link's signature, instead of the API key."),
     ] = None,
-) -> Client | None:
-    """Who downloads a video's file: the API key's client, or ``None`` for a valid signed link.
+) -> Viewer:
+    """The API key's client, or a valid signed link (``gateway/links.py``).
 
-    A signed link (``gateway/links.py``) is good for the one file of the path it was made for;
-    an altered or expired one is a 403 that says so.
+    A signed link is good for the one file it was made for (a rendition, or a thumbnail at one
+    ``width``); an altered or expired one is a 403 that says so.
     """
     if expires is None and signature is None:
-        return await current_client(request, deps, None)
+        return Viewer(await current_client(request, deps, None))
     if expires is None or signature is None:
         raise InvalidRequest("a signed link carries both 'expires' and 'signature'")
     video_id, quality = request.path_params["video_id"], request.path_params.get("quality")
+    file = rendition_file(quality) if quality else thumbnail_file(request.query_params.get("width", ""))
     try:
-        deps.links.check(video_id, rendition_file(quality) if quality else THUMBNAIL, expires, signature)
+        return Viewer(None, deps.links.check(video_id, file, expires, signature))
     except LinkRefused as exc:
         raise Forbidden(str(exc)) from None
-    return None
 
 
-#: The owner by API key, or ``None``: a valid signed link.
-ViewerDep = Annotated[Client | None, Depends(media_viewer)]
+ViewerDep = Annotated[Viewer, Depends(media_viewer)]

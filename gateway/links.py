@@ -25,13 +25,16 @@ from dataclasses import dataclass
 _ROUND_S = 3600
 #: The name of the key of signed links in ``signing_keys``.
 MEDIA_LINKS = "media_links"
-#: The file a thumbnail's signature names (a rendition's: :func:`rendition_file`).
-THUMBNAIL = "thumbnail"
 
 
 def rendition_file(quality: str) -> str:
-    """The file a rendition's signature names (never the thumbnail's, whatever the path says)."""
+    """The file a rendition's signature names (never a thumbnail's, whatever the path says)."""
     return f"renditions/{quality}"
+
+
+def thumbnail_file(width: int | str) -> str:
+    """The file a thumbnail's signature names: one width (``?width=`` as the link writes it)."""
+    return f"thumbnail/{width}"
 
 
 class LinkRefused(Exception):
@@ -58,7 +61,7 @@ class Links:
         return f"{self.rendition(video_id, quality)}?{query}" if query else None
 
     def signed_thumbnail(self, video_id: str, width: int, *, now: float | None = None) -> str | None:
-        query = self._signed_query(video_id, THUMBNAIL, now)
+        query = self._signed_query(video_id, thumbnail_file(width), now)
         return f"{self.thumbnail(video_id, width)}&{query}" if query else None
 
     def _signed_query(self, video_id: str, file: str, now: float | None) -> str | None:
@@ -70,17 +73,19 @@ class Links:
 
     def check(
         self, video_id: str, file: str, expires: int, signature: str, *, now: float | None = None
-    ) -> None:
-        """Accept a signed link's query, or raise :class:`LinkRefused` saying why."""
+    ) -> int:
+        """The seconds a signed link has left, or :class:`LinkRefused` saying why it is refused."""
         if self.key is None:
             raise LinkRefused("signed links are not enabled on this gateway")
         if not hmac.compare_digest(signature.encode(), self._signature(video_id, file, expires).encode()):
             raise LinkRefused("the link's signature does not match it (altered, or made for another file)")
-        if expires <= (time.time() if now is None else now):
+        at = time.time() if now is None else now
+        if expires <= at:
             raise LinkRefused(
                 f"the link expired at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}; "
                 f"GET /v1/videos/{video_id} has fresh ones"
             )
+        return expires - int(at)
 
     def _signature(self, video_id: str, file: str, expires: int) -> str:
         assert self.key is not None  # noqa: S101 - callers checked

@@ -428,7 +428,7 @@ async def signing_key(conn: Conn, name: str) -> bytes:
 
 async def count_webhooks_locking_client(conn: Conn, client_id: str) -> int:
     """The client's endpoints, its ``clients`` row locked until the transaction ends."""
-    await conn.execute("SELECT 1 FROM clients WHERE id = $1 FOR UPDATE", client_id)
+    await conn.execute("SELECT 1 FROM clients WHERE id = $1 FOR NO KEY UPDATE", client_id)
     count: int = await conn.fetchval(
         "SELECT count(*) FROM webhooks WHERE client_id = $1 AND deleted_at IS NULL", client_id
     )

@@ -168,14 +168,22 @@ _ADVICE = (
 
 
 async def _create_database(url: str) -> None:
-    """Create the URL's database from the server's maintenance database, with the same role."""
+    """Create the URL's database from the server's maintenance database, with the same role.
+
+    As ``createdb`` does: from ``postgres``, else ``template1`` (a server may have dropped the
+    first or refuse it to the role). Two services creating it at once: one does, the other finds
+    it made, or retries while the template is in use.
+    """
     name = unquote(urlparse(url).path.lstrip("/"))
     if not name:
         raise DatabaseRefused(f"{_ADVICE}: the database it names by default does not exist")
     try:
         admin = await asyncpg.connect(url, database="postgres")
-    except asyncpg.PostgresError as exc:
-        raise DatabaseRefused(f"{_ADVICE}: database {name!r} does not exist ({exc})") from None
+    except asyncpg.PostgresError:
+        try:
+            admin = await asyncpg.connect(url, database="template1")
+        except asyncpg.PostgresError as exc:
+            raise DatabaseRefused(f"{_ADVICE}: database {name!r} does not exist ({exc})") from None
     try:
         await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
         log.warning("created the database %s, which did not exist", name)
@@ -183,6 +191,8 @@ async def _create_database(url: str) -> None:
         pass  # another service created it a moment ago (the catalog's index says so in a race)
     except asyncpg.InsufficientPrivilegeError as exc:
         raise DatabaseRefused(f"{_ADVICE}: database {name!r} does not exist and {exc}") from None
+    except asyncpg.ObjectInUseError as exc:  # the template is in use: another creation under way
+        raise ConnectionError(f"creating database {name!r}: {exc}") from None
     finally:
         await admin.close()
 

@@ -227,7 +227,7 @@ async def read_rendition(video_id: str, quality: str, viewer: ViewerDep, deps: D
     With the API key, or with the rendition's ``signed_url`` (no key: for a ``<video src>``).
     """
     async with deps.pool.acquire() as conn:
-        video = await videos.get_video(conn, viewer, video_id, deps.links)
+        video = await videos.get_video(conn, viewer.client, video_id, deps.links)
     rendition = next((r for r in video.renditions if r.quality == quality), None)
     if rendition is None:
         raise NotFound(f"video {video_id!r} has no {quality!r} rendition")
@@ -238,6 +238,7 @@ async def read_rendition(video_id: str, quality: str, viewer: ViewerDep, deps: D
         media_type="video/mp4",
         filename=f"{video_id}-{quality}.mp4",
         content_disposition_type="inline",
+        headers={"Cache-Control": viewer.cache_control},
     )
 
 
@@ -259,15 +260,19 @@ async def read_thumbnail(
 ) -> FileResponse:
     """The poster JPEG: the given width, the next larger one made, or else the largest.
 
-    With the API key, or with one of the thumbnail's ``signed_urls``.
+    With the API key, or with one of the thumbnail's ``signed_urls`` (each for its width).
     """
     async with deps.pool.acquire() as conn:
-        video = await videos.get_video(conn, viewer, video_id, deps.links)
+        video = await videos.get_video(conn, viewer.client, video_id, deps.links)
     widths = sorted(video.thumbnail.widths)
     if video.thumbnail.status != "ready" or not widths:
         raise Conflict(f"the thumbnail is {video.thumbnail.status}, not ready yet")
     chosen = widths[-1] if width is None else next((w for w in widths if w >= width), widths[-1])
-    return MediaFile(deps.storage.local_path(thumbnail_key(video_id, chosen)), media_type="image/jpeg")
+    return MediaFile(
+        deps.storage.local_path(thumbnail_key(video_id, chosen)),
+        media_type="image/jpeg",
+        headers={"Cache-Control": viewer.cache_control},
+    )
 
 
 @router.delete("/{video_id}", status_code=204, response_class=Response, responses=_PROBLEMS)

@@ -256,6 +256,24 @@ export function videoPanel(video, { level = 2, signal }) {
     }
   }
 
+  // A signed link streams (Range requests); it is read fresh, since the links in replayed events
+  // may have expired, and used as a path on this page's origin (the page may be reached by
+  // another name than the gateway's public URL). Without one, the file is downloaded whole.
+  async function sourceOf(quality) {
+    const fresh = await request(videoPath(id), { signal });
+    const signed = fresh.renditions.find((r) => r.quality === quality)?.signed_url;
+    if (signed) {
+      const link = new URL(signed);
+      return link.pathname + link.search;
+    }
+    let url = blobs.get(quality);
+    if (!url) {
+      url = await blobUrl(videoPath(id, "renditions", quality), { signal });
+      blobs.set(quality, url);
+    }
+    return url;
+  }
+
   let loadToken = 0;
   async function play(quality) {
     const token = ++loadToken;
@@ -264,12 +282,7 @@ export function videoPanel(video, { level = 2, signal }) {
     const wasPlaying = !player.paused && !player.ended;
     playerNote.textContent = `Loading ${quality}…`;
     try {
-      // the signed link streams; without one, the file is downloaded whole with the key
-      let url = state.renditions.get(quality)?.signed_url ?? blobs.get(quality);
-      if (!url) {
-        url = await blobUrl(videoPath(id, "renditions", quality), { signal });
-        blobs.set(quality, url);
-      }
+      const url = await sourceOf(quality);
       if (token !== loadToken) return;
       player.addEventListener(
         "loadedmetadata",

@@ -191,6 +191,11 @@ async def _play(browser: Browser) -> None:
     )
     duration = await page.evaluate("document.getElementById('player').duration")
     assert abs(duration - 5.3) < 0.2
+    # streamed from the rendition's signed link, on the page's own origin (not downloaded whole)
+    source = await page.evaluate("document.getElementById('player').currentSrc")
+    origin = await page.evaluate("location.origin")
+    assert source.startswith(f"{origin}/v1/"), source
+    assert "signature=" in source, source
     # headless Chromium plays without a user gesture only when muted
     await page.evaluate(
         "async () => { const v = document.getElementById('player'); v.muted = true; await v.play(); }"

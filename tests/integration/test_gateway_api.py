@@ -774,6 +774,8 @@ async def test_signed_links_open_a_file_without_the_key_until_they_expire_and_on
     assert signed.startswith(rendition["url"] + "?expires=")
     assert (await api.get(f"/v1/videos/{video_id}")).json()["renditions"][0]["signed_url"] == signed
     [thumb] = video["thumbnail"]["signed_urls"]
+    own = await api.get(rendition["url"])
+    assert own.headers["cache-control"] == "private, no-cache"  # the key's: checked again each time
 
     async with connect(app) as anonymous:  # no key: a <video src>, an email's link
         assert_problem(await anonymous.get(rendition["url"]), 401)
@@ -783,6 +785,12 @@ async def test_signed_links_open_a_file_without_the_key_until_they_expire_and_on
         assert (part.status_code, part.content) == (206, mp4[:100])
         picture = await anonymous.get(thumb)
         assert (picture.status_code, picture.content) == (200, jpeg)
+        # kept by the browser for as long as the link lasts, by no shared cache
+        age = int(whole.headers["cache-control"].removeprefix("private, max-age="))
+        assert 7 * 24 * 3600 <= age <= 7 * 24 * 3600 + 3600
+        # a thumbnail's link is for its width: not another, not the largest
+        assert_problem(await anonymous.get(thumb.replace("width=160", "width=1280")), 403, "signature")
+        assert_problem(await anonymous.get(thumb.replace("width=160&", "")), 403, "signature")
 
         query = signed.split("?", 1)[1]
         sig = re.search(r"signature=([^&]+)", query)

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gateway.links import THUMBNAIL, LinkRefused, Links, rendition_file
+from gateway.links import LinkRefused, Links, rendition_file, thumbnail_file
 
 LINKS = Links("https://vidq.example.com", b"k" * 32, ttl_s=7 * 24 * 3600)
 NOW = 1_800_000_000.0  # a whole hour (1_800_000_000 / 3600 = 500,000)
@@ -32,13 +32,13 @@ def test_a_link_is_accepted_for_its_own_file_until_it_expires() -> None:
     url = LINKS.signed_rendition("vid_1", "720p", now=NOW)
     assert url is not None
     expires, signature = _query(url)
-    LINKS.check("vid_1", rendition_file("720p"), expires, signature, now=expires - 1)
+    assert LINKS.check("vid_1", rendition_file("720p"), expires, signature, now=expires - 1) == 1
     with pytest.raises(LinkRefused, match="expired"):
         LINKS.check("vid_1", rendition_file("720p"), expires, signature, now=expires)
     for video_id, file in (
         ("vid_2", rendition_file("720p")),
         ("vid_1", rendition_file("360p")),
-        ("vid_1", THUMBNAIL),
+        ("vid_1", thumbnail_file(640)),
         ("vid_1", "720p"),
     ):
         with pytest.raises(LinkRefused, match="signature"):
@@ -50,11 +50,14 @@ def test_a_link_is_accepted_for_its_own_file_until_it_expires() -> None:
         other_key.check("vid_1", rendition_file("720p"), expires, signature, now=NOW)
 
 
-def test_a_thumbnail_link_keeps_its_width_and_signs_the_thumbnail() -> None:
+def test_a_thumbnail_link_opens_its_own_width_only() -> None:
     url = LINKS.signed_thumbnail("vid_1", 640, now=NOW)
     assert url is not None
     assert url.startswith("https://vidq.example.com/v1/videos/vid_1/thumbnail?width=640&expires=")
-    LINKS.check("vid_1", THUMBNAIL, *_query(url), now=NOW)
+    LINKS.check("vid_1", thumbnail_file(640), *_query(url), now=NOW)
+    for other in (thumbnail_file(1280), thumbnail_file(""), thumbnail_file("0640")):
+        with pytest.raises(LinkRefused, match="signature"):
+            LINKS.check("vid_1", other, *_query(url), now=NOW)
 
 
 def test_without_a_key_there_are_no_signed_links_and_none_is_accepted() -> None:
