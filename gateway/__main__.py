@@ -12,6 +12,8 @@ import uvicorn
 
 from gateway.app import preflight
 from gateway.auth import create_client_with_key
+from gateway.links import MEDIA_LINKS
+from gateway.repository import add_signing_key
 from gateway.settings import GatewaySettings
 from shared.db import migrate_all
 from shared.logging import configure_logging
@@ -31,6 +33,19 @@ async def _create_key(settings: GatewaySettings, name: str) -> None:
     )
 
 
+async def _rotate_link_key(settings: GatewaySettings, *, revoke: bool) -> None:
+    await migrate_all(settings, ("gateway",))
+    conn = await asyncpg.connect(str(settings.database_url))
+    try:
+        await add_signing_key(conn, MEDIA_LINKS, revoke_others=revoke)
+    finally:
+        await conn.close()
+    sys.stderr.write(
+        "new links are signed with a new key within a minute"
+        + ("; every link given out before is refused from then on\n" if revoke else "\n")
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="the vidq gateway")
     commands = parser.add_subparsers(dest="command")
@@ -39,12 +54,25 @@ def main(argv: list[str] | None = None) -> None:
     create = keys.add_parser("create", help="create a client and print its new API key")
     create.add_argument("--name", required=True, help="who the key is for")
     commands.add_parser("migrate", help="apply the gateway's database migrations")
+    links = commands.add_parser("links", help="signed media links").add_subparsers(
+        dest="action", required=True
+    )
+    rotate = links.add_parser(
+        "rotate",
+        help="sign new links with a new key (every gateway within a minute); links given out "
+        "before keep working until they expire, unless --revoke",
+    )
+    rotate.add_argument(
+        "--revoke", action="store_true", help="refuse every signed link given out so far (a leaked key)"
+    )
     args = parser.parse_args(argv)
 
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
     if args.command == "keys":
         run_service(partial(_create_key, settings, args.name))
+    elif args.command == "links":
+        run_service(partial(_rotate_link_key, settings, revoke=args.revoke))
     elif args.command == "migrate":
         run_service(partial(migrate_all, settings, ("gateway",)))
     else:

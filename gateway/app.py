@@ -12,20 +12,21 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 from fastapi import FastAPI
 
 from gateway import errors
 from gateway.api import callbacks
 from gateway.api.router import router
 from gateway.deps import GatewayDeps
-from gateway.links import MEDIA_LINKS
+from gateway.links import MEDIA_LINKS, KeyRing, accepted_keys
 from gateway.outbox import OutboxRelay
 from gateway.projection import handle_report
-from gateway.repository import signing_key
+from gateway.repository import signing_keys
 from gateway.scheduler import run_scheduler
 from gateway.settings import GatewaySettings
 from gateway.streams import LiveHub
-from shared.db import create_pool, migrate_all
+from shared.db import TRANSIENT_DB_ERRORS, create_pool, migrate_all
 from shared.messaging.consumer import Route
 from shared.messaging.prepare import prepare_broker
 from shared.messaging.publisher import AmqpPublisher
@@ -58,6 +59,28 @@ async def preflight(settings: GatewaySettings) -> None:
         await connection.close()
 
 
+#: How soon every gateway signs with a key made by ``python -m gateway links rotate``.
+LINK_KEYS_REFRESH_S = 60.0
+
+
+async def refresh_link_keys(pool: asyncpg.Pool, ring: KeyRing, ttl_s: int) -> None:
+    """Read the keys of signed links (the first is made if none exists yet)."""
+    async with pool.acquire() as conn:
+        rows = await signing_keys(conn, MEDIA_LINKS)
+        now = await conn.fetchval("SELECT now()")
+    ring.keys = accepted_keys([(r["secret"], r["created_at"]) for r in rows], ttl_s, now)
+
+
+async def keep_link_keys_fresh(pool: asyncpg.Pool, ring: KeyRing, ttl_s: int) -> None:
+    """Re-read the keys every minute: a rotation reaches every gateway without a restart."""
+    while True:
+        await asyncio.sleep(LINK_KEYS_REFRESH_S)
+        try:
+            await refresh_link_keys(pool, ring, ttl_s)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("could not re-read the link keys (%r); keeping those read before", exc)
+
+
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
@@ -76,8 +99,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await migrate_all(settings, ("gateway",))
             pool = await create_pool(settings)
             opened.push_async_callback(pool.close)
-            async with pool.acquire() as conn:
-                link_key = await signing_key(conn, MEDIA_LINKS)
+            key_ring = KeyRing()
+            await refresh_link_keys(pool, key_ring, settings.media_link_ttl_s)
             connection = await connect(
                 str(settings.amqp_url), "gateway", management=settings.management_api()
             )
@@ -91,7 +114,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 publisher,
                 LocalStorage(settings.storage_dir),
                 asyncio.Semaphore(settings.gateway_probe_concurrency),
-                link_key,
+                key_ring,
             )
             consumers = Consumers(
                 service="gateway",
@@ -111,6 +134,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             hub = LiveHub(unbind_after_s=settings.live_unbind_after_s)
             await hub.start(connection)
             tasks = [
+                asyncio.create_task(keep_link_keys_fresh(pool, key_ring, settings.media_link_ttl_s)),
                 asyncio.create_task(run_scheduler(deps)),
                 asyncio.create_task(
                     OutboxRelay(

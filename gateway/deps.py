@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import asyncpg
 from fastapi import Depends, Request
 
-from gateway.links import Links
+from gateway.links import KeyRing, Links
 from gateway.settings import GatewaySettings
 from shared.messaging.publisher import Publisher
 from shared.storage import LocalStorage
@@ -27,8 +27,8 @@ class GatewayDeps:
     storage: LocalStorage
     #: Slots for ffprobe runs (``VIDQ_GATEWAY_PROBE_CONCURRENCY``).
     probes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(os.cpu_count() or 2))
-    #: The key of signed media links (``signing_keys``); ``None``: no signed links.
-    link_key: bytes | None = None
+    #: The keys of signed media links (``signing_keys``, refreshed); none: no signed links.
+    key_ring: KeyRing = field(default_factory=KeyRing)
 
     @property
     def base_url(self) -> str:
@@ -36,7 +36,7 @@ class GatewayDeps:
 
     @property
     def links(self) -> Links:
-        return Links(self.base_url, self.link_key, self.settings.media_link_ttl_s)
+        return Links(self.base_url, self.key_ring.keys, self.settings.media_link_ttl_s)
 
 
 def _deps(request: Request) -> GatewayDeps:

@@ -5,9 +5,11 @@ A browser's ``<video src>``, a link in an email and a webhook receiver's downloa
 and Cloudflare Stream's signed URLs have it: ``?expires=<unix time>&signature=<HMAC>``, good for
 that one file of that one video until it expires (``VIDQ_MEDIA_LINK_TTL_S``, a week by default),
 and refused after, or if any part of it was changed. The HMAC-SHA256 (the standard library's
-``hmac``; a few lines by hand) signs the video, the file and the expiry with a key the gateway
-keeps in its database: made at its first start, the same for every gateway replica, never
-configured by hand. Deleting a video makes its links answer 404.
+``hmac``; a few lines by hand) signs the video, the file and the expiry with a key the gateways
+keep in their database (``signing_keys``): made at the first start, never configured by hand.
+``python -m gateway links rotate`` adds a newer key: every gateway signs with it within a minute
+(:class:`KeyRing`), and still accepts the older ones while links they signed may be unexpired;
+``--revoke`` refuses every link given out so far. Deleting a video makes its links answer 404.
 
 The expiry is rounded up to the hour, so a video read twice within the hour carries the same
 links (caches and clients see one URL), and a link is good for between the TTL and an hour more.
@@ -19,7 +21,9 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 #: Signed links are stable within this many seconds.
 _ROUND_S = 3600
@@ -46,8 +50,9 @@ class Links:
     """How the gateway writes (and checks) the links of a video's files."""
 
     base_url: str
-    #: The signing key; ``None`` writes no signed links (and accepts none).
-    key: bytes | None = None
+    #: The keys: the first signs, every one is accepted; none: no signed links are written or
+    #: accepted.
+    keys: tuple[bytes, ...] = ()
     ttl_s: int = 7 * 24 * 3600
 
     def rendition(self, video_id: str, quality: str) -> str:
@@ -65,19 +70,23 @@ class Links:
         return f"{self.thumbnail(video_id, width)}&{query}" if query else None
 
     def _signed_query(self, video_id: str, file: str, now: float | None) -> str | None:
-        if self.key is None:
+        if not self.keys:
             return None
         at = time.time() if now is None else now
         expires = -(-int(at + self.ttl_s) // _ROUND_S) * _ROUND_S
-        return f"expires={expires}&signature={self._signature(video_id, file, expires)}"
+        return f"expires={expires}&signature={self._signature(self.keys[0], video_id, file, expires)}"
 
     def check(
         self, video_id: str, file: str, expires: int, signature: str, *, now: float | None = None
     ) -> int:
         """The seconds a signed link has left, or :class:`LinkRefused` saying why it is refused."""
-        if self.key is None:
+        if not self.keys:
             raise LinkRefused("signed links are not enabled on this gateway")
-        if not hmac.compare_digest(signature.encode(), self._signature(video_id, file, expires).encode()):
+        given = signature.encode()
+        if not any(
+            hmac.compare_digest(given, self._signature(key, video_id, file, expires).encode())
+            for key in self.keys
+        ):
             raise LinkRefused("the link's signature does not match it (altered, or made for another file)")
         at = time.time() if now is None else now
         if expires <= at:
@@ -87,7 +96,29 @@ class Links:
             )
         return expires - int(at)
 
-    def _signature(self, video_id: str, file: str, expires: int) -> str:
-        assert self.key is not None  # noqa: S101 - callers checked
-        digest = hmac.digest(self.key, f"{video_id}/{file}/{expires}".encode(), hashlib.sha256)
+    @staticmethod
+    def _signature(key: bytes, video_id: str, file: str, expires: int) -> str:
+        digest = hmac.digest(key, f"{video_id}/{file}/{expires}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def accepted_keys(keys: Sequence[tuple[bytes, datetime]], ttl_s: int, now: datetime) -> tuple[bytes, ...]:
+    """The keys to accept, of those not revoked (newest first, with when each was made).
+
+    The newest, and each older one while links it signed may be unexpired: it signed until the
+    next one was made, links for at most the TTL and the hour an expiry is rounded up by.
+    """
+    if not keys:
+        return ()
+    kept = [keys[0][0]]
+    for (secret, _), (_, superseded_at) in zip(keys[1:], keys, strict=False):
+        if (now - superseded_at).total_seconds() < ttl_s + _ROUND_S:
+            kept.append(secret)
+    return tuple(kept)
+
+
+class KeyRing:
+    """The keys one gateway signs and checks links with; refreshed from the database."""
+
+    def __init__(self, keys: tuple[bytes, ...] = ()) -> None:
+        self.keys = keys

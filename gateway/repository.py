@@ -415,15 +415,39 @@ async def insert_webhook(
     return row
 
 
-async def signing_key(conn: Conn, name: str) -> bytes:
-    """The named signing key, made now (32 random bytes) if no gateway has made it yet."""
-    await conn.execute(
-        "INSERT INTO signing_keys (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        name,
-        secrets.token_bytes(32),
-    )
-    key: bytes = await conn.fetchval("SELECT secret FROM signing_keys WHERE name = $1", name)
-    return key
+_KEY_LOCK = 0x6B657973  # "keys": one gateway at a time makes the first key of a purpose
+
+
+async def signing_keys(conn: Conn, purpose: str, *, made_if_none: bool = True) -> list[asyncpg.Record]:
+    """The purpose's keys not revoked, newest first (``secret``, ``created_at``).
+
+    The first one is made now (32 random bytes) if there is none yet.
+    """
+    sql = """SELECT secret, created_at FROM signing_keys
+             WHERE purpose = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id DESC"""
+    rows = list(await conn.fetch(sql, purpose))
+    if rows or not made_if_none:
+        return rows
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _KEY_LOCK)
+        if not await conn.fetchval(
+            "SELECT 1 FROM signing_keys WHERE purpose = $1 AND revoked_at IS NULL", purpose
+        ):
+            await add_signing_key(conn, purpose)
+    return list(await conn.fetch(sql, purpose))
+
+
+async def add_signing_key(conn: Conn, purpose: str, *, revoke_others: bool = False) -> None:
+    """A new key for ``purpose``, the one signed with from now on; the others revoked if asked."""
+    async with conn.transaction():
+        if revoke_others:
+            await conn.execute(
+                "UPDATE signing_keys SET revoked_at = now() WHERE purpose = $1 AND revoked_at IS NULL",
+                purpose,
+            )
+        await conn.execute(
+            "INSERT INTO signing_keys (purpose, secret) VALUES ($1, $2)", purpose, secrets.token_bytes(32)
+        )
 
 
 async def count_webhooks_locking_client(conn: Conn, client_id: str) -> int:

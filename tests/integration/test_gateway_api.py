@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from gateway.app import create_app
+from gateway.app import create_app, refresh_link_keys
 from gateway.auth import create_client_with_key
 from gateway.repository import Client
 from gateway.settings import GatewaySettings
@@ -815,6 +817,37 @@ async def test_signed_links_open_a_file_without_the_key_until_they_expire_and_on
 
         assert (await api.delete(f"/v1/videos/{video_id}")).status_code == 204
         assert_problem(await anonymous.get(signed), 404)
+
+
+async def test_a_rotated_key_signs_new_links_and_a_revoked_one_opens_no_more(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path, database_url: str
+) -> None:
+    video_id = (await uploaded(api, clips.tiny))["id"]
+    await _make_ready(db, storage, video_id)
+
+    async def signed_now() -> str:
+        link: str = (await api.get(f"/v1/videos/{video_id}")).json()["renditions"][0]["signed_url"]
+        return link
+
+    async def rotate(*flags: str) -> None:  # as an operator does, then the gateway's minute passes
+        env = {**os.environ, "VIDQ_DATABASE_URL": database_url}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "links", "rotate", *flags, cwd=storage.parent, env=env
+        )
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+        await refresh_link_keys(db, app.state.deps.key_ring, app.state.settings.media_link_ttl_s)
+
+    first = await signed_now()
+    await rotate()
+    second = await signed_now()
+    assert second != first
+    async with connect(app) as anonymous:
+        assert (await anonymous.get(first)).status_code == 200  # given out before: still good
+        assert (await anonymous.get(second)).status_code == 200
+        await rotate("--revoke")  # a leaked key: every link so far is refused
+        assert_problem(await anonymous.get(first), 403, "signature")
+        assert_problem(await anonymous.get(second), 403, "signature")
+        assert (await anonymous.get(await signed_now())).status_code == 200
 
 
 # -- webhooks -----------------------------------------------------------------------------------------------

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gateway.links import LinkRefused, Links, rendition_file, thumbnail_file
+from gateway.links import LinkRefused, Links, accepted_keys, rendition_file, thumbnail_file
 
-LINKS = Links("https://vidq.example.com", b"k" * 32, ttl_s=7 * 24 * 3600)
+LINKS = Links("https://vidq.example.com", (b"k" * 32,), ttl_s=7 * 24 * 3600)
 NOW = 1_800_000_000.0  # a whole hour (1_800_000_000 / 3600 = 500,000)
 
 
@@ -45,7 +46,7 @@ def test_a_link_is_accepted_for_its_own_file_until_it_expires() -> None:
             LINKS.check(video_id, file, expires, signature, now=NOW)
     with pytest.raises(LinkRefused, match="signature"):
         LINKS.check("vid_1", rendition_file("720p"), expires + 3600, signature, now=NOW)
-    other_key = Links(LINKS.base_url, b"x" * 32)
+    other_key = Links(LINKS.base_url, (b"x" * 32,))
     with pytest.raises(LinkRefused, match="signature"):
         other_key.check("vid_1", rendition_file("720p"), expires, signature, now=NOW)
 
@@ -66,3 +67,30 @@ def test_without_a_key_there_are_no_signed_links_and_none_is_accepted() -> None:
     assert plain.signed_thumbnail("vid_1", 640) is None
     with pytest.raises(LinkRefused, match="not enabled"):
         plain.check("vid_1", rendition_file("720p"), 2_000_000_000, "x")
+
+
+def test_after_a_rotation_the_new_key_signs_and_the_old_links_still_open() -> None:
+    old, new = b"o" * 32, b"n" * 32
+    before = Links(LINKS.base_url, (old,)).signed_rendition("vid_1", "720p", now=NOW)
+    assert before is not None
+    rotated = Links(LINKS.base_url, (new, old))
+    after = rotated.signed_rendition("vid_1", "720p", now=NOW)
+    assert after is not None
+    assert after != before
+    rotated.check("vid_1", rendition_file("720p"), *_query(before), now=NOW)
+    rotated.check("vid_1", rendition_file("720p"), *_query(after), now=NOW)
+    with pytest.raises(LinkRefused, match="signature"):  # revoked: the old key is gone
+        Links(LINKS.base_url, (new,)).check("vid_1", rendition_file("720p"), *_query(before), now=NOW)
+
+
+def test_an_older_key_is_accepted_while_links_it_signed_may_be_unexpired() -> None:
+    ttl = 7 * 24 * 3600
+    made = datetime(2026, 12, 1, tzinfo=UTC)
+    keys = [(b"c", made + timedelta(days=10)), (b"b", made + timedelta(days=2)), (b"a", made)]
+    # b signed until c was made (day 10): its links last until day 17 and an hour
+    assert accepted_keys(keys, ttl, made + timedelta(days=17)) == (b"c", b"b")
+    assert accepted_keys(keys, ttl, made + timedelta(days=17, hours=1, seconds=1)) == (b"c",)
+    # a signed until day 2
+    assert accepted_keys(keys, ttl, made + timedelta(days=9)) == (b"c", b"b", b"a")
+    assert accepted_keys(keys, ttl, made + timedelta(days=9, hours=2)) == (b"c", b"b")
+    assert accepted_keys([], ttl, made) == ()
