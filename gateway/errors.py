@@ -127,6 +127,9 @@ def problem_response(
     )
 
 
+#: FastAPI's detail when it cannot decode a body at all (``fastapi/routing.py``).
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthorized", "Missing or invalid API key"),
@@ -200,6 +203,18 @@ def install(app: FastAPI) -> None:
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
         headers = dict(exc.headers) if exc.headers else None
         detail = str(exc.detail)
+        if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:  # noqa: PLR2004
+            # a body FastAPI could not decode at all (JSON not in UTF-8, say): what any other
+            # body that does not parse gets, a 422 naming it
+            kind = request.headers.get("content-type", "").split(";")[0].strip() or "body"
+            return problem_response(
+                422,
+                "invalid-request",
+                "Invalid request",
+                f"body: the request body does not parse as {kind}"
+                + (" (JSON text must be UTF-8)" if kind.endswith("json") else ""),
+                request=request,
+            )
         if exc.status_code == 405:  # noqa: PLR2004
             allowed = allowed_methods(request)
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}

@@ -1155,6 +1155,10 @@ async def test_unknown_routes_and_wrong_methods_are_problems_without_a_traceback
         "/v1/webhooks", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert_problem(bad_json, 422)
+    not_utf8 = await api.post(
+        "/v1/webhooks", content=b'{"url": "\xff"}', headers={"content-type": "application/json"}
+    )
+    assert_problem(not_utf8, 422)  # as any other body that is not JSON
     not_multipart = await api.post("/v1/videos", json={"file": "x"})
     assert_problem(not_multipart, 422, "multipart")
 
