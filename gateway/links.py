@@ -31,6 +31,10 @@ _ROUND_S = 3600
 MEDIA_LINKS = "media_links"
 
 
+#: The "file" a direct upload's signature names (its id stands where a video's would).
+UPLOAD = "upload"
+
+
 def rendition_file(quality: str) -> str:
     """The file a rendition's signature names (never a thumbnail's, whatever the path says)."""
     return f"renditions/{quality}"
@@ -68,6 +72,13 @@ class Links:
     def signed_thumbnail(self, video_id: str, width: int, *, now: float | None = None) -> str | None:
         query = self._signed_query(video_id, thumbnail_file(width), now)
         return f"{self.thumbnail(video_id, width)}&{query}" if query else None
+
+    def upload(self, upload_id: str, expires: int) -> str | None:
+        """A direct upload's URL: signed until the upload times out (not rounded)."""
+        if not self.keys:
+            return None
+        signature = self._signature(self.keys[0], upload_id, UPLOAD, expires)
+        return f"{self.base_url}/v1/uploads/{upload_id}?expires={expires}&signature={signature}"
 
     def _signed_query(self, video_id: str, file: str, now: float | None) -> str | None:
         if not self.keys:

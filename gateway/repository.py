@@ -502,3 +502,61 @@ async def delete_webhook(conn: Conn, webhook_id: str) -> None:
         "UPDATE webhooks SET deleted_at = now(), enabled = false, updated_at = now() WHERE id = $1",
         webhook_id,
     )
+
+
+# -- direct uploads -------------------------------------------------------------------------------
+
+
+async def insert_direct_upload(
+    conn: Conn,
+    *,
+    upload_id: str,
+    client_id: str,
+    fields: dict[str, str],
+    cors_origin: str | None,
+    timeout_s: int,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """INSERT INTO direct_uploads (id, client_id, fields, cors_origin, expires_at)
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING *""",
+        upload_id,
+        client_id,
+        fields,
+        cors_origin,
+        float(timeout_s),
+    )
+    assert row is not None  # noqa: S101 - INSERT … RETURNING always returns the row
+    return row
+
+
+async def direct_upload_row(
+    conn: Conn, upload_id: str, client_id: str | None = None
+) -> asyncpg.Record | None:
+    """The upload (the client's only, when given), with ``expired`` as the database's clock says."""
+    sql = "SELECT *, expires_at <= now() AS expired FROM direct_uploads WHERE id = $1"
+    if client_id is None:
+        return await conn.fetchrow(sql, upload_id)
+    return await conn.fetchrow(sql + " AND client_id = $2", upload_id, client_id)
+
+
+async def direct_upload_rows(conn: Conn, client_id: str, limit: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """SELECT *, expires_at <= now() AS expired FROM direct_uploads WHERE client_id = $1
+               ORDER BY created_at DESC, id DESC LIMIT $2""",
+            client_id,
+            limit,
+        )
+    )
+
+
+async def settle_direct_upload(conn: Conn, upload_id: str, status: str, video_id: str | None = None) -> bool:
+    """Move a waiting upload to ``status``; ``False`` when it was not waiting any more."""
+    done = await conn.execute(
+        """UPDATE direct_uploads SET status = $2, video_id = $3
+           WHERE id = $1 AND status = 'waiting' AND expires_at > now()""",
+        upload_id,
+        status,
+        video_id,
+    )
+    return bool(done.endswith(" 1"))

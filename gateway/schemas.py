@@ -109,3 +109,53 @@ class AccountUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     notify_emails: list[EmailStr] = Field(max_length=10)
+
+
+#: A direct upload's URL lasts an hour unless asked otherwise; a week at most (as Mux's).
+UPLOAD_TIMEOUT_S = 3600
+MAX_UPLOAD_TIMEOUT_S = 7 * 24 * 3600
+
+
+class UploadCreate(BaseModel):
+    """A direct upload: the new video's options, set by the client; the file comes from a browser."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    qualities: list[str] | None = Field(default=None, description='Rungs to make, e.g. ["720p", "360p"].')
+    callback_url: str | None = Field(default=None, description="Receives the video's events, signed.")
+    notify_email: str | None = Field(default=None, description="Gets an email on video.ready / video.failed.")
+    metadata: dict[str, object] | None = Field(
+        default=None, description="At most 4 KiB of JSON, echoed back."
+    )
+    timeout_s: int = Field(
+        default=UPLOAD_TIMEOUT_S,
+        ge=60,
+        le=MAX_UPLOAD_TIMEOUT_S,
+        description="How long the URL takes an upload, in seconds.",
+    )
+    cors_origin: str | None = Field(
+        default=None,
+        max_length=MAX_URL_LENGTH,
+        description='The web page origin that uploads (e.g. "https://app.example.com", or "*"): '
+        "its browser may read the answer.",
+    )
+
+
+class DirectUpload(BaseModel):
+    """A URL that takes one upload without the API key, for the client that made it."""
+
+    id: str
+    status: str = Field(description="waiting, asset_created, cancelled or timed_out.")
+    url: str | None = Field(description="POST the file here (multipart, field 'file'), while waiting.")
+    expires_at: datetime
+    created_at: datetime
+    video_id: str | None = Field(description="The video the upload made (asset_created).")
+    cors_origin: str | None
+    qualities: list[str] | None
+    callback_url: str | None
+    notify_email: str | None
+    metadata: dict[str, object]
+
+
+class UploadPage(BaseModel):
+    data: list[DirectUpload]

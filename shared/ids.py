@@ -1,4 +1,4 @@
-"""Prefixed identifiers: ``vid_`` videos, ``evt_`` events, ``whk_`` webhooks, ``job_`` jobs.
+"""Prefixed identifiers: ``vid_`` videos, ``evt_`` events, ``whk_`` webhooks, ``job_`` jobs, ``upl_`` uploads.
 
 New ids start with the creation time in milliseconds (hex), so they sort by age, and end with
 64 random bits. Event ids of workers are deterministic (:func:`event_id`): a redelivered command
@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import time
 
-PREFIXES = frozenset({"vid", "evt", "whk", "job", "cli", "key", "dlv", "msg"})
+PREFIXES = frozenset({"vid", "evt", "whk", "job", "cli", "key", "dlv", "msg", "upl"})
 
 
 def new_id(prefix: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from gateway.api.media import MediaFile
 from gateway.auth import ClientDep, ViewerDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
 from gateway.errors import PROBLEM_JSON, Conflict, InvalidRequest, NotFound
-from gateway.repository import Client
+from gateway.repository import Client, Conn
 from gateway.schemas import VideoPage
 from gateway.streams import event_stream
 from gateway.uploads import ReceivedUpload
@@ -80,14 +81,34 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _accept(
-    request: Request, client: Client, deps: GatewayDeps, *, digest: bool = False
+#: Runs in the transaction that records the video (a direct upload settles itself there).
+OnRecorded = Callable[[Conn, Video], Awaitable[None]]
+
+
+async def accept_upload(
+    request: Request,
+    client: Client,
+    deps: GatewayDeps,
+    *,
+    digest: bool = False,
+    fields: dict[str, str] | None = None,
+    on_recorded: OnRecorded | None = None,
 ) -> tuple[Video, ReceivedUpload]:
+    """Stream, probe and record an upload for ``client``.
+
+    ``fields``: the options set beforehand (a direct upload's), in place of the form's text
+    fields, which are then refused.
+    """
     settings = deps.settings
     video_id = new_id("vid")
     async with deps.storage.writer(source_key(video_id)) as temp:
         received = await uploads.receive(request, temp, settings, digest=digest)
-        options = uploads.parse_options(received.fields, settings)
+        if fields is not None and received.fields:
+            raise InvalidRequest(
+                f"this upload URL takes only the file: its options were set when it was made "
+                f"(got {', '.join(sorted(received.fields))})"
+            )
+        options = uploads.parse_options(received.fields if fields is None else fields, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
     accepted = videos.AcceptedUpload(
         video_id=video_id,
@@ -101,8 +122,10 @@ async def _accept(
     )
     try:
         with map_asyncpg_errors():
-            async with deps.pool.acquire() as conn:
+            async with deps.pool.acquire() as conn, conn.transaction():
                 video = await videos.record_upload(conn, client, accepted, links=deps.links)
+                if on_recorded is not None:
+                    await on_recorded(conn, video)
     except BaseException:
         await deps.storage.delete_prefix(video_prefix(video_id))  # nothing left behind
         raise
@@ -141,7 +164,7 @@ async def create_video(
         if earlier is not None:
             return await _replay(request, deps, earlier)
     try:
-        video, received = await _accept(request, client, deps, digest=bool(idempotency_key))
+        video, received = await accept_upload(request, client, deps, digest=bool(idempotency_key))
     except BaseException:
         if idempotency_key:  # a refused or failed request does not hold the key
             await idempotency.forget(deps.pool, client, idempotency_key)

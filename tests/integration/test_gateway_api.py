@@ -52,6 +52,7 @@ PATH_VALUES = {
     "quality": "360p",
     "webhook_id": "whk_000000000000000000000000",
     "delivery_id": "dlv_000000000000000000000000",
+    "upload_id": "upl_000000000000000000000000",
 }
 
 
@@ -234,11 +235,15 @@ def renditions_of(video: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 
 def v1_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
-    """(method, concrete path) of every ``/v1`` operation the app documents."""
+    """(method, concrete path) of every ``/v1`` operation the app documents with the API key.
+
+    A direct upload's URL documents none: it is signed.
+    """
     for path, operations in app.openapi()["paths"].items():
         if path.startswith("/v1"):
             for method in sorted(operations):
-                yield method.upper(), path.format(**PATH_VALUES)
+                if operations[method].get("security") != []:
+                    yield method.upper(), path.format(**PATH_VALUES)
 
 
 # -- operations and the OpenAPI document -----------------------------------------------------------
@@ -848,6 +853,85 @@ async def test_a_rotated_key_signs_new_links_and_a_revoked_one_opens_no_more(
         assert_problem(await anonymous.get(first), 403, "signature")
         assert_problem(await anonymous.get(second), 403, "signature")
         assert (await anonymous.get(await signed_now())).status_code == 200
+
+
+# -- direct uploads -------------------------------------------------------------------------------------
+
+
+async def test_a_direct_upload_url_takes_one_file_without_the_key_for_its_client(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    options = {"qualities": ["144p"], "metadata": {"from": "browser"}, "notify_email": "ana@example.com"}
+    made = await api.post("/v1/uploads", json={**options, "cors_origin": "https://app.example.com"})
+    assert made.status_code == 201, made.text
+    upload = made.json()
+    assert made.headers["location"] == f"/v1/uploads/{upload['id']}"
+    assert (upload["status"], upload["video_id"], upload["qualities"]) == ("waiting", None, ["144p"])
+    url = upload["url"]
+    assert "signature=" in url
+    files = {"file": (clips.tiny.name, clips.tiny.read_bytes(), "video/mp4")}
+
+    async with connect(app) as browser:  # no key
+        # a page of the allowed origin may read the answers; its preflight is answered
+        origin = {"origin": "https://app.example.com"}
+        preflight = await browser.options(url, headers={**origin, "access-control-request-method": "POST"})
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        # the options were the client's: the page sends the file alone
+        extra = await browser.post(url, files=files, data={"qualities": "720p"}, headers=origin)
+        assert_problem(extra, 422, "only the file")
+        assert extra.headers["access-control-allow-origin"] == "https://app.example.com"
+        not_video = await browser.post(url, files={"file": ("x.mp4", b"not a video" * 100, "video/mp4")})
+        assert not_video.status_code == 422  # refused, and the URL still waits for a good one
+        sent = await browser.post(url, files=files, headers=origin)
+        assert sent.status_code == 202, sent.text
+        assert sent.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "access-control-allow-origin" not in (await browser.post(url, files=files)).headers
+        again = await browser.post(url, files=files)
+        assert_problem(again, 409, "made video")
+        altered = url.replace("signature=", "signature=x")
+        assert_problem(await browser.post(altered, files=files), 403, "signature")
+
+    video = sent.json()
+    assert sent.headers["location"] == f"/v1/videos/{video['id']}"
+    assert (video["metadata"], video["notify_email"]) == ({"from": "browser"}, "ana@example.com")
+    assert [r["quality"] for r in video["renditions"]] == ["144p"]
+    assert (await api.get(f"/v1/videos/{video['id']}")).status_code == 200  # alice's video
+    settled = (await api.get(f"/v1/uploads/{upload['id']}")).json()
+    assert (settled["status"], settled["video_id"], settled["url"]) == ("asset_created", video["id"], None)
+    assert [u["id"] for u in (await api.get("/v1/uploads")).json()["data"]] == [upload["id"]]
+    assert_problem(await api.delete(f"/v1/uploads/{upload['id']}"), 409, video["id"])
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
+
+
+async def test_a_direct_upload_is_checked_when_made_and_can_be_cancelled_or_time_out(
+    app: FastAPI, api: httpx.AsyncClient, bob: Caller, clips: Clips, db: asyncpg.Pool
+) -> None:
+    assert_problem(await api.post("/v1/uploads", json={"qualities": ["999p"]}), 422, "999p")
+    assert_problem(await api.post("/v1/uploads", json={"timeout_s": 10}), 422, "timeout_s")
+    assert_problem(
+        await api.post("/v1/uploads", json={"cors_origin": "https://a.example/path"}), 422, "origin"
+    )
+    assert_problem(await api.post("/v1/uploads", json={"callback_url": "ftp://x"}), 422, "callback_url")
+    assert_problem(await api.post("/v1/uploads", json={"nope": 1}), 422)
+
+    upload = (await api.post("/v1/uploads", json={})).json()
+    async with connect(app, bob) as other:
+        assert_problem(await other.get(f"/v1/uploads/{upload['id']}"), 404)
+        assert_problem(await other.delete(f"/v1/uploads/{upload['id']}"), 404)
+    assert (await api.delete(f"/v1/uploads/{upload['id']}")).status_code == 204
+    assert (await api.delete(f"/v1/uploads/{upload['id']}")).status_code == 204  # already: the same
+    assert (await api.get(f"/v1/uploads/{upload['id']}")).json()["status"] == "cancelled"
+    files = {"file": (clips.tiny.name, clips.tiny.read_bytes(), "video/mp4")}
+    async with connect(app) as browser:
+        assert_problem(await browser.post(upload["url"], files=files), 409, "cancelled")
+
+        late = (await api.post("/v1/uploads", json={"timeout_s": 60})).json()
+        await db.execute("UPDATE direct_uploads SET expires_at = now() WHERE id = $1", late["id"])
+        assert (await api.get(f"/v1/uploads/{late['id']}")).json()["status"] == "timed_out"
+        assert_problem(await browser.post(late["url"], files=files), 409, "timed out")
+        expired = app.state.deps.links.upload(late["id"], 1_000_000_000)
+        assert_problem(await browser.post(expired, files=files), 403, "expired")
+    assert await db.fetchval("SELECT count(*) FROM videos") == 0
 
 
 # -- webhooks -----------------------------------------------------------------------------------------------
