@@ -8,7 +8,10 @@ delivery log. Screenshots go to ``test-artifacts/`` (``web.png`` is the video as
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import http.server
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ import pytest_asyncio
 
 from tests.e2e.harness import until
 from tests.e2e.stack import Running
-from tests.media import BIG_BUCK_BUNNY
+from tests.media import BIG_BUCK_BUNNY, make_clip
+from tests.realdeps import free_port
 from tests.settings import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -297,3 +301,64 @@ async def test_a_refused_key_is_not_kept_and_a_kept_one_can_be_forgotten(
     await browser.until("() => document.getElementById('status').textContent.includes('refused')")
     assert await page.evaluate("localStorage.getItem('vidq.apiKey')") is None
     assert await page.get_by_label("API key").is_visible()
+
+
+# A page of another site, as a client's app would have it: it holds only the upload URL.
+DIRECT_UPLOAD_PAGE = """<!doctype html><title>app</title><script>
+window.send = async (url, bytes) => {
+  const form = new FormData();
+  form.append("file", new File([new Uint8Array(bytes)], "clip.mp4", { type: "video/mp4" }));
+  const response = await fetch(url, { method: "POST", body: form });
+  return { status: response.status, body: await response.json() };
+};
+</script>"""
+
+
+@contextlib.contextmanager
+def _page_server(page: str) -> Iterator[str]:
+    """Another site on this machine, serving one page (the browser lets a loopback page reach
+    the loopback gateway; a page it is merely handed counts as public and may not)."""
+    body = page.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_page_of_another_origin_uploads_to_a_direct_upload_url_without_the_key(
+    browser: Browser, running: Running, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "direct.mp4", width=320, height=240, duration=1.0)
+    with _page_server(DIRECT_UPLOAD_PAGE) as app:
+        async with running.client() as api:
+            made = await api.post("/v1/uploads", json={"cors_origin": app, "metadata": {"via": "app"}})
+            assert made.status_code == 201, made.text
+            upload = made.json()
+        page = browser.page
+        await page.goto(f"{app}/")
+        # the browser reads the answer only if the gateway allows the page's origin (CORS)
+        answer = await page.evaluate(
+            "([url, bytes]) => window.send(url, bytes)", [upload["url"], list(clip.read_bytes())]
+        )
+    assert answer["status"] == 202, (answer, browser.console_errors)
+    assert answer["body"]["metadata"] == {"via": "app"}
+    async with running.client() as api:
+        video = await api.get(f"/v1/videos/{answer['body']['id']}")
+        assert video.status_code == 200  # the client's video, made without its key
+        assert (await api.get(f"/v1/uploads/{upload['id']}")).json()["status"] == "asset_created"
