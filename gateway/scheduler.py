@@ -17,8 +17,8 @@ Jobs:
   ``VIDQ_ABANDONED_FILE_AFTER_S`` (an upload never probed, an encode whose worker died);
 * ``sweep-deleted-videos``: files still on disk for deleted videos (a crash between the delete
   and the file removal);
-* ``expire-idempotency-keys`` and ``prune``: keys past their 24 h, published outbox rows and
-  processed report ids past ``VIDQ_RETENTION_S``.
+* ``expire-idempotency-keys`` and ``prune``: keys past their 24 h, published outbox rows,
+  processed report ids and direct uploads expired for ``VIDQ_RETENTION_S``.
 """
 
 from __future__ import annotations
@@ -151,7 +151,11 @@ async def prune(conn: Conn, deps: GatewayDeps) -> int:
     reports = await conn.execute(
         "DELETE FROM processed_reports WHERE processed_at < now() - make_interval(secs => $1)", keep
     )
-    return int(published.split()[-1]) + int(reports.split()[-1])
+    # a direct upload's URL is dead once it expired; its video, if it made one, lives on its own
+    uploads = await conn.execute(
+        "DELETE FROM direct_uploads WHERE expires_at < now() - make_interval(secs => $1)", keep
+    )
+    return sum(int(done.split()[-1]) for done in (published, reports, uploads))
 
 
 JOBS: tuple[Periodic, ...] = (

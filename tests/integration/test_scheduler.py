@@ -157,9 +157,15 @@ async def test_expired_keys_and_old_rows_are_pruned(db: asyncpg.Pool, deps: Gate
         """INSERT INTO processed_reports (id, processed_at)
            VALUES ('evt_old', now() - interval '30 days'), ('evt_new', now())"""
     )
+    await db.execute(
+        """INSERT INTO direct_uploads (id, client_id, fields, expires_at)
+           VALUES ('upl_old', $1, '{}', now() - interval '30 days'), ('upl_new', $1, '{}', now())""",
+        client_id,
+    )
     async with db.acquire() as conn:
         assert await expire_idempotency_keys(conn, deps) == 1
-        assert await prune(conn, deps) == 2
+        assert await prune(conn, deps) == 3
+    assert [r["id"] for r in await db.fetch("SELECT id FROM direct_uploads")] == ["upl_new"]
     assert [r["key"] for r in await db.fetch("SELECT key FROM idempotency_keys")] == ["new"]
     assert sorted(r["message_id"] for r in await db.fetch("SELECT message_id FROM outbox")) == [
         "new",
