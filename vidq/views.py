@@ -124,6 +124,16 @@ def video_view(video: Json) -> RenderableType:
     parts: list[RenderableType] = [facts, Text(""), renditions_table(video.get("renditions") or [])]
     if any(r.get("status") == "ready" for r in video.get("renditions") or []):
         parts.append(Text(f"\nget one: vidq download {video.get('id')} --quality QUALITY", style="dim"))
+    signed = [
+        (r.get("quality", ""), r["signed_url"]) for r in video.get("renditions") or [] if r.get("signed_url")
+    ]
+    if signed:
+        links = Table.grid(padding=(0, 2))
+        links.add_column()
+        links.add_column(overflow="fold")
+        for quality, link in signed:
+            links.add_row(quality, link)
+        parts += [Text("\nlinks that play without a key, until they expire:", style="dim"), links]
     return Group(*parts)
 
 

@@ -183,6 +183,19 @@ class TestReading:
         assert result.exit_code == 0, result.output
         assert "720p" in result.stdout
         assert "640x360" in result.stdout
+        assert "without a key" not in result.stdout  # a gateway without signed links
+
+    def test_show_gives_the_signed_links_to_share(self) -> None:
+        ready = video(ID, status="ready")
+        for r in ready["renditions"]:
+            r["signed_url"] = (
+                f"http://vidq.test/v1/videos/{ID}/renditions/{r['quality']}?expires=1&signature=s"
+            )
+        api = FakeApi().on("GET", f"/v1/videos/{ID}", ok(ready))
+        result = invoke(api, "show", ID)
+        assert result.exit_code == 0, result.output
+        assert "without a key" in result.stdout
+        assert f"/v1/videos/{ID}/renditions/720p?expires=1&signature=s" in result.stdout
 
 
 class TestDownload:
