@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from gateway import repository as repo
 from gateway.deps import DepsDep
 from gateway.errors import Forbidden, InvalidRequest, Unauthorized
-from gateway.links import LinkRefused, rendition_file, thumbnail_file
+from gateway.links import LinkExpired, LinkRefused, rendition_file, thumbnail_file
 from gateway.repository import Client, Conn
 from shared.ids import new_id
 
@@ -101,6 +101,8 @@ async def media_viewer(
     file = rendition_file(quality) if quality else thumbnail_file(request.query_params.get("width", ""))
     try:
         return Viewer(None, deps.links.check(video_id, file, expires, signature))
+    except LinkExpired as exc:
+        raise Forbidden(f"{exc}; GET /v1/videos/{video_id} has fresh ones") from None
     except LinkRefused as exc:
         raise Forbidden(str(exc)) from None
 

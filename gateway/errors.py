@@ -188,6 +188,18 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+def _field_error(err: Any) -> dict[str, str]:
+    """One validation error as ``{field, message}``; a body that is not JSON names the body."""
+    if err.get("type") == "json_invalid":  # its loc is ("body", <character>), not a field
+        where = err.get("loc", ())[-1]
+        reason = (err.get("ctx") or {}).get("error", "")
+        return {"field": "", "message": f"the body is not valid JSON: {reason} at character {where}"}
+    return {
+        "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+        "message": err.get("msg", ""),
+    }
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that make every error a problem document."""
     app.add_middleware(RefuseNul)
@@ -223,13 +235,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
-                "message": err.get("msg", ""),
-            }
-            for err in exc.errors()
-        ]
+        errors = [_field_error(err) for err in exc.errors()]
         detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors) or "invalid request"
         return problem_response(
             422, "invalid-request", "Invalid request", detail, request=request, errors=errors

@@ -49,6 +49,10 @@ class LinkRefused(Exception):
     """A signed link that is expired, altered, or made for another file."""
 
 
+class LinkExpired(LinkRefused):
+    """A signed link that was good, and has expired."""
+
+
 @dataclass(frozen=True, slots=True)
 class Links:
     """How the gateway writes (and checks) the links of a video's files."""
@@ -101,9 +105,8 @@ class Links:
             raise LinkRefused("the link's signature does not match it (altered, or made for another file)")
         at = time.time() if now is None else now
         if expires <= at:
-            raise LinkRefused(
-                f"the link expired at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}; "
-                f"GET /v1/videos/{video_id} has fresh ones"
+            raise LinkExpired(
+                f"the link expired at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}"
             )
         return expires - int(at)
 

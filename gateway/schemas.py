@@ -121,9 +121,15 @@ class UploadCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    qualities: list[str] | None = Field(default=None, description='Rungs to make, e.g. ["720p", "360p"].')
-    callback_url: str | None = Field(default=None, description="Receives the video's events, signed.")
-    notify_email: str | None = Field(default=None, description="Gets an email on video.ready / video.failed.")
+    qualities: list[str] | None = Field(
+        default=None, max_length=16, description='Rungs to make, e.g. ["720p", "360p"].'
+    )
+    callback_url: str | None = Field(
+        default=None, max_length=MAX_URL_LENGTH, description="Receives the video's events, signed."
+    )
+    notify_email: str | None = Field(
+        default=None, max_length=320, description="Gets an email on video.ready / video.failed."
+    )
     metadata: dict[str, object] | None = Field(
         default=None, description="At most 4 KiB of JSON, echoed back."
     )

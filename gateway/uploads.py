@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # only a typing alias in python-multipart
 log = logging.getLogger(__name__)
 
 FIELDS = ("qualities", "callback_url", "notify_email", "metadata")
-_MAX_FIELD_BYTES = 8 * 1024
+MAX_FIELD_BYTES = 8 * 1024
 _MAX_FILENAME = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
@@ -135,8 +135,8 @@ class _Receiver:
                 self.digest.update(chunk)
             return
         self._buffer += data[start:end]
-        if len(self._buffer) > _MAX_FIELD_BYTES:
-            raise InvalidRequest(f"field {self._name!r} is over {_MAX_FIELD_BYTES} bytes")
+        if len(self._buffer) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"field {self._name!r} is over {MAX_FIELD_BYTES} bytes")
 
     def _part_end(self) -> None:
         if not self._is_file and self._name in FIELDS:
@@ -259,10 +259,21 @@ def _metadata(raw: str, settings: GatewaySettings) -> dict[str, Any]:
         raise InvalidRequest(
             "metadata holds a lone UTF-16 surrogate (e.g. \\udc00), which is no character"
         ) from None
-    if "\x00" in text:
+    if _holds_nul(metadata):
         # written as \u0000 in the JSON text: valid JSON, but PostgreSQL's jsonb refuses it
         raise InvalidRequest("metadata holds a NUL character (\\u0000), which jsonb cannot store")
     return metadata
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a decoded JSON value has a NUL character in any key or string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 async def inspect(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
@@ -27,9 +28,10 @@ from gateway.api.videos import _PROBLEMS, accept_upload
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep
 from gateway.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound, problem_response
-from gateway.links import UPLOAD, LinkRefused
+from gateway.links import UPLOAD, LinkExpired, LinkRefused
 from gateway.repository import Conn
 from gateway.schemas import DirectUpload, UploadCreate, UploadPage
+from gateway.settings import GatewaySettings
 from shared.db import map_asyncpg_errors
 from shared.ids import new_id
 from shared.resources import Video
@@ -55,23 +57,45 @@ _FILE_ONLY = {
 }
 
 
-def _fields(body: UploadCreate) -> dict[str, str]:
-    """The options as an upload's form would carry them, so that they are checked alike."""
+def _fields(body: UploadCreate, settings: GatewaySettings) -> dict[str, str]:
+    """The options as an upload's form would carry them, checked as the form's are.
+
+    The metadata is written as compact UTF-8 JSON, as a client writes it in a form (its size
+    then counts alike, and a NUL character in it is seen); each field has the form's 8 KiB cap.
+    """
+    metadata = (
+        "" if body.metadata is None else json.dumps(body.metadata, ensure_ascii=False, separators=(",", ":"))
+    )
     fields = {
         "qualities": ",".join(body.qualities or []),
         "callback_url": body.callback_url or "",
         "notify_email": body.notify_email or "",
-        "metadata": json.dumps(body.metadata) if body.metadata is not None else "",
+        "metadata": metadata,
     }
-    return {name: value for name, value in fields.items() if value}
+    fields = {name: value for name, value in fields.items() if value}
+    for name, value in fields.items():
+        if len(value.encode("utf-8", "surrogatepass")) > uploads.MAX_FIELD_BYTES:
+            raise InvalidRequest(f"{name} is over {uploads.MAX_FIELD_BYTES} bytes")
+    uploads.parse_options(fields, settings)
+    return fields
 
 
 def _origin(value: str | None) -> str | None:
+    """A browser's ``Origin`` as it sends it (scheme, lower-case host, port), or ``*``."""
     if value is None or value == "*":
         return value
-    scheme, sep, rest = value.partition("://")
-    if not sep or scheme not in ("http", "https") or not rest or "/" in rest or " " in rest:
-        raise InvalidRequest('cors_origin is an origin ("https://app.example.com", no path) or "*"')
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    canonical = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port and port != default else "")
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or canonical != value:
+        raise InvalidRequest(
+            'cors_origin is an origin as a browser sends it ("https://app.example.com", lower case, '
+            'no path, query or user) or "*"'
+        )
     return value
 
 
@@ -106,8 +130,7 @@ async def create_upload(
 
     The new video's options are set here; the page POSTs only the file (multipart, ``file``).
     """
-    fields = _fields(body)
-    uploads.parse_options(fields, deps.settings)  # the same checks and errors as an upload's
+    fields = _fields(body, deps.settings)  # the same checks and errors as an upload's
     cors_origin = _origin(body.cors_origin)
     if not deps.links.keys:
         raise Conflict("signed URLs are not enabled on this gateway")
@@ -164,7 +187,7 @@ async def cancel_upload(upload_id: str, client: ClientDep, deps: DepsDep) -> Res
 
 def _settled(row: asyncpg.Record) -> str:
     if row["status"] == "asset_created":
-        return f"this upload made video {row['video_id']}; delete the video to remove it"
+        return f"this upload URL is used up: it made video {row['video_id']}"
     if row["status"] == "cancelled":
         return "this upload was cancelled"
     return "this upload URL timed out; ask for a new one"
@@ -207,8 +230,8 @@ async def upload_to_url(
     upload_id: str,
     request: Request,
     deps: DepsDep,
-    expires: Annotated[int, Query(ge=0, le=2**53)],
-    signature: Annotated[str, Query(max_length=100)],
+    expires: Annotated[str, Query(max_length=20, description="The URL's expiry (Unix time).")] = "",
+    signature: Annotated[str, Query(max_length=100, description="The URL's signature.")] = "",
 ) -> JSONResponse:
     """Upload the file to a direct upload's URL (no API key: the URL is signed).
 
@@ -217,9 +240,15 @@ async def upload_to_url(
     async with deps.pool.acquire() as conn:
         row = await repo.direct_upload_row(conn, upload_id)
     cors = _cors(request, row)
-    try:
+    try:  # every refusal carries the page's CORS headers, so that it can show why
+        if not expires.isdigit() or not signature:
+            raise InvalidRequest(
+                "use the upload's url as it was given: its expires and signature are missing or bad"
+            )
         try:
-            deps.links.check(upload_id, UPLOAD, expires, signature)
+            deps.links.check(upload_id, UPLOAD, int(expires), signature)
+        except LinkExpired:
+            raise Conflict("this upload URL timed out; ask for a new one") from None
         except LinkRefused as exc:
             raise Forbidden(str(exc)) from None
         if row is None:  # a valid signature for an upload that is gone: not ours to say more

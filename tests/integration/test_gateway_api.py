@@ -886,8 +886,12 @@ async def test_a_direct_upload_url_takes_one_file_without_the_key_for_its_client
         assert sent.status_code == 202, sent.text
         assert sent.headers["access-control-allow-origin"] == "https://app.example.com"
         assert "access-control-allow-origin" not in (await browser.post(url, files=files)).headers
-        again = await browser.post(url, files=files)
-        assert_problem(again, 409, "made video")
+        again = await browser.post(url, files=files, headers=origin)
+        assert_problem(again, 409, "used up")
+        assert again.headers["access-control-allow-origin"] == "https://app.example.com"
+        bad_query = await browser.post(url.split("?")[0] + "?expires=abc", files=files, headers=origin)
+        assert_problem(bad_query, 422)  # the page can read every refusal
+        assert bad_query.headers["access-control-allow-origin"] == "https://app.example.com"
         altered = url.replace("signature=", "signature=x")
         assert_problem(await browser.post(altered, files=files), 403, "signature")
 
@@ -908,9 +912,23 @@ async def test_a_direct_upload_is_checked_when_made_and_can_be_cancelled_or_time
 ) -> None:
     assert_problem(await api.post("/v1/uploads", json={"qualities": ["999p"]}), 422, "999p")
     assert_problem(await api.post("/v1/uploads", json={"timeout_s": 10}), 422, "timeout_s")
+    for origin in (
+        "https://a.example/path",
+        "https://a.example?x",
+        "https://u:p@a.example",
+        "https://A.example",
+    ):
+        assert_problem(await api.post("/v1/uploads", json={"cors_origin": origin}), 422, "origin")
     assert_problem(
-        await api.post("/v1/uploads", json={"cors_origin": "https://a.example/path"}), 422, "origin"
+        await api.post("/v1/uploads", json={"cors_origin": "https://a.example:443"}), 422, "origin"
     )
+    # checked as an upload's form is: size as compact UTF-8 JSON, no NUL, 8 KiB a field
+    assert (await api.post("/v1/uploads", json={"metadata": {"a": "é" * 1500}})).status_code == 201
+    assert_problem(await api.post("/v1/uploads", json={"metadata": {"a": "\u0000"}}), 422, "NUL")
+    assert_problem(await api.post("/v1/uploads", json={"notify_email": "a" * 400 + "@b.co"}), 422)
+    assert_problem(await api.post("/v1/uploads", json={"qualities": ["240p"] * 17}), 422, "qualities")
+    not_json = await api.post("/v1/uploads", content=b"{nope", headers={"content-type": "application/json"})
+    assert_problem(not_json, 422, "not valid JSON")
     assert_problem(await api.post("/v1/uploads", json={"callback_url": "ftp://x"}), 422, "callback_url")
     assert_problem(await api.post("/v1/uploads", json={"nope": 1}), 422)
 
@@ -929,8 +947,11 @@ async def test_a_direct_upload_is_checked_when_made_and_can_be_cancelled_or_time
         await db.execute("UPDATE direct_uploads SET expires_at = now() WHERE id = $1", late["id"])
         assert (await api.get(f"/v1/uploads/{late['id']}")).json()["status"] == "timed_out"
         assert_problem(await browser.post(late["url"], files=files), 409, "timed out")
-        expired = app.state.deps.links.upload(late["id"], 1_000_000_000)
-        assert_problem(await browser.post(expired, files=files), 403, "expired")
+        expired = app.state.deps.links.upload(late["id"], 1_000_000_000)  # its signature's own expiry
+        assert_problem(await browser.post(expired, files=files), 409, "timed out")
+        assert_problem(
+            await browser.post(late["url"].replace("expires=", "expires=x"), files=files), 422, "url"
+        )
     assert await db.fetchval("SELECT count(*) FROM videos") == 0
 
 
