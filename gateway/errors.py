@@ -12,12 +12,13 @@ import logging
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.errors import TransientError
@@ -200,8 +201,66 @@ def _field_error(err: Any) -> dict[str, str]:
     }
 
 
+#: The largest body a JSON route reads (a webhook, an account change: a few hundred bytes).
+JSON_BODY_LIMIT = 1024 * 1024
+
+
+class LimitBodies:
+    """ASGI middleware: a request body over :data:`JSON_BODY_LIMIT` is a 413 problem, read no further.
+
+    Only the two upload routes take large bodies (``POST /v1/videos`` and a direct upload's
+    ``POST /v1/uploads/{id}``), and they enforce ``VIDQ_MAX_UPLOAD_BYTES`` themselves while they
+    stream to disk; every other route reads its body whole into memory, so without this a client
+    could make the gateway hold any amount. Hand-written (a few lines): FastAPI's own
+    ``max_body_size`` answers in plain text, not with vidq's problem document.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = JSON_BODY_LIMIT) -> None:
+        self.app = app
+        self.limit = limit
+
+    @staticmethod
+    def _streams_to_disk(scope: Scope) -> bool:
+        """``POST /v1/videos`` and ``POST /v1/uploads/{id}``: they stream, and have their limit."""
+        if scope["method"] != "POST":
+            return False
+        path = scope["path"].rstrip("/")
+        head, _, upload_id = path.rpartition("/")
+        return path == "/v1/videos" or (head == "/v1/uploads" and bool(upload_id))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._streams_to_disk(scope):
+            await self.app(scope, receive, send)
+            return
+        detail = f"the request body is over {self.limit} bytes, the most this route reads"
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = problem_response(413, "body-too-large", "Body too large", detail)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge(detail)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while FastAPI reads a body (it passes HTTP exceptions on, and no other)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that make every error a problem document."""
+    app.add_middleware(LimitBodies)
     app.add_middleware(RefuseNul)
 
     @app.exception_handler(ApiError)
@@ -213,6 +272,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+        if isinstance(exc, BodyTooLarge):
+            slug, title = "body-too-large", "Body too large"
         headers = dict(exc.headers) if exc.headers else None
         detail = str(exc.detail)
         if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:  # noqa: PLR2004

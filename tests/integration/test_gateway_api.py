@@ -1320,6 +1320,27 @@ async def test_what_no_client_could_mean_gets_422_not_500(api: httpx.AsyncClient
     )
 
 
+async def test_a_json_body_over_a_mebibyte_is_refused_unread_but_uploads_are_not_limited_by_it(
+    api: httpx.AsyncClient, clips: Clips
+) -> None:
+    big = {"url": "https://example.com/h", "events": ["video.*"], "description": "x" * (1024 * 1024)}
+    declared = await api.post("/v1/webhooks", json=big)
+    assert_problem(declared, 413, "over 1048576 bytes")
+    assert declared.json()["type"].endswith("body-too-large")
+    body = json.dumps(big).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for start_at in range(0, len(body), 65536):
+            yield body[start_at : start_at + 65536]
+
+    streamed = await api.post("/v1/webhooks", content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(streamed, 413, "over 1048576 bytes")
+    # an upload streams to disk under its own limit: 2 MiB of padding after the clip's boxes
+    padded = clips.landscape.read_bytes() + b"\x00\x00\x00\x08free" + bytes(2 * 1024 * 1024)
+    response = await api.post("/v1/videos", files={"file": ("a.mp4", padded, "video/mp4")})
+    assert response.status_code == 202, response.text
+
+
 async def test_a_file_under_another_field_name_is_told_where_it_belongs(
     api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path
 ) -> None:
