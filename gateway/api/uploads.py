@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 
 from gateway import repository as repo
 from gateway import uploads
-from gateway.api.videos import _PROBLEMS, accept_upload
+from gateway.api.videos import _PROBLEMS, accept_upload, upload_body
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep
 from gateway.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound, problem_response
@@ -37,24 +37,6 @@ from shared.ids import new_id
 from shared.resources import Video
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
-
-#: The upload answer, as a video's (``gateway/api/videos.py``): multipart with a ``file``.
-_FILE_ONLY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "The video."}
-                    },
-                }
-            }
-        },
-    }
-}
 
 
 def _fields(body: UploadCreate, settings: GatewaySettings) -> dict[str, str]:
@@ -220,7 +202,7 @@ async def preflight_upload(upload_id: str, request: Request, deps: DepsDep) -> R
     "/{upload_id}",
     status_code=202,
     response_model=Video,
-    openapi_extra={**_FILE_ONLY, "security": []},
+    openapi_extra={**upload_body(), "security": []},  # the file alone; the URL is signed
     responses={
         **_PROBLEMS,
         403: {"content": {"application/problem+json": {}}, "description": "Link refused"},

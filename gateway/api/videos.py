@@ -33,41 +33,28 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "The video."},
-                        "qualities": {
-                            "type": "string",
-                            "example": "720p,360p",
-                            "description": "Comma list of rungs; default all that fit.",
-                        },
-                        "callback_url": {
-                            "type": "string",
-                            "format": "uri",
-                            "description": "Receives this video's events, signed.",
-                        },
-                        "notify_email": {
-                            "type": "string",
-                            "format": "email",
-                            "description": "Gets an email on video.ready / video.failed.",
-                        },
-                        "metadata": {
-                            "type": "string",
-                            "description": "A JSON object, at most 4 KiB, echoed back.",
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+
+def upload_body(**fields: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of an upload: multipart, a ``file`` and these text ``fields``."""
+    file = {"type": "string", "format": "binary", "description": "The video."}
+    schema = {"type": "object", "required": ["file"], "properties": {"file": file, **fields}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+_UPLOAD_BODY = upload_body(
+    qualities={
+        "type": "string",
+        "example": "720p,360p",
+        "description": "Comma list of rungs; default all that fit.",
+    },
+    callback_url={"type": "string", "format": "uri", "description": "Receives this video's events, signed."},
+    notify_email={
+        "type": "string",
+        "format": "email",
+        "description": "Gets an email on video.ready / video.failed.",
+    },
+    metadata={"type": "string", "description": "A JSON object, at most 4 KiB, echoed back."},
+)
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"content": {PROBLEM_JSON: {}}, "description": text}
     for code, text in {
