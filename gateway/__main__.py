@@ -1,4 +1,5 @@
-"""``python -m gateway`` serves the API; ``python -m gateway keys create --name NAME`` makes a key."""
+"""``python -m gateway`` serves the API; ``keys create --name NAME`` makes a key, ``migrate``
+applies the gateway's migrations, ``links rotate [--revoke]`` signs new media links with a new key."""
 
 from __future__ import annotations
 

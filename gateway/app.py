@@ -1,8 +1,9 @@
 """The gateway application: ``create_app(settings)`` and its lifespan.
 
 The lifespan applies the gateway's migrations, opens the database pool and the robust broker
-connection, and starts the three things that run beside the HTTP API: the projection consumer
-(worker reports → state → events), the outbox relay, and the live feed behind the SSE streams.
+connection, reads the keys of signed links, and starts what runs beside the HTTP API: the
+projection consumer (worker reports → state → events), the outbox relay, the live feed behind
+the SSE streams, the periodic jobs (``gateway/scheduler.py``) and the keys' refresh.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """
 Upload a video; vidq makes an MP4 ladder and thumbnails and tells you when it is done — by
 signed webhook (Standard Webhooks), by email and by a live event stream. Authenticate with
-`Authorization: Bearer <api key>`. Errors are `application/problem+json` (RFC 9457).
+`Authorization: Bearer <api key>`; a file's `signed_url` and a direct upload's `url` need no key.
+Errors are `application/problem+json` (RFC 9457).
 """
 
 

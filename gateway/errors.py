@@ -235,7 +235,10 @@ class LimitBodies:
         detail = f"the request body is over {self.limit} bytes, the most this route reads"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
-            response = problem_response(413, "body-too-large", "Body too large", detail)
+            response = ProblemJSONResponse(
+                problem(413, "body-too-large", "Body too large", detail, instance=scope["path"]),
+                status_code=413,
+            )
             await response(scope, receive, send)
             return
         seen = 0

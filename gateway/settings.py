@@ -53,11 +53,12 @@ class GatewaySettings(ServiceSettings):
     scheduler_tick_s: float = Field(default=5.0, gt=0)
     #: A rendition queued or processing without any news for this long is dispatched again.
     stuck_after_s: float = Field(default=1800.0, gt=0)
-    #: Outbox rows older than this unpublished raise an alarm (log and metric).
+    #: Outbox rows older than this unpublished are logged as an error (the gauges are exported
+    #: whatever this is).
     outbox_alert_after_s: float = Field(default=60.0, gt=0)
     #: Temporary files (uploads never probed, encodes of dead workers) older than this are removed.
     abandoned_file_after_s: float = Field(default=3600.0, gt=0)
-    #: Published outbox rows and processed report ids are kept this long.
+    #: Published outbox rows, processed report ids and expired direct uploads are kept this long.
     retention_s: float = Field(default=7 * 86400.0, gt=0)
 
     @property

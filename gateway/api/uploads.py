@@ -57,7 +57,7 @@ def _fields(body: UploadCreate, settings: GatewaySettings) -> dict[str, str]:
     fields = {name: value for name, value in fields.items() if value}
     for name, value in fields.items():
         if len(value.encode("utf-8", "surrogatepass")) > uploads.MAX_FIELD_BYTES:
-            raise InvalidRequest(f"{name} is over {uploads.MAX_FIELD_BYTES} bytes")
+            raise InvalidRequest(f"field {name!r} is over {uploads.MAX_FIELD_BYTES} bytes")
     uploads.parse_options(fields, settings)
     return fields
 

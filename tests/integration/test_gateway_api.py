@@ -1327,6 +1327,7 @@ async def test_a_json_body_over_a_mebibyte_is_refused_unread_but_uploads_are_not
     declared = await api.post("/v1/webhooks", json=big)
     assert_problem(declared, 413, "over 1048576 bytes")
     assert declared.json()["type"].endswith("body-too-large")
+    assert declared.json()["instance"] == "/v1/webhooks"
     body = json.dumps(big).encode()
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
