@@ -79,7 +79,7 @@ async def keep_link_keys_fresh(pool: asyncpg.Pool, ring: KeyRing, ttl_s: int) ->
         await asyncio.sleep(LINK_KEYS_REFRESH_S)
         try:
             await refresh_link_keys(pool, ring, ttl_s)
-        except TRANSIENT_DB_ERRORS as exc:
+        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
             log.warning("could not re-read the link keys (%r); keeping those read before", exc)
 
 
