@@ -63,6 +63,7 @@ async def preflight(settings: GatewaySettings) -> None:
 
 #: How soon every gateway signs with a key made by ``python -m gateway links rotate``.
 LINK_KEYS_REFRESH_S = 60.0
+_KEY_REFRESH_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
 
 
 async def refresh_link_keys(pool: asyncpg.Pool, ring: KeyRing, ttl_s: int) -> None:
@@ -79,7 +80,7 @@ async def keep_link_keys_fresh(pool: asyncpg.Pool, ring: KeyRing, ttl_s: int) ->
         await asyncio.sleep(LINK_KEYS_REFRESH_S)
         try:
             await refresh_link_keys(pool, ring, ttl_s)
-        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as exc:
+        except _KEY_REFRESH_ERRORS as exc:
             log.warning("could not re-read the link keys (%r); keeping those read before", exc)
 
 
