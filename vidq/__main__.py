@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from vidq import __version__
-from vidq.commands import dlq, keys, upload, videos, webhooks
+from vidq.commands import dlq, keys, upload, uploads, videos, webhooks
 from vidq.errors import VidqError
 from vidq.session import Session
 
@@ -81,6 +81,7 @@ app.command("ls")(videos.list_videos)
 app.command("show")(videos.show)
 app.command("download")(videos.download)
 app.command("rm")(videos.remove)
+app.add_typer(uploads.app, name="uploads")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")

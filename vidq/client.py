@@ -189,6 +189,11 @@ class VidqClient:
                 raise Unreachable(f"unavailable: the event stream of {video_id} keeps ending early")
             self._pause(min(0.5 * 2**failures, 10.0))
 
+    # direct uploads
+
+    def create_upload(self, options: Json) -> Json:
+        return self._json("POST", "/v1/uploads", json=options)
+
     # webhooks
 
     def create_webhook(self, url: str, events: list[str], description: str) -> Json:
