@@ -119,6 +119,21 @@ async def test_ls_show_and_watch_read_it(running: Running, uploaded: Uploaded, t
     assert replay.lines()[-1]["type"] == "video.ready"
 
 
+async def test_uploads_create_gives_a_url_a_page_uploads_to_without_the_key(
+    running: Running, tmp_path: Path
+) -> None:
+    made = await vidq(
+        running, "uploads", "create", "-q", "144p", "--metadata", '{"via": "cli"}', cwd=tmp_path
+    )
+    assert made.code == 0, made.stderr
+    url = made.stdout.strip()
+    async with httpx.AsyncClient(timeout=60) as browser:  # no key
+        sent = await browser.post(url, files={"file": ("bbb.mp4", BIG_BUCK_BUNNY.read_bytes(), "video/mp4")})
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["metadata"] == {"via": "cli"}
+    assert [r["quality"] for r in sent.json()["renditions"]] == ["144p"]
+
+
 async def test_download_writes_a_playable_144p_mp4(
     running: Running, uploaded: Uploaded, tmp_path: Path
 ) -> None:
