@@ -79,17 +79,18 @@ class Links:
 
     def upload(self, upload_id: str, expires: int) -> str | None:
         """A direct upload's URL: signed until the upload times out (not rounded)."""
-        if not self.keys:
-            return None
-        signature = self._signature(self.keys[0], upload_id, UPLOAD, expires)
-        return f"{self.base_url}/v1/uploads/{upload_id}?expires={expires}&signature={signature}"
+        query = self._query(upload_id, UPLOAD, expires)
+        return f"{self.base_url}/v1/uploads/{upload_id}?{query}" if query else None
 
     def _signed_query(self, video_id: str, file: str, now: float | None) -> str | None:
+        at = time.time() if now is None else now
+        return self._query(video_id, file, -(-int(at + self.ttl_s) // _ROUND_S) * _ROUND_S)
+
+    def _query(self, owner_id: str, file: str, expires: int) -> str | None:
+        """``expires=…&signature=…`` with the newest key; ``None`` without keys."""
         if not self.keys:
             return None
-        at = time.time() if now is None else now
-        expires = -(-int(at + self.ttl_s) // _ROUND_S) * _ROUND_S
-        return f"expires={expires}&signature={self._signature(self.keys[0], video_id, file, expires)}"
+        return f"expires={expires}&signature={self._signature(self.keys[0], owner_id, file, expires)}"
 
     def check(
         self, video_id: str, file: str, expires: int, signature: str, *, now: float | None = None

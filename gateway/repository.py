@@ -518,7 +518,8 @@ async def insert_direct_upload(
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         """INSERT INTO direct_uploads (id, client_id, fields, cors_origin, expires_at)
-           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING *""",
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+           RETURNING *, expires_at <= now() AS expired""",
         upload_id,
         client_id,
         fields,

@@ -28,7 +28,7 @@ from gateway.api.videos import _PROBLEMS, accept_upload, upload_body
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep
 from gateway.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound, problem_response
-from gateway.links import UPLOAD, LinkExpired, LinkRefused
+from gateway.links import UPLOAD, LinkExpired, LinkRefused, Links
 from gateway.repository import Conn
 from gateway.schemas import DirectUpload, UploadCreate, UploadPage
 from gateway.settings import GatewaySettings
@@ -81,13 +81,15 @@ def _origin(value: str | None) -> str | None:
     return value
 
 
-def _public(row: asyncpg.Record, deps_links_url: str | None) -> DirectUpload:
+def _public(row: asyncpg.Record, links: Links) -> DirectUpload:
+    """The upload as the API shows it; its signed ``url`` while it waits."""
     fields: dict[str, str] = row["fields"]
     status = "timed_out" if row["status"] == "waiting" and row["expired"] else row["status"]
+    expires: datetime = row["expires_at"]
     return DirectUpload(
         id=row["id"],
         status=status,
-        url=deps_links_url if status == "waiting" else None,
+        url=links.upload(row["id"], int(expires.timestamp())) if status == "waiting" else None,
         expires_at=row["expires_at"],
         created_at=row["created_at"],
         video_id=row["video_id"],
@@ -97,11 +99,6 @@ def _public(row: asyncpg.Record, deps_links_url: str | None) -> DirectUpload:
         notify_email=fields.get("notify_email"),
         metadata=json.loads(fields["metadata"]) if fields.get("metadata") else {},
     )
-
-
-def _expiry(row: asyncpg.Record) -> int:
-    expires: datetime = row["expires_at"]
-    return int(expires.timestamp())
 
 
 @router.post("", status_code=201, response_model=DirectUpload, responses=_PROBLEMS)
@@ -118,7 +115,7 @@ async def create_upload(
         raise Conflict("signed URLs are not enabled on this gateway")
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
-            made = await repo.insert_direct_upload(
+            row = await repo.insert_direct_upload(
                 conn,
                 upload_id=new_id("upl"),
                 client_id=client.id,
@@ -126,10 +123,8 @@ async def create_upload(
                 cors_origin=cors_origin,
                 timeout_s=body.timeout_s,
             )
-            row = await repo.direct_upload_row(conn, made["id"])
-    assert row is not None  # noqa: S101 - just made
     response.headers["Location"] = f"/v1/uploads/{row['id']}"
-    return _public(row, deps.links.upload(row["id"], _expiry(row)))
+    return _public(row, deps.links)
 
 
 @router.get("", response_model=UploadPage, responses=_PROBLEMS)
@@ -139,7 +134,7 @@ async def list_uploads(
     """The client's latest direct uploads, newest first."""
     async with deps.pool.acquire() as conn:
         rows = await repo.direct_upload_rows(conn, client.id, limit)
-    return UploadPage(data=[_public(r, deps.links.upload(r["id"], _expiry(r))) for r in rows])
+    return UploadPage(data=[_public(r, deps.links) for r in rows])
 
 
 @router.get("/{upload_id}", response_model=DirectUpload, responses=_PROBLEMS)
@@ -149,7 +144,7 @@ async def read_upload(upload_id: str, client: ClientDep, deps: DepsDep) -> Direc
         row = await repo.direct_upload_row(conn, upload_id, client.id)
     if row is None:
         raise NotFound(f"no upload {upload_id!r}")
-    return _public(row, deps.links.upload(row["id"], _expiry(row)))
+    return _public(row, deps.links)
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response, responses=_PROBLEMS)
