@@ -469,9 +469,13 @@ async def webhook_rows(conn: Conn, client_id: str) -> list[asyncpg.Record]:
     )
 
 
-async def webhook_row(conn: Conn, webhook_id: str, client_id: str) -> asyncpg.Record | None:
+async def webhook_row(
+    conn: Conn, webhook_id: str, client_id: str, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The client's subscription; ``lock`` holds the row until the transaction ends."""
     return await conn.fetchrow(
-        "SELECT * FROM webhooks WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL",
+        "SELECT * FROM webhooks WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL"  # noqa: S608 - constants
+        + (" FOR NO KEY UPDATE" if lock else ""),
         webhook_id,
         client_id,
     )

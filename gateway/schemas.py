@@ -54,12 +54,33 @@ class WebhookPublic(BaseModel):
     description: str
     enabled: bool
     disabled_reason: str | None
+    previous_secrets_sign_until: list[datetime] = Field(
+        default_factory=list,
+        description=(
+            "When each earlier secret, still signing beside the current one after a rotation, "
+            "stops (newest first); empty when only the current secret signs."
+        ),
+    )
     created_at: datetime
     updated_at: datetime
 
 
 class WebhookWithSecret(WebhookPublic):
     secret: str = Field(description="Standard Webhooks signing secret (whsec_…); shown only now.")
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_s: int = Field(
+        default=86_400,
+        ge=0,
+        le=604_800,
+        description=(
+            "How long the secrets in use until now keep signing beside the new one (at most "
+            "this long; 0 stops them at once, for a secret that leaked). Default 24 hours."
+        ),
+    )
 
 
 class WebhookPage(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 
@@ -28,12 +29,23 @@ from shared.ids import new_id
 from shared.messaging.codec import outgoing
 from shared.messaging.topology import DELIVERIES
 
-#: How long the previous secret keeps signing after a rotation.
-ROTATION_GRACE = timedelta(hours=24)
+#: At most this many retired secrets sign beside the current one (the newest are kept), so a
+#: burst of rotations cannot grow the ``webhook-signature`` header without bound.
+MAX_RETIRED_SECRETS = 4
+
+
+_View = TypeVar("_View", bound=WebhookPublic)
+
+
+def _view(model: type[_View], row: asyncpg.Record) -> _View:
+    """A subscription as shown: the retired secrets themselves never, only until when they sign."""
+    now = datetime.now(UTC)
+    signing_until = [until for until in row["retired_until"] if until > now]
+    return model.model_validate({**dict(row), "previous_secrets_sign_until": signing_until})
 
 
 def _public(row: asyncpg.Record) -> WebhookPublic:
-    return WebhookPublic.model_validate(dict(row))
+    return _view(WebhookPublic, row)
 
 
 def _check_patterns(events: list[str]) -> list[str]:
@@ -83,7 +95,7 @@ async def create_webhook(
             description=body.description,
             secret=new_signing_secret(),
         )
-    return WebhookWithSecret.model_validate(dict(row))
+    return _view(WebhookWithSecret, row)
 
 
 async def list_webhooks(conn: Conn, client: Client) -> list[WebhookPublic]:
@@ -137,18 +149,36 @@ async def delete_webhook(conn: Conn, client: Client, webhook_id: str) -> None:
     await repo.delete_webhook(conn, webhook_id)
 
 
-async def rotate_secret(conn: Conn, client: Client, webhook_id: str) -> WebhookWithSecret:
-    """A new secret; the old one keeps signing beside it for :data:`ROTATION_GRACE`."""
-    row = await _owned(conn, client, webhook_id)
-    updated = await repo.update_webhook(
-        conn,
-        webhook_id,
-        secret=new_signing_secret(),
-        previous_secret=row["secret"],
-        previous_secret_expires_at=datetime.now(UTC) + ROTATION_GRACE,
-    )
-    assert updated is not None  # noqa: S101 - checked above
-    return WebhookWithSecret.model_validate(dict(updated))
+async def rotate_secret(conn: Conn, client: Client, webhook_id: str, grace: timedelta) -> WebhookWithSecret:
+    """A new secret; every secret that signed until now keeps signing beside it for ``grace``.
+
+    A secret retired by an earlier rotation keeps its own end if that comes sooner (a zero
+    ``grace`` ends them all now), and only the newest :data:`MAX_RETIRED_SECRETS` are kept. The
+    row is locked while the new list is made, so two rotations at once lose neither new secret.
+    """
+    async with conn.transaction():
+        row = await repo.webhook_row(conn, webhook_id, client.id, lock=True)
+        if row is None:
+            raise NotFound(f"no webhook {webhook_id!r}")
+        now = datetime.now(UTC)
+        ends = now + grace
+        retired = [
+            (secret, min(until, ends))
+            for secret, until in [
+                (row["secret"], ends),
+                *zip(row["retired_secrets"], row["retired_until"], strict=True),
+            ]
+            if min(until, ends) > now
+        ][:MAX_RETIRED_SECRETS]
+        updated = await repo.update_webhook(
+            conn,
+            webhook_id,
+            secret=new_signing_secret(),
+            retired_secrets=[secret for secret, _ in retired],
+            retired_until=[until for _, until in retired],
+        )
+    assert updated is not None  # noqa: S101 - locked above
+    return _view(WebhookWithSecret, updated)
 
 
 async def list_deliveries(

@@ -61,23 +61,23 @@ REPLAY_LIMIT = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """One enabled endpoint of a client, with its secret and, during a rotation, the previous one."""
+    """One enabled endpoint of a client, with its secret and those that rotations retired."""
 
     webhook_id: str
     url: str
     events: tuple[str, ...]
     secret: str
-    previous_secret: str | None = None
-    previous_until: datetime | None = None
+    #: (secret, signs until), newest first: the secrets that rotations retired, in their grace.
+    retired: tuple[tuple[str, datetime], ...] = ()
 
     def wants(self, event_type: str) -> bool:
         return _wants(self.events, event_type)
 
     def secrets(self, now: datetime) -> tuple[str, ...]:
-        """The secrets that sign now: the current one, and the previous one during its grace."""
-        if self.previous_secret and self.previous_until is not None and now < self.previous_until:
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
+        """The secrets that sign now: the current one, then each retired one until its grace ends."""
+        if not self.retired:
+            return (self.secret,)
+        return (self.secret, *(secret for secret, until in self.retired if now < until))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -106,7 +106,7 @@ async def audiences(conn: Conn, video_ids: Sequence[str]) -> dict[str, Audience]
     """
     rows = await conn.fetch(
         """SELECT v.id AS video_id, v.client_id, v.callback_url, c.callback_secret, w.id AS webhook_id,
-                  w.url, w.events, w.secret, w.previous_secret, w.previous_secret_expires_at
+                  w.url, w.events, w.secret, w.retired_secrets, w.retired_until
            FROM videos v JOIN clients c ON c.id = v.client_id
            LEFT JOIN webhooks w ON w.client_id = v.client_id AND w.enabled AND w.deleted_at IS NULL
            WHERE v.id = ANY($1::text[])
@@ -123,8 +123,7 @@ async def audiences(conn: Conn, video_ids: Sequence[str]) -> dict[str, Audience]
                 r["url"],
                 tuple(r["events"]),
                 r["secret"],
-                r["previous_secret"],
-                r["previous_secret_expires_at"],
+                tuple(zip(r["retired_secrets"], r["retired_until"], strict=True)),
             )
             for r in members
             if r["webhook_id"] is not None
@@ -136,7 +135,7 @@ async def audiences(conn: Conn, video_ids: Sequence[str]) -> dict[str, Audience]
 
 
 #: The secrets that sign a delivery ``d`` (a ``webhook_deliveries`` row), as a SQL expression:
-#: the endpoint's current secret, then the previous one while its rotation grace lasts; the
+#: the endpoint's current secret, then each one a rotation retired while its grace lasts; the
 #: client's ``callback_secret`` for a video's own callback_url. NULL when the endpoint is
 #: disabled or deleted. Embedded in the notifier's lease query, so one round trip both holds the
 #: delivery and reads how to sign it.
@@ -144,9 +143,10 @@ SIGNING_SECRETS_SQL = """
 CASE WHEN d.webhook_id IS NULL THEN
     (SELECT ARRAY[c.callback_secret] FROM clients c WHERE c.id = d.client_id)
 ELSE
-    (SELECT ARRAY[w.secret] || CASE WHEN w.previous_secret IS NOT NULL
-                                     AND w.previous_secret_expires_at > now()
-                                    THEN ARRAY[w.previous_secret] ELSE '{}'::text[] END
+    (SELECT ARRAY[w.secret] || ARRAY(
+                SELECT r.secret FROM unnest(w.retired_secrets, w.retired_until)
+                                     WITH ORDINALITY AS r(secret, until, n)
+                WHERE r.until > now() ORDER BY r.n)
      FROM webhooks w WHERE w.id = d.webhook_id AND w.enabled AND w.deleted_at IS NULL)
 END"""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -13,6 +13,7 @@ from gateway.auth import ClientDep
 from gateway.deps import DepsDep
 from gateway.schemas import (
     DeliveryPage,
+    SecretRotation,
     WebhookCreate,
     WebhookPage,
     WebhookPublic,
@@ -76,10 +77,17 @@ async def delete_webhook(webhook_id: str, client: ClientDep, deps: DepsDep) -> R
 
 
 @router.post("/{webhook_id}/rotate-secret", response_model=WebhookWithSecret, responses=_PROBLEMS)
-async def rotate_secret(webhook_id: str, client: ClientDep, deps: DepsDep) -> WebhookWithSecret:
-    """A new signing secret; the old one also signs for 24 hours, so receivers can switch."""
+async def rotate_secret(
+    webhook_id: str, client: ClientDep, deps: DepsDep, body: SecretRotation | None = None
+) -> WebhookWithSecret:
+    """A new signing secret; the secrets in use until now also sign for 24 hours (or `grace_s`).
+
+    Receivers verifying with either pass meanwhile (one signature per secret in
+    `webhook-signature`). `{"grace_s": 0}` stops every earlier secret at once, for a leak.
+    """
+    grace = timedelta(seconds=(body or SecretRotation()).grace_s)
     async with deps.pool.acquire() as conn:
-        return await webhooks.rotate_secret(conn, client, webhook_id)
+        return await webhooks.rotate_secret(conn, client, webhook_id, grace)
 
 
 @router.get("/{webhook_id}/deliveries", response_model=DeliveryPage, responses=_PROBLEMS)

@@ -124,19 +124,34 @@ async def test_410_gone_disables_the_endpoint(running: Running) -> None:
         assert refused.status_code == 409
 
 
-async def test_after_a_rotation_both_secrets_sign_during_the_grace_period(running: Running) -> None:
+async def test_after_rotations_every_secret_signs_during_its_grace_period(running: Running) -> None:
     async with running.client() as api:
         hook = await _hook(api, running, "/rotated", ["video.ready"])
-        rotated = (await api.post(f"/v1/webhooks/{hook['id']}/rotate-secret")).json()
-        assert rotated["secret"] != hook["secret"]
-        assert (await api.post(f"/v1/webhooks/{hook['id']}/test")).status_code == 202
-        await until(lambda: running.receiver.at("/rotated", "webhook.test"))
-        request = running.receiver.at("/rotated", "webhook.test")[0]
-        assert len(request.headers["webhook-signature"].split()) == 2
-        Webhook(hook["secret"]).verify(request.body, request.headers)  # the old secret still works
-        Webhook(rotated["secret"]).verify(request.body, request.headers)  # and so does the new one
+        path = f"/v1/webhooks/{hook['id']}"
+        first = (await api.post(f"{path}/rotate-secret")).json()
+        second = (await api.post(f"{path}/rotate-secret")).json()
+        assert len({hook["secret"], first["secret"], second["secret"]}) == 3
+
+        async def test_event() -> Any:
+            sent = len(running.receiver.at("/rotated", "webhook.test"))
+            assert (await api.post(f"{path}/test")).status_code == 202
+            await until(lambda: len(running.receiver.at("/rotated", "webhook.test")) > sent)
+            return running.receiver.at("/rotated", "webhook.test")[sent]
+
+        request = await test_event()
+        assert len(request.headers["webhook-signature"].split()) == 3
+        for secret in (hook["secret"], first["secret"], second["secret"]):  # each still verifies
+            Webhook(secret).verify(request.body, request.headers)
         with pytest.raises(WebhookVerificationError):
             Webhook("whsec_" + "A" * 32).verify(request.body, request.headers)
+
+        # a leaked secret: a rotation with no grace, and only the new secret signs
+        cut = (await api.post(f"{path}/rotate-secret", json={"grace_s": 0})).json()
+        request = await test_event()
+        assert len(request.headers["webhook-signature"].split()) == 1
+        Webhook(cut["secret"]).verify(request.body, request.headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(second["secret"]).verify(request.body, request.headers)
 
 
 async def test_replay_sends_the_endpoints_events_again(running: Running, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1032,6 +1033,66 @@ async def test_webhooks_are_created_listed_read_changed_rotated_and_deleted(api:
     assert_problem(await api.get(path), 404)
     assert (await api.get("/v1/webhooks")).json()["data"] == []
     assert_problem(await api.delete(path), 404)
+
+
+async def _retired(db: asyncpg.Pool, webhook_id: str) -> list[tuple[str, datetime]]:
+    row = await db.fetchrow("SELECT retired_secrets, retired_until FROM webhooks WHERE id = $1", webhook_id)
+    assert row is not None
+    return list(zip(row["retired_secrets"], row["retired_until"], strict=True))
+
+
+async def test_every_secret_a_rotation_retires_signs_until_its_own_grace_ends(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    made = await _new_webhook(api)
+    path = f"/v1/webhooks/{made['id']}"
+    assert made["previous_secrets_sign_until"] == []
+
+    before = datetime.now(UTC)
+    first = (await api.post(f"{path}/rotate-secret")).json()
+    [(secret, until)] = await _retired(db, made["id"])
+    assert secret == made["secret"]
+    assert timedelta(hours=23, minutes=59) < until - before < timedelta(hours=24, minutes=1)
+    second = (await api.post(f"{path}/rotate-secret")).json()
+    # the second rotation keeps the first secret signing, with its own end
+    retired = await _retired(db, made["id"])
+    assert [secret for secret, _ in retired] == [first["secret"], made["secret"]]
+    assert retired[1][1] == until
+    shown = (await api.get(path)).json()["previous_secrets_sign_until"]
+    assert [datetime.fromisoformat(t) for t in shown] == [until for _, until in retired]
+    assert second["previous_secrets_sign_until"] == shown
+    assert made["secret"] not in (await api.get(path)).text  # retired secrets are never shown
+
+    # a rotation's grace bounds the older ones' too (it never lengthens them); 0 ends them all
+    await api.post(f"{path}/rotate-secret", json={"grace_s": 3600})
+    retired = await _retired(db, made["id"])
+    assert len(retired) == 3
+    assert all(timedelta(minutes=59) < until - before < timedelta(minutes=61) for _, until in retired)
+    cut = await api.post(f"{path}/rotate-secret", json={"grace_s": 0})
+    assert cut.status_code == 200, cut.text
+    assert cut.json()["previous_secrets_sign_until"] == []
+    assert await _retired(db, made["id"]) == []
+
+    # at most four retired secrets, the newest
+    secrets = [cut.json()["secret"]]
+    for _ in range(5):
+        secrets.append((await api.post(f"{path}/rotate-secret")).json()["secret"])
+    assert [secret for secret, _ in await _retired(db, made["id"])] == secrets[-2:-6:-1]
+
+    for bad in ({"grace_s": -1}, {"grace_s": 604_801}, {"grace": 5}, {"grace_s": "soon"}):
+        assert_problem(await api.post(f"{path}/rotate-secret", json=bad), 422, "grace")
+    assert len((await api.get(path)).json()["previous_secrets_sign_until"]) == 4
+
+
+async def test_rotations_at_once_lose_no_new_secret(api: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+    made = await _new_webhook(api)
+    answers = await asyncio.gather(*(api.post(f"/v1/webhooks/{made['id']}/rotate-secret") for _ in range(4)))
+    assert [a.status_code for a in answers] == [200] * 4
+    current = await db.fetchval("SELECT secret FROM webhooks WHERE id = $1", made["id"])
+    retired = [secret for secret, _ in await _retired(db, made["id"])]
+    # one answer's secret is the current one; each other one was retired by a later rotation
+    assert {current, *retired} == {made["secret"], *(a.json()["secret"] for a in answers)}
+    assert len(retired) == 4
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from notifier import repository as repo
 from notifier.audiences import AudienceCache
 from notifier.delivery_log import CALLBACK, DeliveryLog, IncomingEvent
+from notifier.lookups import SIGNING_SECRETS_SQL
 from notifier.webhook import DeliveryResult
 from shared.ids import new_id
 
@@ -215,18 +216,27 @@ async def test_the_audience_cache_keeps_nothing_while_it_cannot_hear_changes(
     assert listener.url == "https://example.com/moved"
 
 
-async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(
+async def test_rotated_secrets_sign_beside_the_new_one_each_until_its_grace_ends(
     db: asyncpg.Pool, world: World
 ) -> None:
-    until = datetime.now(UTC) + timedelta(hours=1)
+    ago, hour, day = (datetime.now(UTC) + timedelta(hours=h) for h in (-1, 1, 24))
     await db.execute(
-        """UPDATE webhooks SET previous_secret = secret, secret = 'whsec_bmV3',
-                  previous_secret_expires_at = $2
+        """UPDATE webhooks SET retired_secrets = ARRAY['whsec_b2xk', secret, 'whsec_Z29uZQ=='],
+                  secret = 'whsec_bmV3', retired_until = ARRAY[$2, $3, $4]::timestamptz[]
            WHERE id = $1""",
         world.webhook_id,
-        until,
+        day,
+        hour,
+        ago,
     )
+    # as an event's first attempts sign
     [listener] = (await AudienceCache(db).get([world.video_id]))[world.video_id].listeners
-
-    assert listener.secrets(datetime.now(UTC)) == ("whsec_bmV3", "whsec_aG9vaw==")
-    assert listener.secrets(until + timedelta(seconds=1)) == ("whsec_bmV3",)
+    assert listener.secrets(datetime.now(UTC)) == ("whsec_bmV3", "whsec_b2xk", "whsec_aG9vaw==")
+    assert listener.secrets(hour + timedelta(seconds=1)) == ("whsec_bmV3", "whsec_b2xk")
+    assert listener.secrets(day + timedelta(seconds=1)) == ("whsec_bmV3",)
+    # as a retry signs (the lease query's expression), the one whose grace ended left out
+    leased = await db.fetchval(
+        f"SELECT {SIGNING_SECRETS_SQL} FROM (SELECT $1::text AS webhook_id, NULL::text AS client_id) d",  # noqa: S608
+        world.webhook_id,
+    )
+    assert leased == ["whsec_bmV3", "whsec_b2xk", "whsec_aG9vaw=="]
