@@ -112,9 +112,13 @@ async def _progress(conn: Conn, row: asyncpg.Record, report: RenditionProgressRe
     rendition = await _current_rendition(conn, report)
     if rendition is None or rendition["status"] not in _OPEN:
         return
-    await repo.update_rendition(
-        conn, report.video_id, report.quality, status="processing", progress=min(report.progress, 99.9)
-    )
+    progress = min(report.progress, 99.9)
+    if rendition["status"] == "processing" and progress <= rendition["progress"]:
+        # Progress only moves forward: a report overtaken by a later one, or a job taken over
+        # from a worker that stopped (it encodes from the start again), says nothing new until
+        # it passes what the client was already told.
+        return
+    await repo.update_rendition(conn, report.video_id, report.quality, status="processing", progress=progress)
     await _start_processing(conn, row)
     await _rendition_event(conn, report, links)
 

@@ -163,6 +163,38 @@ async def test_video_ready_is_published_once_when_the_last_part_is_ready(
     assert status == "ready"
 
 
+async def test_progress_only_moves_forward_even_when_a_job_starts_over(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    job = (await _jobs(db, video_id))["360p"]
+
+    def report(percent: float) -> RenditionProgressReport:
+        return RenditionProgressReport(
+            id=new_id("evt"),
+            timestamp=datetime.now(UTC),
+            video_id=video_id,
+            job_id=job,
+            quality="360p",
+            progress=percent,
+        )
+
+    # the first report (even at 0 %) starts the rendition; a worker that took the job over
+    # reports from 0 % again, and a late report arrives after a newer one
+    for percent in (0.0, 40.0, 60.0, 5.0, 60.0, 35.0, 75.0):
+        await handle_report(report(percent), deps)
+
+    events = await db.fetch(
+        "SELECT body FROM video_events WHERE video_id = $1 AND type = 'rendition.progress' ORDER BY sequence",
+        video_id,
+    )
+    assert [e["body"]["data"]["progress"] for e in events] == [0.0, 40.0, 60.0, 75.0]
+    progress = await db.fetchval(
+        "SELECT progress FROM renditions WHERE video_id = $1 AND quality = '360p'", video_id
+    )
+    assert progress == 75.0
+
+
 async def test_a_failed_rendition_fails_the_video_once_naming_it(
     db: asyncpg.Pool, client: Client, deps: GatewayDeps
 ) -> None:
