@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import re
 import signal
 import sys
 from collections import deque
@@ -33,6 +34,14 @@ log = logging.getLogger(__name__)
 _LATE_START_S = 0.5
 _STILL_IMAGE_FORMATS = {"image2", "mjpeg", "gif_pipe", "apng"}
 _STDERR_TAIL = 4000
+#: The address ffmpeg logs beside a component's name (``[mov,mp4,… @ 0x55d0c0ffee00]``): noise to
+#: a reader of an error, and different in every run.
+_LOG_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+\]")
+
+
+def tidy(line: str) -> str:
+    """One line of ffmpeg's log as a client may read it: without the component's memory address."""
+    return _LOG_ADDRESS.sub("]", line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +221,7 @@ async def probe(path: Path, *, timeout: float = 60.0, ffprobe: str = "ffprobe") 
     except TimeoutError as exc:
         raise TransientError(f"ffprobe did not finish within {timeout:.0f} s") from exc
     if code != 0:
-        reason = err.decode(errors="replace").strip().splitlines()
-        detail = reason[-1] if reason else f"ffprobe exited with status {code}"
-        if "Invalid data found" in detail:
-            detail = "not a video file ffmpeg can read"
-        raise InvalidSource(detail.removeprefix(f"{path}: "))
+        raise InvalidSource(_probe_refusal(err.decode(errors="replace"), path, code))
     try:
         data = json.loads(out)
     except json.JSONDecodeError as exc:
@@ -224,6 +229,27 @@ async def probe(path: Path, *, timeout: float = 60.0, ffprobe: str = "ffprobe") 
     if _offset_unknown(data):
         data = with_tail(data, await _tail_packets(path, timeout, ffprobe))
     return parse_probe(data)
+
+
+#: ffprobe's last line when it cannot read a file as media at all (no format it knows, or a
+#: format whose header it cannot parse).
+_UNREADABLE = ("Invalid data found when processing input", "Invalid argument")
+
+
+def _probe_refusal(stderr: str, path: Path, code: int) -> str:
+    """Why ffprobe refused a file, as the client reads it (the upload's 422 ``detail``).
+
+    ffprobe ends with ``<path>: <strerror>``; a line before it, if any, says what was wrong
+    (``moov atom not found``), which is worth passing on.
+    """
+    lines = [tidy(line.strip()).removeprefix(f"{path}: ") for line in stderr.strip().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return f"not a video file ffmpeg can read (ffprobe exited with status {code})"
+    if lines[-1] not in _UNREADABLE:
+        return lines[-1]
+    cause = re.sub(r"^\[[^\]]*\]\s*", "", lines[-2]) if len(lines) > 1 else ""
+    return f"not a video file ffmpeg can read ({cause})" if cause else "not a video file ffmpeg can read"
 
 
 def _offset_unknown(data: dict[str, Any]) -> bool:
@@ -319,7 +345,7 @@ async def _read_progress(stream: asyncio.StreamReader, watch: _Watch, on_progres
 
 async def _read_stderr(stream: asyncio.StreamReader, watch: _Watch) -> None:
     async for raw in stream:
-        line = raw.decode(errors="replace").rstrip()
+        line = tidy(raw.decode(errors="replace").rstrip())
         if line:
             watch.stderr.append(line)
 

@@ -291,9 +291,10 @@ async def test_probe_still_image_is_invalid(tmp_path: Path) -> None:
     [
         ("notes.mp4", b"hello, this is not a video\n" * 20),
         ("noise.mp4", random.Random(1).randbytes(20_000)),
+        ("noise", random.Random(4).randbytes(5_000)),  # ffprobe: "Invalid argument"
         ("empty.mp4", b""),
     ],
-    ids=["text", "random-bytes", "empty"],
+    ids=["text", "random-bytes", "random-bytes-no-format", "empty"],
 )
 async def test_probe_unreadable_file_is_invalid(tmp_path: Path, name: str, content: bytes) -> None:
     path = tmp_path / name

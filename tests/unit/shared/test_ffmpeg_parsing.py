@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.errors import InvalidSource
-from shared.ffmpeg import ProbeResult, Progress, parse_probe, parse_progress_block, with_tail
+from shared.ffmpeg import (
+    ProbeResult,
+    Progress,
+    _probe_refusal,
+    parse_probe,
+    parse_progress_block,
+    tidy,
+    with_tail,
+)
 
 
 def video_stream(**values: Any) -> dict[str, Any]:
@@ -274,3 +283,29 @@ def test_a_late_start_in_matroska_is_measured_from_its_last_packets(
     fixed = with_tail(data, [{"pts_time": p, "duration_time": d} for p, d in packets])
 
     assert parse_probe(fixed).duration_s == expected
+
+
+def test_a_log_line_loses_the_components_memory_address() -> None:
+    line = "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x5653e5a7e640] stream 0, offset 0x30: partial file"
+    assert tidy(line) == "[mov,mp4,m4a,3gp,3g2,mj2] stream 0, offset 0x30: partial file"
+    assert tidy("[h264 @ 0xABC] error while decoding MB 3 4") == "[h264] error while decoding MB 3 4"
+    assert tidy("no address here @ 0x12 but not in a tag") == "no address here @ 0x12 but not in a tag"
+
+
+@pytest.mark.parametrize(
+    ("stderr", "detail"),
+    [
+        ("/up/src: Invalid argument\n", "not a video file ffmpeg can read"),
+        ("/up/src: Invalid data found when processing input\n", "not a video file ffmpeg can read"),
+        (
+            "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c0ffee00] moov atom not found\n"
+            "/up/src: Invalid data found when processing input\n",
+            "not a video file ffmpeg can read (moov atom not found)",
+        ),
+        ("", "not a video file ffmpeg can read (ffprobe exited with status 1)"),
+        ("/up/src: Permission denied\n", "Permission denied"),
+    ],
+    ids=["no format", "unparsable", "with a cause", "silent", "another error"],
+)
+def test_ffprobes_refusal_reads_as_a_sentence_for_the_client(stderr: str, detail: str) -> None:
+    assert _probe_refusal(stderr, Path("/up/src"), 1) == detail
