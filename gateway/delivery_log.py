@@ -35,7 +35,7 @@ async def deliveries(
     args.append(limit)
     return list(
         await conn.fetch(
-            f"""SELECT d.*, e.type AS event_type, e.video_id FROM webhook_deliveries d
+            f"""SELECT d.*, e.type AS event_type, NULLIF(e.video_id, '') AS video_id FROM webhook_deliveries d
                 JOIN notifier_events e ON e.id = d.event_id
                 WHERE {" AND ".join(conditions)}
                 ORDER BY d.created_at DESC, d.id DESC LIMIT ${len(args)}""",  # noqa: S608 - fixed fragments

@@ -100,7 +100,7 @@ class DeliveryPublic(BaseModel):
     id: str
     event_id: str
     event_type: str
-    video_id: str
+    video_id: str | None = Field(description="The event's video; null for a test event (webhook.test).")
     status: str
     attempts: int
     created_at: datetime

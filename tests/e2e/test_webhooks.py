@@ -153,6 +153,10 @@ async def test_after_rotations_every_secret_signs_during_its_grace_period(runnin
         with pytest.raises(WebhookVerificationError):
             Webhook(second["secret"]).verify(request.body, request.headers)
 
+        # the delivery log lists the test events, which belong to no video
+        logged = (await api.get(f"{path}/deliveries")).json()["data"]
+        assert [(d["event_type"], d["video_id"]) for d in logged] == [("webhook.test", None)] * 2
+
 
 async def test_replay_sends_the_endpoints_events_again(running: Running, tmp_path: Path) -> None:
     async with running.client() as api:
