@@ -22,7 +22,7 @@ from shared.messaging.management import Management
 from shared.settings import AdminSettings
 from tests.e2e.harness import Mailbox, WebhookReceiver, serve, smtp_server
 from tests.realdeps import ADMIN_URL, amqp_url_for, create_database, drop_database, free_port, unique
-from tests.settings import ROOT, make
+from tests.settings import make
 
 #: Short retry delays, so that a test sees a retry happen within seconds.
 TEST_ENV = {
@@ -108,7 +108,7 @@ async def running_stack(
     receiver = WebhookReceiver()
     stack = Stack(
         env=env,
-        cwd=ROOT,
+        cwd=workdir,  # not the checkout: a developer's .env there must not reach the services
         log_dir=logs,
         service_env={
             service: {"VIDQ_AMQP_URL": url, **(service_overrides or {}).get(service, {})}

@@ -134,7 +134,7 @@ async def world(
     receiver = WebhookReceiver()
     stack = Stack(
         env=env,
-        cwd=ROOT,
+        cwd=tmp_path_factory.mktemp("cwd"),  # not the checkout: its .env must not reach the services
         log_dir=tmp_path_factory.mktemp("logs"),
         service_env={service: {"VIDQ_AMQP_URL": url} for service, url in own_urls.items()},
     )

@@ -28,7 +28,7 @@ from tests.brokernode import BrokerNode, available
 from tests.e2e.harness import read_sse
 from tests.media import make_clip
 from tests.realdeps import create_database, drop_database, free_port, unique
-from tests.settings import ROOT, make
+from tests.settings import make
 
 TIMEOUT_MS = 60_000
 CLIP_S = 140
@@ -99,7 +99,7 @@ async def test_an_encode_longer_than_the_consumer_timeout_completes_once(
         "VIDQ_TRANSCODER_PRESET": "ultrafast",
         "VIDQ_SMTP_URL": f"smtp://127.0.0.1:{free_port()}",
     }
-    stack = Stack(env=env, cwd=ROOT, log_dir=tmp_path / "logs")
+    stack = Stack(env=env, cwd=tmp_path, log_dir=tmp_path / "logs")  # not the checkout (.env)
     closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     control = await _control_consumer(node.url, closed)
     try:
