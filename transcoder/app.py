@@ -16,6 +16,7 @@ from shared.commands import TranscodeRendition
 from shared.db import create_pool, migrate_all
 from shared.errors import TransientError
 from shared.events import VideoCanceled, VideoDeleted
+from shared.ladder import Quality
 from shared.logging import configure_logging
 from shared.messaging.consumer import Route
 from shared.messaging.prepare import prepare_broker
@@ -46,11 +47,26 @@ CANCEL_EVENTS: TypeAdapter[VideoCanceled | VideoDeleted] = TypeAdapter(
 
 def routes(settings: TranscoderSettings, topology: Topology) -> tuple[Route[Any, TranscoderDeps], ...]:
     work = tuple(
-        Route(topology.transcode_queue(q), TranscodeRendition, handle_transcode_rendition, prefetch=1)
+        Route(
+            topology.transcode_queue(q),
+            TranscodeRendition,
+            handle_transcode_rendition,
+            prefetch=1,
+            misplaced=partial(_misplaced, q),
+        )
         for q in settings.transcoder_qualities
     )
     cancels = broadcast_queue(TRANSCODER_CANCELS_PREFIX, "video.canceled", "video.deleted")
     return (*work, Route(cancels, CANCEL_EVENTS, handle_video_canceled, prefetch=10))
+
+
+def _misplaced(quality: Quality, cmd: TranscodeRendition) -> str | None:
+    """A job on another rung's queue: it was routed with a key that is not its quality."""
+    if cmd.quality == quality:
+        return None
+    return (
+        f"a {cmd.quality.value} job on the {quality.value} queue (the routing key must be the job's quality)"
+    )
 
 
 @contextlib.asynccontextmanager

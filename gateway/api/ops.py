@@ -32,7 +32,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"content": {PROBLEM_JSON: {}}}})
 @router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request, deps: DepsDep) -> JSONResponse:
-    """Readiness: the database answers and the broker connection is open."""
+    """Readiness: the database answers and the broker connection is up (not reconnecting)."""
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
@@ -41,7 +41,9 @@ async def readyz(request: Request, deps: DepsDep) -> JSONResponse:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unavailable: {type(exc).__name__}"
     connection = request.app.state.connection
-    checks["broker"] = "ok" if connection is not None and not connection.is_closed else "unavailable"
+    # a robust connection that lost the broker is not closed: it is reconnecting, and not ready
+    up = connection is not None and not connection.is_closed and connection.connected.is_set()
+    checks["broker"] = "ok" if up else "unavailable"
     if all(v == "ok" for v in checks.values()):
         return JSONResponse({"status": "ok", "checks": checks})
     failing = ", ".join(k for k, v in checks.items() if v != "ok")

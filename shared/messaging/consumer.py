@@ -106,6 +106,10 @@ class Route(Generic[M, D]):
     #: Acknowledge the deliveries settled together with one frame (``shared/messaging/acks.py``):
     #: for queues that hand a consumer many deliveries at once.
     coalesce_acks: bool = False
+    #: Why a well-formed message does not belong on this queue (``None`` when it does): such a
+    #: message is dead-lettered as malformed before its handler sees it, e.g. a transcode job
+    #: whose quality is not its queue's.
+    misplaced: Callable[[M], str | None] | None = None
 
 
 class Delivery(Protocol):
@@ -224,6 +228,10 @@ class _Policy(Generic[M, D]):
         except MalformedMessage as exc:
             log.warning("malformed message dead-lettered: %s", exc)
             return await self._dead_letter("malformed", str(exc))
+        wrong_queue = self.route.misplaced(message) if self.route.misplaced is not None else None
+        if wrong_queue is not None:
+            log.warning("misplaced message dead-lettered: %s", wrong_queue)
+            return await self._dead_letter("malformed", wrong_queue)
         token = _replayed.set(REPLAYED_HEADER in (self.delivery.headers or {}))
         try:
             await self.route.handler(message, self.deps)

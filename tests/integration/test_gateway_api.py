@@ -263,6 +263,22 @@ async def test_readyz_reports_the_database_and_the_broker_ok(api: httpx.AsyncCli
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 
 
+async def test_readyz_is_503_while_the_broker_connection_is_being_restored(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    # what aio-pika's robust connection shows between losing the broker and getting it back:
+    # not closed (it reconnects by itself), not connected
+    connection = app.state.connection
+    connection.connected.clear()
+    try:
+        response = await api.get("/readyz")
+        assert_problem(response, 503, "broker")
+        assert response.json()["checks"] == {"database": "ok", "broker": "unavailable"}
+    finally:
+        connection.connected.set()
+    assert (await api.get("/readyz")).status_code == 200
+
+
 async def test_metrics_are_prometheus_text_with_vidq_names(api: httpx.AsyncClient) -> None:
     response = await api.get("/metrics")
     assert response.status_code == 200

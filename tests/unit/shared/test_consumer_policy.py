@@ -171,6 +171,31 @@ async def test_a_malformed_message_goes_to_the_dlq_at_once_without_calling_the_h
     assert deps.failures == []
 
 
+async def test_a_message_that_does_not_belong_on_its_queue_is_dead_lettered_as_malformed(
+    deps: Deps, publisher: InMemoryPublisher
+) -> None:
+    route: Route[Ping, Deps] = Route(
+        QUEUE,
+        Ping,
+        handle_ping,
+        ping_failed,
+        misplaced=lambda m: f"ping {m.n} is not for this queue" if m.n > 5 else None,
+    )
+    wrong, right = delivery(b'{"n": 7}'), delivery(b'{"n": 3}')
+
+    assert await run(deps, wrong, route) is Outcome.DEAD_LETTER
+    parked = only(publisher.published)
+    assert (parked.exchange, parked.routing_key) == (DLX, "vidq.test.work")
+    assert parked.message.headers[REASON_HEADER] == "malformed"
+    assert parked.message.headers[ERROR_HEADER] == "ping 7 is not for this queue"
+    assert wrong.settled == ["ack"]
+    # neither the handler nor on_failure ran: a stray message changes nothing it names
+    assert (deps.handled, deps.failures) == ([], [])
+
+    assert await run(deps, right, route) is Outcome.ACK
+    assert deps.handled == [Ping(n=3)]
+
+
 async def test_a_dead_lettered_copy_keeps_the_message_properties(
     deps: Deps, publisher: InMemoryPublisher
 ) -> None:
