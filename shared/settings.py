@@ -49,7 +49,6 @@ class ServiceSettings(BaseSettings):
         frozen=True,
     )
 
-    environment: Literal["development", "production"] = "development"
     amqp_url: AmqpDsn = AmqpDsn("amqp://guest:guest@127.0.0.1:5672/vidq")
     database_url: PostgresDsn = PostgresDsn("postgresql://vidq@127.0.0.1:5432/vidq")
     storage_dir: Path = Path("var/storage")

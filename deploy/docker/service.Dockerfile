@@ -8,7 +8,9 @@
 # of the broker and the database). The container runs `python -m $SERVICE` as an unprivileged
 # user. docker-compose.yml at the repository root builds all five.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# Debian 12 (bookworm): its ffmpeg 5.1 is the one the test suite runs against (the tee muxer's
+# per-file options, ffprobe's messages); a newer Debian brings another ffmpeg.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # -- build: the project and the dependencies of this one service, in a virtual environment -------
 FROM ${PYTHON_IMAGE} AS build
@@ -20,17 +22,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/vidq
 WORKDIR /src
-# README.md is optional (the glob may match nothing); pyproject.toml is not.
-COPY pyproject.toml README.m[d] ./
+# pyproject.toml names README.md as the package's readme: both are needed to install it.
+COPY pyproject.toml README.md ./
 COPY shared/ shared/
 COPY gateway/ gateway/
 COPY transcoder/ transcoder/
 COPY thumbnailer/ thumbnailer/
 COPY notifier/ notifier/
-# Only the gateway (FastAPI, uvicorn) and the notifier (aiosmtplib, Jinja2) have extras.
+COPY vidq/ vidq/
+# Only the gateway (FastAPI, uvicorn) and the notifier (aiosmtplib, Jinja2) have extras of their
+# own; every image has the `vidq` command-line client (`docker compose exec gateway vidq ls`).
 RUN case "${SERVICE}" in \
-        gateway|notifier) spec=".[${SERVICE}]" ;; \
-        *) spec="." ;; \
+        gateway|notifier) spec=".[${SERVICE},cli]" ;; \
+        *) spec=".[cli]" ;; \
     esac \
     && /opt/vidq/bin/pip install "${spec}"
 
@@ -64,5 +68,6 @@ ENV PATH=/opt/vidq/bin:${PATH} \
     VIDQ_MIGRATIONS_DIR=/app/deploy/migrations \
     VIDQ_STORAGE_DIR=/var/lib/vidq/storage
 USER vidq
-# exec: Python becomes PID 1 and receives SIGTERM itself, to drain in-flight work.
+# exec: Python receives SIGTERM itself, to drain in-flight work (docker-compose.yml adds an init
+# as PID 1 in front of it; without one Python is PID 1).
 CMD ["sh", "-c", "exec python -m \"$SERVICE\""]

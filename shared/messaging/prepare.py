@@ -8,8 +8,9 @@ meet here:
   exist) and, through the management API with the same credentials, sets the policies of the
   topology (dead-lettering, delivery limit, overflow; ``Topology.policies``), so a service
   started on a bare vhost has the same dead-letter paths as one set up by the bootstrap.
-* **Least privilege** (``python -m shared.bootstrap`` and docker-compose give each service a
-  user that may configure only its own queues): the broker refuses the declarations and the
+* **Least privilege** (``python -m shared.bootstrap`` gives each service a user that may
+  configure only its own queues, as ``make run`` and the tests use them; docker-compose runs
+  every service as the one user ``vidq``): the broker refuses the declarations and the
   management API the policies; the service then only checks that the exchanges exist, waiting
   for the bootstrap if it has not run yet, and leaves the policies to it.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,20 @@ def test_image_runs_unprivileged_and_finds_its_migrations():
     migrations = re.search(r"VIDQ_MIGRATIONS_DIR=(\S+)", dockerfile)
     assert migrations is not None
     assert re.search(rf"^COPY deploy/migrations/? {re.escape(migrations[1])}/?$", dockerfile, re.MULTILINE)
+
+
+def test_the_image_holds_every_package_the_project_installs():
+    # an entry point (the `vidq` client) whose package was not copied fails at import
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = set(re.findall(r"^COPY (\w+)/ \1/$", (ROOT / DOCKERFILE).read_text(), re.MULTILINE))
+    assert {name.rstrip("*") for name in packages["include"]} == copied
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_every_container_has_an_init_that_forwards_sigterm(name: str):
+    # Python as PID 1 ignores SIGTERM until its handlers are installed (a start-up that waits
+    # for the broker would wait out the stop grace period, then be killed)
+    assert services()[name].get("init") is True
 
 
 def test_no_password_is_written_in_the_compose_file():
