@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, UrlConstraints
 
@@ -23,6 +24,37 @@ MAX_URL_LENGTH = 2048
 MAX_PATTERNS = 50
 
 WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH)]
+
+
+class VideoImport(BaseModel):
+    """``POST /v1/videos`` as JSON: the video at ``url`` instead of a file, and the form's options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl = Field(description="An http(s) URL of the video file; vidq downloads it.")
+    qualities: str | list[str] | None = Field(
+        default=None, description='Rungs, as a comma list ("720p,360p") or a list; default all that fit.'
+    )
+    callback_url: str | None = Field(default=None, description="Receives this video's events, signed.")
+    notify_email: str | None = Field(default=None, description="Gets an email on video.ready / video.failed.")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="A JSON object, at most 4 KiB, echoed back."
+    )
+
+    def form_fields(self) -> dict[str, str]:
+        """The options as an upload form's text fields, to be checked exactly as a form's are."""
+        fields: dict[str, str] = {}
+        if self.qualities is not None:
+            fields["qualities"] = (
+                self.qualities if isinstance(self.qualities, str) else ",".join(self.qualities)
+            )
+        if self.callback_url is not None:
+            fields["callback_url"] = self.callback_url
+        if self.notify_email is not None:
+            fields["notify_email"] = self.notify_email
+        if self.metadata is not None:
+            fields["metadata"] = json.dumps(self.metadata, ensure_ascii=False)
+        return fields
 
 
 class WebhookCreate(BaseModel):

@@ -32,6 +32,12 @@ class GatewaySettings(ServiceSettings):
     #: ``callback_url`` whose host is a private, loopback or link-local address not on it is
     #: refused when registered (``shared/destinations.py``).
     webhook_allow_hosts: AllowHosts = ()
+    #: Hosts a video may be imported from (``POST /v1/videos`` with a ``url``) although they are
+    #: private, loopback or link-local addresses (``shared/destinations.py``): none by default.
+    import_allow_hosts: AllowHosts = ()
+    #: An import's whole download, and the longest wait for its next bytes.
+    import_timeout_s: float = Field(default=3600.0, gt=0)
+    import_read_timeout_s: float = Field(default=60.0, gt=0)
     #: Endpoints one client may have at once (Stripe allows 16): every event is fanned out to
     #: each matching one, and the list is answered in one page.
     max_webhooks_per_client: int = Field(default=50, ge=1)

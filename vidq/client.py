@@ -8,6 +8,7 @@ transport is injectable, so unit tests run against ``httpx.MockTransport``.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -129,6 +130,24 @@ class VidqClient:
             "/v1/videos",
             files={"file": (filename, file, content_type)},
             data=dict(fields),
+            headers={"idempotency-key": idempotency_key} if idempotency_key else {},
+            timeout=_UPLOAD_TIMEOUT,
+        )
+
+    def import_video(
+        self, url: str, *, fields: Mapping[str, str], idempotency_key: str | None = None
+    ) -> Json:
+        """A video from a URL: the gateway downloads it within the request (``metadata`` is JSON text)."""
+        body: dict[str, object] = {"url": url, **fields}
+        if "metadata" in fields:
+            try:
+                body["metadata"] = json.loads(fields["metadata"])
+            except ValueError as exc:
+                raise UsageProblem(f"--metadata is not valid JSON: {exc}") from None
+        return self._json(
+            "POST",
+            "/v1/videos",
+            json=body,
             headers={"idempotency-key": idempotency_key} if idempotency_key else {},
             timeout=_UPLOAD_TIMEOUT,
         )

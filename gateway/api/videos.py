@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from gateway import idempotency, uploads, videos
+from gateway import idempotency, imports, uploads, videos
 from gateway.api.media import MediaFile
 from gateway.auth import ClientDep, ViewerDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
 from gateway.errors import PROBLEM_JSON, Conflict, InvalidRequest, NotFound
 from gateway.repository import Client, Conn
-from gateway.schemas import VideoPage
+from gateway.schemas import VideoImport, VideoPage
 from gateway.streams import event_stream
 from gateway.uploads import ReceivedUpload
 from shared.db import map_asyncpg_errors
+from shared.ffmpeg import ProbeResult
 from shared.ids import new_id
+from shared.ladder import PlannedRendition
 from shared.resources import Status, Video
 from shared.storage import rendition_key, source_key, thumbnail_key, video_prefix
 
@@ -55,14 +61,16 @@ _UPLOAD_BODY = upload_body(
     },
     metadata={"type": "string", "description": "A JSON object, at most 4 KiB, echoed back."},
 )
+# ``POST /v1/videos`` also takes JSON: an import from a URL (``gateway/imports.py``).
+_UPLOAD_BODY["requestBody"]["content"]["application/json"] = {"schema": VideoImport.model_json_schema()}
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"content": {PROBLEM_JSON: {}}, "description": text}
     for code, text in {
         401: "Missing or invalid API key",
         404: "No such video for this client",
         409: "Conflict with the video's state",
-        413: "Upload over VIDQ_MAX_UPLOAD_BYTES",
-        422: "Not a usable video, or invalid fields",
+        413: "Upload (or the file at an import's URL) over VIDQ_MAX_UPLOAD_BYTES",
+        422: "Not a usable video, invalid fields, or an import's URL could not be downloaded",
         503: "Database or broker unavailable; retry later",
     }.items()
 }
@@ -97,15 +105,47 @@ async def accept_upload(
             )
         options = uploads.parse_options(received.fields if fields is None else fields, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
+    source = _Source(video_id, received.filename, received.size_bytes, probe, planned, options)
+    return await _record(source, client, deps, on_recorded), received
+
+
+async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) -> Video:
+    """Download, probe and record the video at ``body.url`` for ``client`` (as an upload)."""
+    settings = deps.settings
+    options = uploads.parse_options(body.form_fields(), settings)  # refused before any download
+    video_id = new_id("vid")
+    async with deps.storage.writer(source_key(video_id)) as temp:
+        downloaded = await imports.download(str(body.url), temp, settings)
+        probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
+    source = _Source(video_id, downloaded.filename, downloaded.size_bytes, probe, planned, options)
+    return await _record(source, client, deps)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """A stored, probed source file and the options it came with."""
+
+    video_id: str
+    filename: str
+    size_bytes: int
+    probe: ProbeResult
+    plan: list[PlannedRendition]
+    options: uploads.Options
+
+
+async def _record(
+    source: _Source, client: Client, deps: GatewayDeps, on_recorded: OnRecorded | None = None
+) -> Video:
+    """Record the video and queue its work, in one transaction; on failure its file goes too."""
     accepted = videos.AcceptedUpload(
-        video_id=video_id,
-        filename=received.filename,
-        size_bytes=received.size_bytes,
-        probe=probe,
-        plan=planned,
-        metadata=options.metadata,
-        callback_url=options.callback_url,
-        notify_email=options.notify_email,
+        video_id=source.video_id,
+        filename=source.filename,
+        size_bytes=source.size_bytes,
+        probe=source.probe,
+        plan=source.plan,
+        metadata=source.options.metadata,
+        callback_url=source.options.callback_url,
+        notify_email=source.options.notify_email,
     )
     try:
         with map_asyncpg_errors():
@@ -114,15 +154,20 @@ async def accept_upload(
                 if on_recorded is not None:
                     await on_recorded(conn, video)
     except BaseException:
-        await deps.storage.delete_prefix(video_prefix(video_id))  # nothing left behind
+        await deps.storage.delete_prefix(video_prefix(source.video_id))  # nothing left behind
         raise
-    return video, received
+    return video
 
 
-async def _replay(request: Request, deps: GatewayDeps, earlier: idempotency.Replay) -> JSONResponse:
+async def _replay(
+    request: Request, deps: GatewayDeps, earlier: idempotency.Replay, imported: VideoImport | None
+) -> JSONResponse:
     """The first answer under this key, once the body shows it is the same request."""
-    received = await uploads.receive(request, Path(os.devnull), deps.settings, digest=True)
-    earlier.check(received.fingerprint())
+    if imported is not None:
+        earlier.check(imports.fingerprint(imported.model_dump(mode="json")))
+    else:
+        received = await uploads.receive(request, Path(os.devnull), deps.settings, digest=True)
+        earlier.check(received.fingerprint())
     headers = {"Idempotent-Replayed": "true"}
     if earlier.video_id:
         headers["Location"] = f"/v1/videos/{earlier.video_id}"
@@ -137,11 +182,14 @@ async def create_video(
     deps: DepsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    """Upload a video (multipart); answers 202 with the probe data and the planned renditions.
+    """Upload a video (multipart), or import one from a URL (JSON `{"url": …}`); answers 202.
 
-    With ``Idempotency-Key``, a retry of the same upload gets the first answer back
-    (``Idempotent-Replayed: true``); the same key with a different upload is a 422.
+    The answer carries the probe data and the planned renditions. An import downloads the file
+    within the request, under the upload's limits; a URL that cannot be downloaded is a 422
+    `download-failed`. With ``Idempotency-Key``, a retry of the same request gets the first
+    answer back (``Idempotent-Replayed: true``); the same key with another request is a 422.
     """
+    imported = await _import_body(request) if _is_json(request) else None
     if idempotency_key:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
@@ -149,19 +197,54 @@ async def create_video(
                     conn, client, idempotency_key, deps.settings.idempotency_ttl_s
                 )
         if earlier is not None:
-            return await _replay(request, deps, earlier)
+            return await _replay(request, deps, earlier, imported)
     try:
-        video, received = await accept_upload(request, client, deps, digest=bool(idempotency_key))
+        if imported is not None:
+            video = await accept_import(imported, client, deps)
+            fingerprint = imports.fingerprint(imported.model_dump(mode="json"))
+        else:
+            video, received = await accept_upload(request, client, deps, digest=bool(idempotency_key))
+            fingerprint = received.fingerprint() if idempotency_key else ""
     except BaseException:
         if idempotency_key:  # a refused or failed request does not hold the key
             await idempotency.forget(deps.pool, client, idempotency_key)
         raise
     body = video.model_dump(mode="json")
     if idempotency_key:
-        await idempotency.remember(
-            deps.pool, client, idempotency_key, 202, body, video.id, received.fingerprint()
-        )
+        await idempotency.remember(deps.pool, client, idempotency_key, 202, body, video.id, fingerprint)
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/videos/{video.id}"})
+
+
+def _is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def _import_body(request: Request) -> VideoImport:
+    """The JSON body of an import, read up to :data:`imports.MAX_BODY_BYTES` and validated."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > imports.MAX_BODY_BYTES:
+            raise imports.BodyTooLarge(
+                f"an import request is at most {imports.MAX_BODY_BYTES} bytes; send the video "
+                "itself as multipart/form-data"
+            )
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None  # the validation below says what is wrong with it
+    if isinstance(parsed, dict) and "url" not in parsed:
+        raise InvalidRequest(
+            "send the video as multipart/form-data with the file in the 'file' field, or as JSON "
+            'with the "url" to import it from'
+        )
+    try:
+        return VideoImport.model_validate_json(bytes(raw))
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
 
 
 @router.get("", response_model=VideoPage, responses=_PROBLEMS)

@@ -86,6 +86,7 @@ async def running_stack(
         "VIDQ_GATEWAY_PORT": str(port),
         "VIDQ_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
         "VIDQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "VIDQ_IMPORT_ALLOW_HOSTS": "127.0.0.1",
         "VIDQ_LOG_FORMAT": "json",
         **TEST_ENV,
         **(env_overrides or {}),

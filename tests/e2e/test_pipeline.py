@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import json
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +305,46 @@ async def test_an_idempotency_key_returns_the_first_answer(running: Running, tmp
         assert first.status_code == second.status_code == 202
         assert first.json()["id"] == second.json()["id"]
         assert second.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_video_imported_from_a_url_becomes_ready(running: Running, tmp_path: Path) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    make_clip(folder / "remote.mp4", width=320, height=240, duration=1)
+    handler = functools.partial(_QuietFiles, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        async with running.client() as api:
+            url = f"http://127.0.0.1:{server.server_address[1]}/remote.mp4"
+            created = await api.post("/v1/videos", json={"url": url, "qualities": "240p,144p"})
+            assert created.status_code == 202, created.text
+            video_id = created.json()["id"]
+
+            async def status() -> str:
+                return str((await api.get(f"/v1/videos/{video_id}")).json()["status"])
+
+            for _ in range(600):
+                if await status() in ("ready", "failed"):
+                    break
+                await asyncio.sleep(0.1)
+            video = (await api.get(f"/v1/videos/{video_id}")).json()
+            assert video["status"] == "ready", video
+            assert video["source"]["filename"] == "remote.mp4"
+            for rendition in video["renditions"]:
+                playable = await api.get(rendition["url"])
+                assert playable.headers["content-type"] == "video/mp4"
+                assert len(playable.content) == rendition["size_bytes"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 async def test_delete_cancels_the_work_and_removes_the_files(running: Running, tmp_path: Path) -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
 import re
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -482,6 +484,197 @@ async def test_control_characters_in_a_raw_filename_are_dropped(api: httpx.Async
     response = await api.post("/v1/videos", content=body, headers=headers)
     assert response.status_code == 202, response.text
     assert response.json()["source"]["filename"] == "passwd.mp4"
+
+
+# -- imports from a URL ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FileServer:
+    """A plain HTTP server on 127.0.0.1: each path answers a status, headers and a body."""
+
+    url: str
+    routes: dict[str, tuple[int, dict[str, str], bytes]]
+    requests: list[tuple[str, str]]  # (path, Host header)
+
+
+@pytest.fixture
+def files(clips: Clips) -> Iterator[FileServer]:
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {
+        "/clip.mp4": (200, {"content-type": "video/mp4"}, clips.tiny.read_bytes()),
+        "/named": (
+            200,
+            {"content-disposition": 'attachment; filename="holiday.mp4"'},
+            clips.tiny.read_bytes(),
+        ),
+        "/moved": (302, {"location": "/clip.mp4"}, b""),
+        "/loop": (302, {"location": "/loop"}, b""),
+        "/notes.mp4": (200, {}, b"this is not a video at all\n" * 100),
+        "/empty.mp4": (200, {}, b""),
+    }
+    requests: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append((self.path, self.headers.get("host", "")))
+            status, headers, body = routes.get(self.path, (404, {}, b"no such file"))
+            self.send_response(status)
+            for name, value in {"content-length": str(len(body)), **headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FileServer(f"http://127.0.0.1:{server.server_address[1]}", routes, requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+async def importer(start: Start, alice: Caller) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a gateway that may import from 127.0.0.1 (where ``files`` serves)."""
+    async with start(import_allow_hosts="127.0.0.1") as running, connect(running, alice) as http:
+        yield http
+
+
+async def test_a_video_imported_from_a_url_is_accepted_like_an_upload(
+    importer: httpx.AsyncClient, files: FileServer, clips: Clips, storage: Path
+) -> None:
+    body = {
+        "url": f"{files.url}/moved",  # a redirect, followed
+        "qualities": ["144p"],
+        "metadata": {"order": 7},
+        "notify_email": "me@example.com",
+    }
+    response = await importer.post("/v1/videos", json=body)
+
+    assert response.status_code == 202, response.text
+    video = response.json()
+    assert response.headers["location"] == f"/v1/videos/{video['id']}"
+    assert video["source"]["filename"] == "clip.mp4"
+    assert video["source"]["size_bytes"] == clips.tiny.stat().st_size
+    assert (video["source"]["width"], video["source"]["height"]) == (160, 120)
+    assert [r["quality"] for r in video["renditions"]] == ["144p"]
+    assert video["metadata"] == {"order": 7}
+    assert files_under(storage / "videos") == [storage / "videos" / video["id"] / "source"]
+    assert (storage / "videos" / video["id"] / "source").read_bytes() == clips.tiny.read_bytes()
+    # each request named the URL's own host and port, whatever address it was sent to
+    host = files.url.removeprefix("http://")
+    assert files.requests == [("/moved", host), ("/clip.mp4", host)]
+
+    named = await importer.post("/v1/videos", json={"url": f"{files.url}/named", "qualities": "144p"})
+    assert named.status_code == 202, named.text
+    assert named.json()["source"]["filename"] == "holiday.mp4"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "mentions"),
+    [
+        ("/missing.mp4", 422, ("404",)),
+        ("/loop", 422, ("redirects",)),
+        ("/notes.mp4", 422, ("not a video file",)),
+        ("/empty.mp4", 422, ("empty",)),
+    ],
+    ids=["404", "redirect loop", "not a video", "empty"],
+)
+async def test_a_url_that_gives_no_video_gets_a_problem_and_leaves_nothing_behind(
+    importer: httpx.AsyncClient,
+    files: FileServer,
+    db: asyncpg.Pool,
+    storage: Path,
+    path: str,
+    status: int,
+    mentions: tuple[str, ...],
+) -> None:
+    response = await importer.post("/v1/videos", json={"url": f"{files.url}{path}"})
+    assert_problem(response, status, *mentions)
+    await assert_nothing_left(db, storage)
+
+
+async def test_an_import_over_the_size_limit_gets_413_before_its_body_is_read(
+    start: Start, alice: Caller, files: FileServer, db: asyncpg.Pool, storage: Path
+) -> None:
+    async with (
+        start(import_allow_hosts="127.0.0.1", max_upload_bytes=1000) as running,
+        connect(running, alice) as api,
+    ):
+        assert_problem(await api.post("/v1/videos", json={"url": f"{files.url}/clip.mp4"}), 413, "1000")
+    await assert_nothing_left(db, storage)
+
+
+async def test_an_import_from_a_private_address_is_refused_unless_allowlisted(
+    api: httpx.AsyncClient, files: FileServer, db: asyncpg.Pool, storage: Path
+) -> None:
+    # the default gateway allows no private, loopback or link-local source
+    for url in (f"{files.url}/clip.mp4", "http://10.1.2.3/clip.mp4", "http://localhost:9/clip.mp4"):
+        assert_problem(
+            await api.post("/v1/videos", json={"url": url}),
+            422,
+            "loopback" if "10." not in url else "private",
+        )
+    assert files.requests == []
+    await assert_nothing_left(db, storage)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({}, "url"),
+        ({"url": "ftp://example.com/clip.mp4"}, "url"),
+        ({"url": "https://me:secret@example.com/clip.mp4"}, "credentials"),
+        ({"url": "https://example.com/clip.mp4", "qualities": "999p"}, "999p"),
+        ({"url": "https://example.com/clip.mp4", "metadata": [1]}, "metadata"),
+        ({"url": "https://example.com/clip.mp4", "metadata": {"note": "x" * 4100}}, "4096"),
+        ({"url": "https://example.com/clip.mp4", "notify_email": "nope"}, "notify_email"),
+        ({"url": "https://example.com/clip.mp4", "file": "x"}, "file"),
+    ],
+    ids=[
+        "no url",
+        "ftp",
+        "credentials",
+        "quality",
+        "metadata array",
+        "metadata over 4 KiB",
+        "email",
+        "unknown field",
+    ],
+)
+async def test_an_invalid_import_gets_422_naming_the_field_before_any_download(
+    api: httpx.AsyncClient, db: asyncpg.Pool, storage: Path, body: dict[str, Any], named: str
+) -> None:
+    assert_problem(await api.post("/v1/videos", json=body), 422, named)
+    await assert_nothing_left(db, storage)
+
+
+async def test_an_import_body_over_its_limit_or_not_json_gets_a_problem(api: httpx.AsyncClient) -> None:
+    huge = {"url": "https://example.com/clip.mp4", "metadata": {"note": "x" * 20_000}}
+    assert_problem(await api.post("/v1/videos", json=huge), 413, "16384")
+    broken = await api.post("/v1/videos", content=b"{not json", headers={"content-type": "application/json"})
+    assert_problem(broken, 422)
+
+
+async def test_an_import_retried_under_its_idempotency_key_gets_the_first_answer(
+    importer: httpx.AsyncClient, files: FileServer, db: asyncpg.Pool
+) -> None:
+    body = {"url": f"{files.url}/clip.mp4", "qualities": "144p"}
+    headers = {"idempotency-key": "import-1"}
+    first = await importer.post("/v1/videos", json=body, headers=headers)
+    again = await importer.post("/v1/videos", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(files.requests) == 1  # downloaded once
+    other = await importer.post("/v1/videos", json={**body, "qualities": "144p,"}, headers=headers)
+    assert_problem(other, 422)
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
 
 
 # -- the accepted upload --------------------------------------------------------------------------------

@@ -58,8 +58,11 @@ def _watch(api: VidqClient, progress: Progress, video: Json, as_json: bool) -> t
 
 def upload(
     ctx: typer.Context,
-    file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="The video.")
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE_OR_URL", help="The video: a file, or an http(s) URL for vidq to download it from."
+        ),
     ],
     qualities: Annotated[
         str | None,
@@ -80,7 +83,9 @@ def upload(
     ] = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Upload a video and print it; with --watch, follow it until it is ready (exit 0) or not (exit 1).
+    """Upload a video, or import it from a URL; with --watch, follow it until it is ready or not.
+
+    Exits 0 when the video is ready (or, without --watch, accepted), 1 when it failed.
 
     With --json: the video; with --watch --json, every event as a JSON line instead (the first,
     video.uploaded, carries the video; the last is video.ready, video.failed or video.canceled).
@@ -88,10 +93,17 @@ def upload(
     s = session(ctx)
     options = {"qualities": qualities, "callback_url": callback_url, "notify_email": notify_email}
     fields = {k: v for k, v in {**options, "metadata": metadata}.items() if v}
+    url = source if source.startswith(("http://", "https://")) else None
+    file = None if url else _readable(source)
     with s.client() as api, bars(s.err, disable=as_json) as progress:
-        task = progress.add_task("upload", total=file.stat().st_size, bytes=True, note=Text(file.name))
-        with CountingFile(file, lambda at: progress.update(task, completed=at)) as body:
-            video = api.upload(body, file.name, fields=fields, idempotency_key=idempotency_key)
+        if url is not None:
+            task = progress.add_task("import", total=None, note=Text(url))
+            video = api.import_video(url, fields=fields, idempotency_key=idempotency_key)
+        else:
+            assert file is not None  # noqa: S101 - not a URL
+            task = progress.add_task("upload", total=file.stat().st_size, bytes=True, note=Text(file.name))
+            with CountingFile(file, lambda at: progress.update(task, completed=at)) as body:
+                video = api.upload(body, file.name, fields=fields, idempotency_key=idempotency_key)
         progress.update(task, note=Text(video["id"]))
         ending = _watch(api, progress, video, as_json) if watch else None
     if ending is not None:
@@ -101,6 +113,18 @@ def upload(
     else:
         planned = " ".join(r.get("quality", "") for r in video.get("renditions") or [])
         s.out.print(f"{video['id']} {video.get('status')}: {planned}  (follow it: vidq watch {video['id']})")
+
+
+def _readable(source: str) -> Path:
+    """The file to upload; a usage error (exit 2) when there is none to read."""
+    path = Path(source)
+    if not path.is_file():
+        raise typer.BadParameter(f"{source}: no such file (or give an http(s) URL)", param_hint="FILE_OR_URL")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise typer.BadParameter(f"{source}: {exc.strerror}", param_hint="FILE_OR_URL") from None
+    return path
 
 
 def watch(

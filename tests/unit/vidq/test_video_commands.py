@@ -120,6 +120,38 @@ class TestUpload:
     def test_a_missing_file_is_a_usage_error(self, tmp_path: Path) -> None:
         assert invoke(FakeApi(), "upload", str(tmp_path / "nope.mp4")).exit_code == 2
 
+    def test_a_url_is_imported_as_json_with_the_options(self) -> None:
+        api = FakeApi().on("POST", "/v1/videos", ok(video(ID), 202))
+        url = "https://media.example.com/holiday.mp4"
+        result = invoke(
+            api, "upload", url, "-q", "720p", "--metadata", '{"a": 1}', "--idempotency-key", "k-2", "--json"
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["id"] == ID
+        request = api.requests[0]
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["idempotency-key"] == "k-2"
+        assert json.loads(request.content) == {"url": url, "qualities": "720p", "metadata": {"a": 1}}
+
+    def test_an_import_with_metadata_that_is_not_json_is_a_usage_error_sent_nowhere(self) -> None:
+        api = FakeApi()
+        result = invoke(api, "upload", "https://media.example.com/a.mp4", "--metadata", "{nope")
+        assert result.exit_code == 2
+        assert "--metadata is not valid JSON" in result.stderr
+        assert api.requests == []
+
+    def test_a_url_the_api_cannot_download_exits_1_with_its_detail(self) -> None:
+        api = FakeApi().on(
+            "POST",
+            "/v1/videos",
+            problem(
+                422, "https://media.example.com/a.mp4 answered 404 Not Found", "Could not download the video"
+            ),
+        )
+        result = invoke(api, "upload", "https://media.example.com/a.mp4")
+        assert result.exit_code == 1
+        assert "answered 404 Not Found" in result.stderr
+
 
 class TestWatch:
     def test_shows_a_bar_per_rendition_and_the_final_video(self) -> None:

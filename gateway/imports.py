@@ -1,0 +1,175 @@
+"""Importing a video from a URL: the gateway downloads it to storage, then it is an upload.
+
+Mux (``inputs: [{url}]``), Cloudflare Stream (``/stream/copy``) and api.video (a ``source`` URL)
+take a URL in place of the file; so does ``POST /v1/videos`` with a JSON body
+(``docs/architecture.md``, "Import from a URL"). The download streams to the same temporary
+file an upload's ``file`` part would, under the same size cap, and is then probed and recorded
+exactly as an upload is, within the request: the answer says whether it is a video.
+
+The URL is fetched with httpx, but never from an address a webhook may not reach either
+(``shared/destinations.py``): the host is resolved by the same guard and the connection made to
+the checked address (TLS still verifies the URL's host name), and each redirect is checked
+again. Private, loopback and link-local addresses need ``VIDQ_IMPORT_ALLOW_HOSTS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.message
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from gateway.errors import ApiError, InvalidRequest, NotAVideo, UploadTooLarge
+from gateway.settings import GatewaySettings
+from shared.destinations import DestinationGuard
+from shared.errors import ForbiddenDestination
+
+#: Redirects followed (each checked like the URL itself), as browsers and curl -L cap them.
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 1024 * 1024
+_MAX_FILENAME = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+#: The largest JSON body of an import: a URL, the options and 4 KiB of metadata fit well.
+MAX_BODY_BYTES = 16 * 1024
+
+
+class BodyTooLarge(ApiError):
+    status, slug, title = 413, "body-too-large", "Body too large"
+
+
+class DownloadFailed(ApiError):
+    """The URL could not be downloaded: it answered an error, or could not be reached."""
+
+    status, slug, title = 422, "download-failed", "Could not download the video"
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    filename: str
+    size_bytes: int
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """What identifies an import request under an Idempotency-Key: its JSON body, canonical."""
+    return hashlib.sha256(json.dumps({"import": body}, sort_keys=True).encode()).hexdigest()
+
+
+async def download(url: str, path: Path, settings: GatewaySettings) -> Downloaded:
+    """Download ``url`` to ``path`` (following checked redirects), within the size cap and time limit."""
+    guard = DestinationGuard(settings.import_allow_hosts)
+    timeout = httpx.Timeout(settings.import_read_timeout_s, connect=10.0)
+    try:
+        async with (
+            asyncio.timeout(settings.import_timeout_s),
+            httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+        ):
+            return await _follow(client, guard, url, path, settings.max_upload_bytes)
+    except TimeoutError:
+        raise DownloadFailed(
+            f"the download of {url} did not finish within {settings.import_timeout_s:g} s"
+        ) from None
+
+
+async def _follow(
+    client: httpx.AsyncClient, guard: DestinationGuard, url: str, path: Path, max_bytes: int
+) -> Downloaded:
+    for _ in range(MAX_REDIRECTS + 1):
+        async with _get(client, guard, url) as response:
+            if response.status_code in _REDIRECTS and "location" in response.headers:
+                url = urljoin(url, response.headers["location"])
+                continue
+            if not response.is_success:
+                raise DownloadFailed(
+                    f"{url} answered {response.status_code} {response.reason_phrase}".rstrip()
+                )
+            size = await _save(response, url, path, max_bytes)
+            return Downloaded(_filename(response, url), size)
+    raise DownloadFailed(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+
+
+@contextlib.asynccontextmanager
+async def _get(client: httpx.AsyncClient, guard: DestinationGuard, url: str) -> AsyncIterator[httpx.Response]:
+    """GET ``url`` from an address the guard allows (each in turn); the response streams."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest(f"url: {url} is not an http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRequest("url: credentials in a URL (user:password@) are not sent; give a signed URL")
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        guard.check_literal(host)
+        addresses = await guard.resolve(host, port)
+    except ForbiddenDestination as exc:
+        raise InvalidRequest(f"url: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise DownloadFailed(f"could not download {url}: {_reason(exc)}") from None
+    response: httpx.Response | None = None
+    failure: Exception | None = None
+    for address in addresses:
+        literal = f"[{address}]" if ":" in address else address
+        target = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+        request = client.build_request(
+            "GET",
+            target,
+            # the URL's own host, for the server (Host) and for TLS (SNI and the certificate check)
+            headers={"host": parts.netloc},
+            extensions={"sni_hostname": host},
+        )
+        try:
+            response = await client.send(request, stream=True)
+            break
+        except httpx.ConnectError as exc:
+            failure = exc
+        except httpx.HTTPError as exc:
+            raise DownloadFailed(f"could not download {url}: {_reason(exc)}") from None
+    if response is None:
+        raise DownloadFailed(f"could not download {url}: {_reason(failure)}")
+    try:
+        yield response
+    finally:
+        await response.aclose()
+
+
+async def _save(response: httpx.Response, url: str, path: Path, max_bytes: int) -> int:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise UploadTooLarge(f"the file at the URL is {declared} bytes, over the {max_bytes}-byte limit")
+    size = 0
+    try:
+        with path.open("wb") as out:
+            async for chunk in response.aiter_bytes(_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadTooLarge(f"the file at the URL is over the {max_bytes}-byte limit")
+                out.write(chunk)
+    except httpx.HTTPError as exc:
+        raise DownloadFailed(f"the download of {url} broke off: {_reason(exc)}") from None
+    if size == 0:
+        raise NotAVideo("the file at the URL is empty")
+    return size
+
+
+def _filename(response: httpx.Response, url: str) -> str:
+    """The name the server gives (Content-Disposition), else the URL path's last part."""
+    message = email.message.Message()
+    message["content-disposition"] = response.headers.get("content-disposition", "")
+    name = message.get_filename() or unquote(PurePosixPath(urlsplit(url).path).name)
+    name = _CONTROL.sub("", name.replace("\\", "/").rsplit("/", 1)[-1])
+    return name[:_MAX_FILENAME] or "download"
+
+
+def _reason(exc: Exception | None) -> str:
+    text = str(exc) if exc is not None else ""
+    return text or type(exc).__name__
