@@ -6,7 +6,6 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,8 +104,8 @@ async def accept_upload(
             )
         options = uploads.parse_options(received.fields if fields is None else fields, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
-    source = _Source(video_id, received.filename, received.size_bytes, probe, planned, options)
-    return await _record(source, client, deps, on_recorded), received
+    accepted = _accepted(video_id, received.filename, received.size_bytes, probe, planned, options)
+    return await _record(accepted, client, deps, on_recorded), received
 
 
 async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) -> Video:
@@ -117,36 +116,35 @@ async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) ->
     async with deps.storage.writer(source_key(video_id)) as temp:
         downloaded = await imports.download(str(body.url), temp, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
-    source = _Source(video_id, downloaded.filename, downloaded.size_bytes, probe, planned, options)
-    return await _record(source, client, deps)
+    accepted = _accepted(video_id, downloaded.filename, downloaded.size_bytes, probe, planned, options)
+    return await _record(accepted, client, deps)
 
 
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """A stored, probed source file and the options it came with."""
-
-    video_id: str
-    filename: str
-    size_bytes: int
-    probe: ProbeResult
-    plan: list[PlannedRendition]
-    options: uploads.Options
+def _accepted(
+    video_id: str,
+    filename: str,
+    size_bytes: int,
+    probe: ProbeResult,
+    planned: list[PlannedRendition],
+    options: uploads.Options,
+) -> videos.AcceptedUpload:
+    """A stored, probed source file and the options it came with, ready to be recorded."""
+    return videos.AcceptedUpload(
+        video_id=video_id,
+        filename=filename,
+        size_bytes=size_bytes,
+        probe=probe,
+        plan=planned,
+        metadata=options.metadata,
+        callback_url=options.callback_url,
+        notify_email=options.notify_email,
+    )
 
 
 async def _record(
-    source: _Source, client: Client, deps: GatewayDeps, on_recorded: OnRecorded | None = None
+    accepted: videos.AcceptedUpload, client: Client, deps: GatewayDeps, on_recorded: OnRecorded | None = None
 ) -> Video:
     """Record the video and queue its work, in one transaction; on failure its file goes too."""
-    accepted = videos.AcceptedUpload(
-        video_id=source.video_id,
-        filename=source.filename,
-        size_bytes=source.size_bytes,
-        probe=source.probe,
-        plan=source.plan,
-        metadata=source.options.metadata,
-        callback_url=source.options.callback_url,
-        notify_email=source.options.notify_email,
-    )
     try:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn, conn.transaction():
@@ -154,7 +152,7 @@ async def _record(
                 if on_recorded is not None:
                     await on_recorded(conn, video)
     except BaseException:
-        await deps.storage.delete_prefix(video_prefix(source.video_id))  # nothing left behind
+        await deps.storage.delete_prefix(video_prefix(accepted.video_id))  # nothing left behind
         raise
     return video
 
