@@ -97,6 +97,15 @@ export function upload(file, fields, { onProgress, signal } = {}) {
   });
 }
 
+/** Import the video at ``url`` (the gateway downloads and checks it within the request). */
+export function importVideo(url, fields, { signal } = {}) {
+  const body = { url };
+  for (const [name, value] of Object.entries(fields)) {
+    if (value) body[name] = value;
+  }
+  return request("/v1/videos", { method: "POST", body, signal });
+}
+
 /** Parse a text/event-stream body into {id, type, data} events (data parsed as JSON). */
 async function* readEvents(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();

@@ -1,14 +1,14 @@
-// The upload page: a drop zone around a regular file input, options, a progress bar of the
-// bytes sent, then the video's live panel.
+// The upload page: a drop zone around a regular file input, or a video's URL to import, options,
+// a progress bar of the bytes sent (of the download, without a measure), then the live panel.
 //
 // An upload outlives the page it started on: moving to another page does not cancel it (only
 // the Cancel button does), and coming back shows it again.
 
-import { upload } from "./api.js";
+import { importVideo, upload } from "./api.js";
 import { announce, errorBox, formatBytes, h, isAbort } from "./dom.js";
 import { videoPanel } from "./video.js";
 
-/** The upload in flight or the last one finished: {file, sent, total, video, error, abort}. */
+/** The upload (or import) in flight or the last one finished: {file, url, sent, total, video, error, abort}. */
 let current = null;
 const listeners = new Set();
 const notify = () => listeners.forEach((listener) => listener(current));
@@ -43,6 +43,26 @@ function start(file, fields) {
   );
 }
 
+function startImport(url, fields) {
+  const controller = new AbortController();
+  current = { file: null, url, sent: 0, total: 0, video: null, error: null, abort: () => controller.abort() };
+  const mine = current;
+  announce(`Importing ${url}…`);
+  notify();
+  importVideo(url, fields, { signal: controller.signal }).then(
+    (video) => {
+      mine.video = video;
+      announce(`${url} imported: ${video.renditions.map((r) => r.quality).join(", ")} planned.`);
+      notify();
+    },
+    (error) => {
+      mine.error = error;
+      announce(isAbort(error) ? "The import was canceled." : `The import failed: ${error.message}`, { error: !isAbort(error) });
+      notify();
+    },
+  );
+}
+
 export function uploadView(main, { signal, level = 1 }) {
   const fileInput = h("input", {
     type: "file",
@@ -65,6 +85,22 @@ export function uploadView(main, { signal, level = 1 }) {
     { class: "dropzone" },
     h("p", { class: "drop-title", id: "drop-help" }, "Drop a video file here, or choose one. The upload starts at once."),
     h("p", { class: "drop-input" }, h("label", { for: "file" }, "Video file"), " ", fileInput),
+  );
+  const urlInput = h("input", {
+    type: "url",
+    id: "import-url",
+    name: "url",
+    placeholder: "https://…/clip.mp4",
+    autocomplete: "off",
+    spellcheck: "false",
+    "aria-describedby": "import-help",
+  });
+  const importButton = h("button", { type: "submit" }, "Import");
+  const importer = h(
+    "form",
+    { class: "import-form", "aria-labelledby": "import-help" },
+    h("p", { id: "import-help" }, "Or give the URL of a video on the web: the gateway downloads it."),
+    h("p", {}, h("label", { for: "import-url" }, "Video URL"), " ", urlInput, " ", importButton),
   );
   const options = h(
     "fieldset",
@@ -94,17 +130,33 @@ export function uploadView(main, { signal, level = 1 }) {
 
   const form = h("form", { class: "upload-form", "aria-labelledby": "page-heading" }, options, dropzone);
   form.addEventListener("submit", (event) => event.preventDefault());
-  main.replaceChildren(h(`h${level}`, { id: "page-heading", tabindex: "-1" }, "Upload a video"), form, progressBox, slot);
+  main.replaceChildren(
+    h(`h${level}`, { id: "page-heading", tabindex: "-1" }, "Upload a video"),
+    form,
+    importer,
+    progressBox,
+    slot,
+  );
   document.title = "Upload — vidq";
 
-  const choose = (file) => {
-    if (!file) return;
+  const busy = () => {
     if (current && !current.video && !current.error) {
       announce("An upload is already running; cancel it first.", { error: true });
-      return;
+      return true;
     }
-    start(file, { qualities: qualities.value.trim(), notify_email: email.value.trim() });
+    return false;
   };
+  const fields = () => ({ qualities: qualities.value.trim(), notify_email: email.value.trim() });
+  const choose = (file) => {
+    if (!file || busy()) return;
+    start(file, fields());
+  };
+  importer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const url = urlInput.value.trim();
+    if (!url || busy()) return;
+    startImport(url, fields());
+  });
   fileInput.addEventListener("change", () => {
     choose(fileInput.files?.[0]);
     fileInput.value = "";
@@ -129,14 +181,18 @@ export function uploadView(main, { signal, level = 1 }) {
     if (!state) return;
     const running = !state.video && !state.error;
     bar.max = state.total || 1;
-    bar.value = state.video ? bar.max : state.sent;
+    if (state.url && running) bar.removeAttribute("value"); // a download of no known length: indeterminate
+    else bar.value = state.video ? bar.max : state.sent;
     const whole = state.sent >= state.total && running;
     sent.textContent = state.error
       ? (isAbort(state.error) ? "canceled" : "failed")
-      : `${state.file.name}: ${formatBytes(state.video ? state.total : state.sent)} of ${formatBytes(state.total)} sent` +
-        (whole ? "; the gateway is checking the file…" : state.video ? "; accepted" : "");
+      : state.url
+        ? `${state.url}: ${state.video ? "imported; accepted" : "the gateway is downloading and checking it…"}`
+        : `${state.file.name}: ${formatBytes(state.video ? state.total : state.sent)} of ${formatBytes(state.total)} sent` +
+          (whole ? "; the gateway is checking the file…" : state.video ? "; accepted" : "");
     cancel.hidden = !running;
     fileInput.disabled = running;
+    urlInput.disabled = importButton.disabled = running;
     if (state.error && !isAbort(state.error)) slot.replaceChildren(errorBox(state.error));
     else if (state.error) slot.replaceChildren();
     if (state.video && panelFor !== state.video.id) {

@@ -284,6 +284,66 @@ async def test_a_dropped_file_that_is_no_video_is_refused_with_the_reason(
     assert await page.locator("#file").is_enabled()  # ready for another try
 
 
+async def test_a_video_is_imported_from_its_url_and_a_dead_url_is_refused_with_the_reason(
+    running: Running, browser: Browser, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "remote.mp4", width=320, height=240, duration=1)
+    page = browser.page
+    await browser.go(f"{running.url}/")
+    await _save_key(browser, running.api_key)
+    with _file_server(clip) as url:
+        await page.get_by_label("Qualities").fill("144p")
+        await page.get_by_label("Video URL").fill(url + "/missing.mp4")
+        await page.get_by_role("button", name="Import").click()
+        alert = page.locator(".video-slot [role=alert]")
+        await alert.wait_for()
+        assert "404" in (await alert.text_content() or "")
+        await browser.until(
+            "() => document.getElementById('status').textContent.startsWith('The import failed')"
+        )
+
+        await page.get_by_label("Video URL").fill(url + "/remote.mp4")
+        await page.get_by_role("button", name="Import").click()
+        await page.locator("article.video").wait_for()
+    await browser.until(
+        "() => document.getElementById('upload-sent').textContent.endsWith('imported; accepted')"
+    )
+    video_id = await page.locator("article.video").get_attribute("data-video-id")
+    async with running.client() as api:
+        video = (await api.get(f"/v1/videos/{video_id}")).json()
+    assert video["source"]["filename"] == "remote.mp4"
+    assert [r["quality"] for r in video["renditions"]] == ["144p"]
+    # Chromium logs the refused request itself (the dead URL's 422); nothing else went wrong
+    assert [e for e in browser.console_errors if "status of 422" not in e] == []
+
+
+@contextlib.contextmanager
+def _file_server(clip: Path) -> Iterator[str]:
+    """A site on this machine that serves one video (the stack may import from 127.0.0.1)."""
+    body = clip.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == f"/{clip.name}"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(body) if found else 0))
+            self.end_headers()
+            if found:
+                self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 async def test_a_refused_key_is_not_kept_and_a_kept_one_can_be_forgotten(
     running: Running, browser: Browser
 ) -> None:
