@@ -39,8 +39,8 @@ class Replay:
         """Raise :class:`KeyReused` unless the request is the one this answer was for."""
         if self.fingerprint is not None and self.fingerprint != fingerprint:
             raise KeyReused(
-                "this Idempotency-Key was used for a different upload (another file or other "
-                "fields); use a new key for a new request"
+                "this Idempotency-Key was used for a different request (another file or URL, or "
+                "other fields); use a new key for a new request"
             )
 
 

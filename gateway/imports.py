@@ -68,12 +68,18 @@ def fingerprint(body: dict[str, Any]) -> str:
 
 async def download(url: str, path: Path, settings: GatewaySettings) -> Downloaded:
     """Download ``url`` to ``path`` (following checked redirects), within the size cap and time limit."""
-    guard = DestinationGuard(settings.import_allow_hosts)
+    guard = DestinationGuard(settings.import_allow_hosts, setting="VIDQ_IMPORT_ALLOW_HOSTS")
     timeout = httpx.Timeout(settings.import_read_timeout_s, connect=10.0)
+    # No connection is kept for the next hop: it is made to the checked address of that hop's
+    # own host, and TLS verifies that host's name (a pooled connection to the same address was
+    # verified for another name).
+    limits = httpx.Limits(max_keepalive_connections=0)
     try:
         async with (
             asyncio.timeout(settings.import_timeout_s),
-            httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+            httpx.AsyncClient(
+                timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+            ) as client,
         ):
             return await _follow(client, guard, url, path, settings.max_upload_bytes)
     except TimeoutError:
@@ -85,8 +91,9 @@ async def download(url: str, path: Path, settings: GatewaySettings) -> Downloade
 async def _follow(
     client: httpx.AsyncClient, guard: DestinationGuard, url: str, path: Path, max_bytes: int
 ) -> Downloaded:
+    first = url
     for _ in range(MAX_REDIRECTS + 1):
-        async with _get(client, guard, url) as response:
+        async with _get(client, guard, url, redirected_from=first if url != first else None) as response:
             if response.status_code in _REDIRECTS and "location" in response.headers:
                 url = urljoin(url, response.headers["location"])
                 continue
@@ -100,56 +107,101 @@ async def _follow(
 
 
 @contextlib.asynccontextmanager
-async def _get(client: httpx.AsyncClient, guard: DestinationGuard, url: str) -> AsyncIterator[httpx.Response]:
+async def _get(
+    client: httpx.AsyncClient, guard: DestinationGuard, url: str, *, redirected_from: str | None = None
+) -> AsyncIterator[httpx.Response]:
     """GET ``url`` from an address the guard allows (each in turn); the response streams."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest(f"url: {url} is not an http(s) URL")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidRequest("url: credentials in a URL (user:password@) are not sent; give a signed URL")
-    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    hop = f" (redirected from {redirected_from})" if redirected_from else ""
+    target = _Target.of(url, hop)
     try:
-        guard.check_literal(host)
-        addresses = await guard.resolve(host, port)
+        guard.check_literal(target.host)
+        addresses = await guard.resolve(target.host, target.port)
     except ForbiddenDestination as exc:
-        raise InvalidRequest(f"url: {exc}") from None
+        raise InvalidRequest(f"url: {exc}{hop}") from None
     except httpx.HTTPError as exc:
-        raise DownloadFailed(f"could not download {url}: {_reason(exc)}") from None
+        raise DownloadFailed(f"could not download {url}{hop}: {_reason(exc)}") from None
     response: httpx.Response | None = None
     failure: Exception | None = None
     for address in addresses:
-        literal = f"[{address}]" if ":" in address else address
-        target = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
-        request = client.build_request(
-            "GET",
-            target,
-            # the URL's own host, for the server (Host) and for TLS (SNI and the certificate check)
-            headers={"host": parts.netloc},
-            extensions={"sni_hostname": host},
-        )
+        try:
+            request = client.build_request(
+                "GET",
+                target.at(address),
+                # the URL's own host, for the server (Host) and for TLS (SNI and the name the
+                # certificate must carry); no compressed answer: its size is not the file's
+                headers={"host": target.host_header, "accept-encoding": "identity"},
+                extensions={"sni_hostname": target.host},
+            )
+        except httpx.InvalidURL as exc:
+            raise InvalidRequest(f"url: {url} is not a URL vidq can fetch{hop}: {exc}") from None
         try:
             response = await client.send(request, stream=True)
             break
-        except httpx.ConnectError as exc:
-            failure = exc
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            failure = exc  # the host's next address, if it has one
+        except httpx.InvalidURL as exc:  # httpx reads a redirect's Location as it answers
+            raise DownloadFailed(f"{url}{hop} redirects to a URL vidq cannot follow: {exc}") from None
         except httpx.HTTPError as exc:
-            raise DownloadFailed(f"could not download {url}: {_reason(exc)}") from None
+            raise DownloadFailed(f"could not download {url}{hop}: {_reason(exc)}") from None
     if response is None:
-        raise DownloadFailed(f"could not download {url}: {_reason(failure)}")
+        raise DownloadFailed(f"could not download {url}{hop}: {_reason(failure)}")
     try:
         yield response
     finally:
         await response.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """An http(s) URL taken apart: its host in ASCII (IDNA), its port, and the rest of it."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+    host_header: str
+
+    @classmethod
+    def of(cls, url: str, hop: str) -> _Target:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise InvalidRequest(f"url: {url} is not an http(s) URL{hop}")
+        if parts.username is not None or parts.password is not None:
+            raise InvalidRequest(
+                f"url: credentials in a URL (user:password@) are not sent; give a signed URL{hop}"
+            )
+        try:
+            host = parts.hostname.encode("idna").decode("ascii")
+            explicit = parts.port
+        except (UnicodeError, ValueError) as exc:  # a label over 63 characters; a port over 65535
+            raise InvalidRequest(f"url: {url} is not a URL vidq can fetch{hop}: {exc}") from None
+        scheme = parts.scheme.lower()
+        port = explicit or (443 if scheme == "https" else 80)
+        named = f"[{host}]" if ":" in host else host
+        host_header = f"{named}:{explicit}" if explicit else named
+        return cls(scheme, host, port, parts.path or "/", parts.query, host_header)
+
+    def at(self, address: str) -> str:
+        """This URL sent to ``address`` (the host's checked address) instead of its name."""
+        literal = f"[{address}]" if ":" in address else address
+        return urlunsplit((self.scheme, f"{literal}:{self.port}", self.path, self.query, ""))
+
+
 async def _save(response: httpx.Response, url: str, path: Path, max_bytes: int) -> int:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # asked for identity: decoding it here would hold a chunk's whole expansion in memory
+        raise DownloadFailed(
+            f"{url} answered compressed ({encoding}) although asked not to; vidq needs the file as it is"
+        )
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise UploadTooLarge(f"the file at the URL is {declared} bytes, over the {max_bytes}-byte limit")
     size = 0
     try:
         with path.open("wb") as out:
-            async for chunk in response.aiter_bytes(_CHUNK):
+            async for chunk in response.aiter_raw(_CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
                     raise UploadTooLarge(f"the file at the URL is over the {max_bytes}-byte limit")

@@ -154,7 +154,10 @@ class _Receiver:
 def _boundary(request: Request) -> bytes:
     ctype, options = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not options.get(b"boundary"):
-        raise InvalidRequest("send the video as multipart/form-data with the file in the 'file' field")
+        raise InvalidRequest(
+            "send the video as multipart/form-data with the file in the 'file' field, or as JSON "
+            'with the "url" to import it from'
+        )
     return options[b"boundary"]
 
 

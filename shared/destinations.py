@@ -44,7 +44,8 @@ AllowHosts = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 #: What ``localhost`` and its subdomains resolve to (RFC 6761).
 _LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
-_ADVICE = "ask the operator to allowlist it (VIDQ_WEBHOOK_ALLOW_HOSTS)"
+#: The setting that allowlists webhook receivers; a guard for another purpose names its own.
+WEBHOOK_SETTING = "VIDQ_WEBHOOK_ALLOW_HOSTS"
 
 
 def _name(host: str) -> str:
@@ -66,7 +67,9 @@ def forbidden(ip: IPAddress) -> bool:
 class DestinationGuard:
     """Resolves a host and returns only the addresses a webhook may connect to."""
 
-    def __init__(self, allow: Iterable[str] = ()) -> None:
+    def __init__(self, allow: Iterable[str] = (), *, setting: str = WEBHOOK_SETTING) -> None:
+        #: What a refusal advises: the setting that would allow the address.
+        self.advice = f"ask the operator to allowlist it ({setting})"
         self.allowed_hosts: set[str] = set()
         self.allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for entry in allow:
@@ -94,7 +97,7 @@ class DestinationGuard:
         if name == "localhost" or name.endswith(".localhost"):
             if any(self._listed(ip) for ip in _LOOPBACK):
                 return  # it reaches an allowlisted loopback address (see :meth:`resolve`)
-            raise ForbiddenDestination(f"{host} is a loopback name; {_ADVICE}")
+            raise ForbiddenDestination(f"{host} is a loopback name; {self.advice}")
         try:  # numeric only: never a DNS query
             infos = socket.getaddrinfo(name, None, flags=socket.AI_NUMERICHOST)
         except (socket.gaierror, UnicodeError):
@@ -103,7 +106,9 @@ class DestinationGuard:
             address = str(info[4][0])
             if not self._allowed(ipaddress.ip_address(address)):
                 named = f"{host} is" if address == name else f"{host} is {address},"
-                raise ForbiddenDestination(f"{named} a private, loopback or link-local address; {_ADVICE}")
+                raise ForbiddenDestination(
+                    f"{named} a private, loopback or link-local address; {self.advice}"
+                )
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """Addresses to connect to; raises ``ForbiddenDestination`` when none is allowed."""
@@ -113,6 +118,8 @@ class DestinationGuard:
             infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise httpx.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        except UnicodeError:  # a label over 63 characters, or an empty one (a..example)
+            raise httpx.ConnectError(f"cannot resolve {host}: not a valid host name") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if name in self.allowed_hosts:
             return addresses
@@ -125,7 +132,7 @@ class DestinationGuard:
         if refused:
             raise ForbiddenDestination(
                 f"{host} resolves to {', '.join(refused)}, a private, loopback or link-local address; "
-                + _ADVICE
+                + self.advice
             )
         return addresses
 

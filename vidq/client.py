@@ -30,6 +30,9 @@ TERMINAL_STATUSES = frozenset({"ready", "failed", "canceled"})
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 #: The gateway probes an upload before it answers; a long file takes a while.
 _UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=300.0)
+#: An import answers when the gateway has downloaded and checked the file: up to its
+#: VIDQ_IMPORT_TIMEOUT_S (an hour by default) with nothing sent meanwhile.
+_IMPORT_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=3700.0)
 #: The gateway pings an idle stream every 15 s; four missed pings mean the connection is gone.
 _STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=60.0)
 
@@ -149,7 +152,7 @@ class VidqClient:
             "/v1/videos",
             json=body,
             headers={"idempotency-key": idempotency_key} if idempotency_key else {},
-            timeout=_UPLOAD_TIMEOUT,
+            timeout=_IMPORT_TIMEOUT,
         )
 
     def videos(self, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> Json:

@@ -45,6 +45,8 @@ class _Amount(ProgressColumn):
     def render(self, task: Task) -> Text:
         if task.fields.get("bytes"):
             return Text.assemble(self._bytes.render(task), " ", self._speed.render(task))
+        if task.total is None:  # no measure (an import: the gateway downloads, then answers)
+            return Text("     …")
         return Text(f"{task.percentage:>5.1f}%")
 
 

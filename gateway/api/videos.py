@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,7 +70,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
         401: "Missing or invalid API key",
         404: "No such video for this client",
         409: "Conflict with the video's state",
-        413: "Upload (or the file at an import's URL) over VIDQ_MAX_UPLOAD_BYTES",
+        413: "Upload (or an import's file) over VIDQ_MAX_UPLOAD_BYTES; an import's JSON over 16 KiB",
         422: "Not a usable video, invalid fields, or an import's URL could not be downloaded",
         503: "Database or broker unavailable; retry later",
     }.items()
@@ -198,7 +200,7 @@ async def create_video(
             return await _replay(request, deps, earlier, imported)
     try:
         if imported is not None:
-            video = await accept_import(imported, client, deps)
+            video = await _unless_disconnected(request, accept_import(imported, client, deps))
             fingerprint = imports.fingerprint(imported.model_dump(mode="json"))
         else:
             video, received = await accept_upload(request, client, deps, digest=bool(idempotency_key))
@@ -211,6 +213,29 @@ async def create_video(
     if idempotency_key:
         await idempotency.remember(deps.pool, client, idempotency_key, 202, body, video.id, fingerprint)
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/videos/{video.id}"})
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Video]) -> Video:
+    """Run an import while its client waits; a client that went away cancels the download.
+
+    An upload stops when its client goes (the body stops); an import's client sends nothing
+    more, so the connection is looked at every second. Cancelled, the download's temporary
+    file is removed and nothing is recorded, as for an upload broken off.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                log.info("import canceled: the client went away")
+                raise InvalidRequest("the client went away before the import finished")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _is_json(request: Request) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.server
 import json
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from svix.webhooks import Webhook as SvixWebhook
 from tests.e2e.harness import SseEvent, read_sse, until
 from tests.e2e.stack import Running
 from tests.media import BIG_BUCK_BUNNY, audio_stream, ffprobe, make_clip, moov_before_mdat, video_stream
+from tests.sites import site
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -308,16 +309,10 @@ async def test_an_idempotency_key_returns_the_first_answer(running: Running, tmp
 
 
 async def test_a_video_imported_from_a_url_becomes_ready(running: Running, tmp_path: Path) -> None:
-    folder = tmp_path / "site"
-    folder.mkdir()
-    make_clip(folder / "remote.mp4", width=320, height=240, duration=1)
-    handler = functools.partial(_QuietFiles, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    clip = make_clip(tmp_path / "remote.mp4", width=320, height=240, duration=1)
+    with site({"/remote.mp4": (200, {"content-type": "video/mp4"}, clip.read_bytes())}) as served:
         async with running.client() as api:
-            url = f"http://127.0.0.1:{server.server_address[1]}/remote.mp4"
+            url = f"{served.url}/remote.mp4"
             created = await api.post("/v1/videos", json={"url": url, "qualities": "240p,144p"})
             assert created.status_code == 202, created.text
             video_id = created.json()["id"]
@@ -336,15 +331,53 @@ async def test_a_video_imported_from_a_url_becomes_ready(running: Running, tmp_p
                 playable = await api.get(rendition["url"])
                 assert playable.headers["content-type"] == "video/mp4"
                 assert len(playable.content) == rendition["size_bytes"]
+
+
+async def test_an_import_whose_client_went_away_stops_its_download_and_records_nothing(
+    running: Running, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "slow.mp4", width=320, height=240, duration=1).read_bytes()
+    broken = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(len(clip)))
+            self.end_headers()
+            try:
+                for at in range(0, len(clip), 512):  # a minute or more for the whole clip
+                    self.wfile.write(clip[at : at + 512])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:  # the gateway closed the connection: the download stopped
+                broken.set()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
+        impatient = httpx.AsyncClient(
+            base_url=running.url,
+            headers={"authorization": f"Bearer {running.api_key}"},
+            timeout=httpx.Timeout(10.0, read=1.5),
+        )
+        async with impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                await impatient.post("/v1/videos", json={"url": url})
+        await until(broken.is_set, timeout=15)
+        async with running.client() as api:
+            listed = (await api.get("/v1/videos")).json()["data"]
+        assert [v for v in listed if v["source"]["filename"] == "slow.mp4"] == []
+        temporary = running.storage / "tmp"
+        assert not temporary.exists() or not any(temporary.iterdir())  # the partial file removed
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-class _QuietFiles(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 async def test_delete_cancels_the_work_and_removes_the_files(running: Running, tmp_path: Path) -> None:

@@ -8,10 +8,7 @@ delivery log. Screenshots go to ``test-artifacts/`` (``web.png`` is the video as
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import http.server
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +19,8 @@ import pytest_asyncio
 from tests.e2e.harness import until
 from tests.e2e.stack import Running
 from tests.media import BIG_BUCK_BUNNY, make_clip
-from tests.realdeps import free_port
 from tests.settings import ROOT
+from tests.sites import site
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -291,7 +288,9 @@ async def test_a_video_is_imported_from_its_url_and_a_dead_url_is_refused_with_t
     page = browser.page
     await browser.go(f"{running.url}/")
     await _save_key(browser, running.api_key)
-    with _file_server(clip) as url:
+    # a site on this machine that serves one video (the stack may import from 127.0.0.1)
+    with site({"/remote.mp4": (200, {}, clip.read_bytes())}) as served:
+        url = served.url
         await page.get_by_label("Qualities").fill("144p")
         await page.get_by_label("Video URL").fill(url + "/missing.mp4")
         await page.get_by_role("button", name="Import").click()
@@ -315,33 +314,6 @@ async def test_a_video_is_imported_from_its_url_and_a_dead_url_is_refused_with_t
     assert [r["quality"] for r in video["renditions"]] == ["144p"]
     # Chromium logs the refused request itself (the dead URL's 422); nothing else went wrong
     assert [e for e in browser.console_errors if "status of 422" not in e] == []
-
-
-@contextlib.contextmanager
-def _file_server(clip: Path) -> Iterator[str]:
-    """A site on this machine that serves one video (the stack may import from 127.0.0.1)."""
-    body = clip.read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path == f"/{clip.name}"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Length", str(len(body) if found else 0))
-            self.end_headers()
-            if found:
-                self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_a_refused_key_is_not_kept_and_a_kept_one_can_be_forgotten(
@@ -374,38 +346,15 @@ window.send = async (url, bytes) => {
 </script>"""
 
 
-@contextlib.contextmanager
-def _page_server(page: str) -> Iterator[str]:
-    """Another site on this machine, serving one page (the browser lets a loopback page reach
-    the loopback gateway; a page it is merely handed counts as public and may not)."""
-    body = page.encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 async def test_a_page_of_another_origin_uploads_to_a_direct_upload_url_without_the_key(
     browser: Browser, running: Running, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path / "direct.mp4", width=320, height=240, duration=1.0)
-    with _page_server(DIRECT_UPLOAD_PAGE) as app:
+    # another site on this machine, serving one page (the browser lets a loopback page reach the
+    # loopback gateway; a page it is merely handed counts as public and may not)
+    app_page = (200, {"content-type": "text/html"}, DIRECT_UPLOAD_PAGE.encode())
+    with site({}, fallback=app_page) as served:
+        app = served.url
         async with running.client() as api:
             made = await api.post("/v1/uploads", json={"cors_origin": app, "metadata": {"via": "app"}})
             assert made.status_code == 201, made.text

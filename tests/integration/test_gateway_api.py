@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.server
+import gzip
 import json
 import os
 import re
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +45,7 @@ from tests.integration.conftest import FAST_RETRIES
 from tests.media import make_clip
 from tests.realdeps import ADMIN_URL, amqp_url_for, unique
 from tests.settings import make
+from tests.sites import Answer, Site, site
 
 PROBLEM = "application/problem+json"
 
@@ -489,18 +489,10 @@ async def test_control_characters_in_a_raw_filename_are_dropped(api: httpx.Async
 # -- imports from a URL ---------------------------------------------------------------------------------
 
 
-@dataclass
-class FileServer:
-    """A plain HTTP server on 127.0.0.1: each path answers a status, headers and a body."""
-
-    url: str
-    routes: dict[str, tuple[int, dict[str, str], bytes]]
-    requests: list[tuple[str, str]]  # (path, Host header)
-
-
 @pytest.fixture
-def files(clips: Clips) -> Iterator[FileServer]:
-    routes: dict[str, tuple[int, dict[str, str], bytes]] = {
+def files(clips: Clips) -> Iterator[Site]:
+    """The source of imports: each path answers a status, headers and a body."""
+    routes: dict[str, Answer] = {
         "/clip.mp4": (200, {"content-type": "video/mp4"}, clips.tiny.read_bytes()),
         "/named": (
             200,
@@ -511,31 +503,16 @@ def files(clips: Clips) -> Iterator[FileServer]:
         "/loop": (302, {"location": "/loop"}, b""),
         "/notes.mp4": (200, {}, b"this is not a video at all\n" * 100),
         "/empty.mp4": (200, {}, b""),
+        "/gzipped": (200, {"content-encoding": "gzip"}, gzip.compress(b"\0" * 100_000)),
+        "/to-private": (302, {"location": "http://10.1.2.3/clip.mp4"}, b""),
+        "/far-port": (302, {"location": "http://127.0.0.1:99999/clip.mp4"}, b""),
+        "/backslash": (302, {"location": "http:\\\\10.1.2.3\\clip.mp4"}, b""),
+        "/idn": (302, {"location": "http://b\u00fccher.invalid/clip.mp4"}, b""),  # sent as Latin-1
     }
-    requests: list[tuple[str, str]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requests.append((self.path, self.headers.get("host", "")))
-            status, headers, body = routes.get(self.path, (404, {}, b"no such file"))
-            self.send_response(status)
-            for name, value in {"content-length": str(len(body)), **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield FileServer(f"http://127.0.0.1:{server.server_address[1]}", routes, requests)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with site(routes) as served:
+        yield served
+    # every request asked for the file as it is, never compressed
+    assert all(headers["accept-encoding"] == "identity" for _, headers in served.requests)
 
 
 @pytest.fixture
@@ -546,7 +523,7 @@ async def importer(start: Start, alice: Caller) -> AsyncIterator[httpx.AsyncClie
 
 
 async def test_a_video_imported_from_a_url_is_accepted_like_an_upload(
-    importer: httpx.AsyncClient, files: FileServer, clips: Clips, storage: Path
+    importer: httpx.AsyncClient, files: Site, clips: Clips, storage: Path
 ) -> None:
     body = {
         "url": f"{files.url}/moved",  # a redirect, followed
@@ -568,7 +545,10 @@ async def test_a_video_imported_from_a_url_is_accepted_like_an_upload(
     assert (storage / "videos" / video["id"] / "source").read_bytes() == clips.tiny.read_bytes()
     # each request named the URL's own host and port, whatever address it was sent to
     host = files.url.removeprefix("http://")
-    assert files.requests == [("/moved", host), ("/clip.mp4", host)]
+    assert [(path, headers["host"]) for path, headers in files.requests] == [
+        ("/moved", host),
+        ("/clip.mp4", host),
+    ]
 
     named = await importer.post("/v1/videos", json={"url": f"{files.url}/named", "qualities": "144p"})
     assert named.status_code == 202, named.text
@@ -582,12 +562,17 @@ async def test_a_video_imported_from_a_url_is_accepted_like_an_upload(
         ("/loop", 422, ("redirects",)),
         ("/notes.mp4", 422, ("not a video file",)),
         ("/empty.mp4", 422, ("empty",)),
+        ("/gzipped", 422, ("compressed (gzip)",)),
+        ("/to-private", 422, ("10.1.2.3", "VIDQ_IMPORT_ALLOW_HOSTS", "redirected from")),
+        ("/far-port", 422, ("99999",)),
+        ("/backslash", 422, ("redirects to a URL vidq cannot follow",)),
+        ("/idn", 422, ("xn--bcher-kva.invalid",)),
     ],
-    ids=["404", "redirect loop", "not a video", "empty"],
+    ids=["404", "redirect loop", "not a video", "empty", "gzip", "to private", "port", "backslash", "idn"],
 )
 async def test_a_url_that_gives_no_video_gets_a_problem_and_leaves_nothing_behind(
     importer: httpx.AsyncClient,
-    files: FileServer,
+    files: Site,
     db: asyncpg.Pool,
     storage: Path,
     path: str,
@@ -600,7 +585,7 @@ async def test_a_url_that_gives_no_video_gets_a_problem_and_leaves_nothing_behin
 
 
 async def test_an_import_over_the_size_limit_gets_413_before_its_body_is_read(
-    start: Start, alice: Caller, files: FileServer, db: asyncpg.Pool, storage: Path
+    start: Start, alice: Caller, files: Site, db: asyncpg.Pool, storage: Path
 ) -> None:
     async with (
         start(import_allow_hosts="127.0.0.1", max_upload_bytes=1000) as running,
@@ -611,15 +596,12 @@ async def test_an_import_over_the_size_limit_gets_413_before_its_body_is_read(
 
 
 async def test_an_import_from_a_private_address_is_refused_unless_allowlisted(
-    api: httpx.AsyncClient, files: FileServer, db: asyncpg.Pool, storage: Path
+    api: httpx.AsyncClient, files: Site, db: asyncpg.Pool, storage: Path
 ) -> None:
     # the default gateway allows no private, loopback or link-local source
     for url in (f"{files.url}/clip.mp4", "http://10.1.2.3/clip.mp4", "http://localhost:9/clip.mp4"):
-        assert_problem(
-            await api.post("/v1/videos", json={"url": url}),
-            422,
-            "loopback" if "10." not in url else "private",
-        )
+        refused = await api.post("/v1/videos", json={"url": url})
+        assert_problem(refused, 422, "loopback" if "10." not in url else "private", "VIDQ_IMPORT_ALLOW_HOSTS")
     assert files.requests == []
     await assert_nothing_left(db, storage)
 
@@ -654,6 +636,27 @@ async def test_an_invalid_import_gets_422_naming_the_field_before_any_download(
     await assert_nothing_left(db, storage)
 
 
+async def test_an_import_with_a_host_no_resolver_takes_is_a_problem_not_a_crash(
+    api: httpx.AsyncClient,
+) -> None:
+    for host in ("a" * 64 + ".example", "a..example"):
+        response = await api.post("/v1/videos", json={"url": f"http://{host}/clip.mp4"})
+        assert_problem(response, 422)
+
+
+async def test_import_metadata_is_measured_as_compact_json_like_a_forms(
+    importer: httpx.AsyncClient, files: Site
+) -> None:
+    # about 4 KiB written compact; json.dumps' default separators would make it 4.8 KB
+    metadata = {f"k{i:03}": 0 for i in range(450)}
+    assert len(json.dumps(metadata, separators=(",", ":"))) <= 4096 < len(json.dumps(metadata))
+    response = await importer.post(
+        "/v1/videos", json={"url": f"{files.url}/clip.mp4", "qualities": "144p", "metadata": metadata}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["metadata"] == metadata
+
+
 async def test_an_import_body_over_its_limit_or_not_json_gets_a_problem(api: httpx.AsyncClient) -> None:
     huge = {"url": "https://example.com/clip.mp4", "metadata": {"note": "x" * 20_000}}
     assert_problem(await api.post("/v1/videos", json=huge), 413, "16384")
@@ -662,7 +665,7 @@ async def test_an_import_body_over_its_limit_or_not_json_gets_a_problem(api: htt
 
 
 async def test_an_import_retried_under_its_idempotency_key_gets_the_first_answer(
-    importer: httpx.AsyncClient, files: FileServer, db: asyncpg.Pool
+    importer: httpx.AsyncClient, files: Site, db: asyncpg.Pool
 ) -> None:
     body = {"url": f"{files.url}/clip.mp4", "qualities": "144p"}
     headers = {"idempotency-key": "import-1"}
@@ -844,7 +847,7 @@ async def test_the_same_idempotency_key_with_a_different_upload_is_422_and_makes
     other = await upload(
         api, getattr(clips, clip), headers=headers, filename=filename, **{"metadata": '{"n": 1}', **fields}
     )
-    body = assert_problem(other, 422, "Idempotency-Key", "different upload")
+    body = assert_problem(other, 422, "Idempotency-Key", "different request")
     assert body["type"] == "urn:vidq:problem:idempotency-key-reused"
     assert await db.fetchval("SELECT count(*) FROM videos") == 1
     same = await upload(api, clips.tiny, headers=headers, metadata='{"n": 1}')

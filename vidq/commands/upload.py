@@ -93,7 +93,7 @@ def upload(
     s = session(ctx)
     options = {"qualities": qualities, "callback_url": callback_url, "notify_email": notify_email}
     fields = {k: v for k, v in {**options, "metadata": metadata}.items() if v}
-    url = source if source.startswith(("http://", "https://")) else None
+    url = source if source.lower().startswith(("http://", "https://")) else None
     file = None if url else _readable(source)
     with s.client() as api, bars(s.err, disable=as_json) as progress:
         if url is not None:

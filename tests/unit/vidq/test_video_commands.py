@@ -133,6 +133,11 @@ class TestUpload:
         assert request.headers["idempotency-key"] == "k-2"
         assert json.loads(request.content) == {"url": url, "qualities": "720p", "metadata": {"a": 1}}
 
+    def test_a_url_in_capitals_is_a_url_too(self) -> None:
+        api = FakeApi().on("POST", "/v1/videos", ok(video(ID), 202))
+        assert invoke(api, "upload", "HTTPS://media.example.com/a.mp4", "--json").exit_code == 0
+        assert json.loads(api.requests[0].content) == {"url": "HTTPS://media.example.com/a.mp4"}
+
     def test_an_import_with_metadata_that_is_not_json_is_a_usage_error_sent_nowhere(self) -> None:
         api = FakeApi()
         result = invoke(api, "upload", "https://media.example.com/a.mp4", "--metadata", "{nope")
