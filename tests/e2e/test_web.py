@@ -124,7 +124,7 @@ async def _save_key(browser: Browser, key: str) -> None:
 async def _add_endpoint(browser: Browser, url: str) -> str:
     page = browser.page
     await page.get_by_role("link", name="Webhooks").click()
-    await page.get_by_label("URL").fill(url)
+    await page.get_by_label("URL", exact=True).fill(url)  # the upload page has a "Video URL"
     await page.get_by_label("Events").fill("video.*")
     await page.get_by_label("Description").fill("from the web page")
     await page.get_by_role("button", name="Add endpoint").click()
