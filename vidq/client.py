@@ -225,6 +225,9 @@ class VidqClient:
     def webhooks(self) -> Json:
         return self._json("GET", "/v1/webhooks")
 
+    def rotate_secret(self, webhook_id: str, *, grace_s: int) -> Json:
+        return self._json("POST", f"/v1/webhooks/{webhook_id}/rotate-secret", json={"grace_s": grace_s})
+
     def delete_webhook(self, webhook_id: str) -> None:
         self._send("DELETE", f"/v1/webhooks/{webhook_id}")
 

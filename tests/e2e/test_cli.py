@@ -165,6 +165,13 @@ async def test_webhooks_add_ls_test_deliveries_rm(running: Running, tmp_path: Pa
     log = await vidq(running, "webhooks", "deliveries", hook["id"], "--json", cwd=tmp_path)
     assert [(d["event_type"], d["status"]) for d in log.json()["data"]] == [("webhook.test", "succeeded")]
 
+    rotated = await vidq(running, "webhooks", "rotate", hook["id"], "--grace", "2h", "--json", cwd=tmp_path)
+    assert rotated.code == 0, rotated.stderr
+    assert rotated.json()["secret"] not in (hook["secret"], None)
+    assert len(rotated.json()["previous_secrets_sign_until"]) == 1
+    cut = await vidq(running, "webhooks", "rotate", hook["id"], "--grace", "0", cwd=tmp_path)
+    assert "no earlier secret signs any more" in cut.stdout
+
     removed = await vidq(running, "webhooks", "rm", hook["id"], cwd=tmp_path)
     assert removed.code == 0
     gone = await vidq(running, "webhooks", "deliveries", hook["id"], cwd=tmp_path)

@@ -18,7 +18,7 @@ from vidq.options import JsonOutput
 from vidq.session import session
 
 app = typer.Typer(
-    help="Webhook subscriptions: add, list, remove, delivery log, replay, test.", no_args_is_help=True
+    help="Webhook subscriptions: add, list, rotate, remove, delivery log, replay, test.", no_args_is_help=True
 )
 
 WebhookId = Annotated[str, typer.Argument(metavar="WEBHOOK_ID", help="The webhook (whk_…).")]
@@ -79,6 +79,44 @@ def list_webhooks(ctx: typer.Context, as_json: JsonOutput = False) -> None:
         s.out.print(views.webhooks_table(page["data"]))
     else:
         s.err.print("no webhooks")
+
+
+@app.command("rotate")
+def rotate(
+    ctx: typer.Context,
+    webhook_id: WebhookId,
+    grace: Annotated[
+        str,
+        typer.Option(
+            help="How long the secrets in use until now keep signing beside the new one: "
+            "an age like 30m, 2h, 1d (at most 7d), or 0 to stop them at once (a leaked secret).",
+        ),
+    ] = "1d",
+    as_json: JsonOutput = False,
+) -> None:
+    """A new signing secret for an endpoint; prints it, shown only this once."""
+    s = session(ctx)
+    seconds = _seconds(grace)
+    with s.client() as api:
+        hook = api.rotate_secret(webhook_id, grace_s=seconds)
+    if as_json:
+        views.emit_json(hook)
+        return
+    s.out.print(f"secret {hook['secret']}  (verify signatures with it; it is not shown again)")
+    until = hook.get("previous_secrets_sign_until") or []
+    if until:
+        s.out.print(f"the {len(until)} earlier secret(s) also sign until {', '.join(map(str, until))}")
+    else:
+        s.out.print("no earlier secret signs any more")
+
+
+def _seconds(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    age = _AGE.match(text.strip())
+    if not age:
+        raise UsageProblem(f"not a duration: {text!r} (use 0 or an age like 30m, 2h, 1d)")
+    return int(age.group(1)) * _UNITS[age.group(2)]
 
 
 @app.command("rm")

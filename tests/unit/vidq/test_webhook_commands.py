@@ -80,6 +80,36 @@ def test_add_refused_by_the_api_exits_1_with_its_detail() -> None:
     assert result.stderr == "vidq: invalid request: url: Input should be a valid URL\n"
 
 
+class TestRotate:
+    PATH = "/v1/webhooks/whk_1/rotate-secret"
+
+    def test_a_day_of_grace_by_default_and_the_new_secret_shown(self) -> None:
+        until = ["2025-01-03T03:04:05Z"]
+        api = FakeApi().on(
+            "POST", self.PATH, ok({**HOOK, "secret": "whsec_new", "previous_secrets_sign_until": until})
+        )
+        result = invoke(api, "webhooks", "rotate", "whk_1")
+        assert result.exit_code == 0, result.output
+        assert json.loads(api.requests[0].content) == {"grace_s": 86400}
+        assert "whsec_new" in result.stdout
+        assert "also sign until 2025-01-03T03:04:05Z" in result.stdout
+
+    @pytest.mark.parametrize(("grace", "seconds"), [("0", 0), ("30m", 1800), ("2h", 7200)])
+    def test_the_grace_is_sent_in_seconds(self, grace: str, seconds: int) -> None:
+        api = FakeApi().on(
+            "POST", self.PATH, ok({**HOOK, "secret": "whsec_new", "previous_secrets_sign_until": []})
+        )
+        result = invoke(api, "webhooks", "rotate", "whk_1", "--grace", grace)
+        assert result.exit_code == 0, result.output
+        assert json.loads(api.requests[0].content) == {"grace_s": seconds}
+
+    def test_a_grace_that_is_no_duration_is_a_usage_error_sent_nowhere(self) -> None:
+        api = FakeApi()
+        result = invoke(api, "webhooks", "rotate", "whk_1", "--grace", "soon")
+        assert result.exit_code == 2
+        assert api.requests == []
+
+
 def test_ls_json_and_table() -> None:
     api = FakeApi().on("GET", "/v1/webhooks", ok({"data": [HOOK]}))
     assert json.loads(invoke(api, "webhooks", "ls", "--json").stdout) == {"data": [HOOK]}
