@@ -255,7 +255,11 @@ class LimitBodies:
 
 
 class BodyTooLarge(HTTPException):
-    """Raised while FastAPI reads a body (it passes HTTP exceptions on, and no other)."""
+    """A body over a route's limit (413 ``body-too-large``).
+
+    Raised while FastAPI reads a body (it passes HTTP exceptions on, and no other), or by a route
+    that reads its body itself (an import's JSON).
+    """
 
     def __init__(self, detail: str) -> None:
         super().__init__(413, detail)

@@ -45,10 +45,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_BODY_BYTES = 16 * 1024
 
 
-class BodyTooLarge(ApiError):
-    status, slug, title = 413, "body-too-large", "Body too large"
-
-
 class DownloadFailed(ApiError):
     """The URL could not be downloaded: it answered an error, or could not be reached."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -48,22 +47,6 @@ class VideoImport(BaseModel):
     metadata: dict[str, Any] | None = Field(
         default=None, description="A JSON object, at most 4 KiB, echoed back."
     )
-
-    def form_fields(self) -> dict[str, str]:
-        """The options as an upload form's text fields, to be checked exactly as a form's are."""
-        fields: dict[str, str] = {}
-        if self.qualities is not None:
-            fields["qualities"] = (
-                self.qualities if isinstance(self.qualities, str) else ",".join(self.qualities)
-            )
-        if self.callback_url is not None:
-            fields["callback_url"] = self.callback_url
-        if self.notify_email is not None:
-            fields["notify_email"] = self.notify_email
-        if self.metadata is not None:
-            # compact: the 4 KiB limit is then never stricter than for the same object in a form
-            fields["metadata"] = json.dumps(self.metadata, ensure_ascii=False, separators=(",", ":"))
-        return fields
 
 
 class WebhookCreate(BaseModel):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -205,6 +206,34 @@ class Options:
     callback_url: str | None
     notify_email: str | None
     metadata: dict[str, Any]
+
+
+def as_form(
+    *,
+    qualities: str | Sequence[str] | None,
+    callback_url: str | None,
+    notify_email: str | None,
+    metadata: dict[str, Any] | None,
+) -> dict[str, str]:
+    """Options given as JSON (a direct upload's, an import's) as an upload's form carries them.
+
+    The metadata is written as compact UTF-8 JSON, as a client writes it in a form (its size
+    then counts alike, and a NUL character in it is seen); each field has the form's 8 KiB cap.
+    Check the result with :func:`parse_options`, as a form's fields are.
+    """
+    fields = {
+        "qualities": qualities if isinstance(qualities, str) else ",".join(qualities or []),
+        "callback_url": callback_url or "",
+        "notify_email": notify_email or "",
+        "metadata": ""
+        if metadata is None
+        else json.dumps(metadata, ensure_ascii=False, separators=(",", ":")),
+    }
+    fields = {name: value for name, value in fields.items() if value}
+    for name, value in fields.items():
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"field {name!r} is over {MAX_FIELD_BYTES} bytes")
+    return fields
 
 
 def parse_options(fields: dict[str, str], settings: GatewaySettings) -> Options:

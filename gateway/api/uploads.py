@@ -40,24 +40,13 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 
 def _fields(body: UploadCreate, settings: GatewaySettings) -> dict[str, str]:
-    """The options as an upload's form would carry them, checked as the form's are.
-
-    The metadata is written as compact UTF-8 JSON, as a client writes it in a form (its size
-    then counts alike, and a NUL character in it is seen); each field has the form's 8 KiB cap.
-    """
-    metadata = (
-        "" if body.metadata is None else json.dumps(body.metadata, ensure_ascii=False, separators=(",", ":"))
+    """The options as an upload's form would carry them, checked as the form's are."""
+    fields = uploads.as_form(
+        qualities=body.qualities,
+        callback_url=body.callback_url,
+        notify_email=body.notify_email,
+        metadata=body.metadata,
     )
-    fields = {
-        "qualities": ",".join(body.qualities or []),
-        "callback_url": body.callback_url or "",
-        "notify_email": body.notify_email or "",
-        "metadata": metadata,
-    }
-    fields = {name: value for name, value in fields.items() if value}
-    for name, value in fields.items():
-        if len(value.encode("utf-8", "surrogatepass")) > uploads.MAX_FIELD_BYTES:
-            raise InvalidRequest(f"field {name!r} is over {uploads.MAX_FIELD_BYTES} bytes")
     uploads.parse_options(fields, settings)
     return fields
 

@@ -21,7 +21,7 @@ from gateway import idempotency, imports, uploads, videos
 from gateway.api.media import MediaFile
 from gateway.auth import ClientDep, ViewerDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
-from gateway.errors import PROBLEM_JSON, Conflict, InvalidRequest, NotFound
+from gateway.errors import PROBLEM_JSON, BodyTooLarge, Conflict, InvalidRequest, NotFound
 from gateway.repository import Client, Conn
 from gateway.schemas import VideoImport, VideoPage
 from gateway.streams import event_stream
@@ -113,7 +113,13 @@ async def accept_upload(
 async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) -> Video:
     """Download, probe and record the video at ``body.url`` for ``client`` (as an upload)."""
     settings = deps.settings
-    options = uploads.parse_options(body.form_fields(), settings)  # refused before any download
+    fields = uploads.as_form(
+        qualities=body.qualities,
+        callback_url=body.callback_url,
+        notify_email=body.notify_email,
+        metadata=body.metadata,
+    )
+    options = uploads.parse_options(fields, settings)  # refused before any download
     video_id = new_id("vid")
     async with deps.storage.writer(source_key(video_id)) as temp:
         downloaded = await imports.download(str(body.url), temp, settings)
@@ -249,7 +255,7 @@ async def _import_body(request: Request) -> VideoImport:
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > imports.MAX_BODY_BYTES:
-            raise imports.BodyTooLarge(
+            raise BodyTooLarge(
                 f"an import request is at most {imports.MAX_BODY_BYTES} bytes; send the video "
                 "itself as multipart/form-data"
             )
