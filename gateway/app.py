@@ -24,6 +24,7 @@ from gateway.links import MEDIA_LINKS, KeyRing, accepted_keys
 from gateway.outbox import OutboxRelay
 from gateway.projection import handle_report
 from gateway.repository import signing_keys
+from gateway.resumable import TusHeaders
 from gateway.scheduler import run_scheduler
 from gateway.settings import GatewaySettings
 from gateway.streams import LiveHub
@@ -161,6 +162,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.connection = None
     errors.install(app)
+    app.add_middleware(TusHeaders)
     app.include_router(router)
     callbacks.install(app)
     return app

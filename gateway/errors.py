@@ -67,6 +67,28 @@ class LimitReached(Conflict):
     slug, title = "limit-reached", "Limit reached"
 
 
+class Gone(ApiError):
+    status, slug, title = 410, "gone", "Gone"
+
+
+class PreconditionFailed(ApiError):
+    status, slug, title = 412, "precondition-failed", "Precondition failed"
+
+
+class UnsupportedMediaType(ApiError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class Locked(ApiError):
+    status, slug, title = 423, "locked", "Locked"
+
+
+class ChecksumMismatch(ApiError):
+    """tus's own status: a PATCH body that does not match its ``Upload-Checksum``."""
+
+    status, slug, title = 460, "checksum-mismatch", "Checksum mismatch"
+
+
 class UploadTooLarge(ApiError):
     status, slug, title = 413, "upload-too-large", "Upload too large"
 
@@ -208,10 +230,11 @@ JSON_BODY_LIMIT = 1024 * 1024
 class LimitBodies:
     """ASGI middleware: a request body over :data:`JSON_BODY_LIMIT` is a 413 problem, read no further.
 
-    Only the two upload routes take large bodies (``POST /v1/videos`` and a direct upload's
-    ``POST /v1/uploads/{id}``), and they enforce ``VIDQ_MAX_UPLOAD_BYTES`` themselves while they
-    stream to disk; every other route reads its body whole into memory, so without this a client
-    could make the gateway hold any amount. Hand-written (a few lines): FastAPI's own
+    Only the upload routes take large bodies (``POST /v1/videos``, a direct upload's
+    ``POST /v1/uploads/{id}``, a resumable upload's ``POST /v1/tus`` and ``PATCH``), and they
+    enforce ``VIDQ_MAX_UPLOAD_BYTES`` themselves while they stream to disk; every other route
+    reads its body whole into memory, so without this a client could make the gateway hold any
+    amount. Hand-written (a few lines): FastAPI's own
     ``max_body_size`` answers in plain text, not with vidq's problem document.
     """
 
@@ -221,12 +244,14 @@ class LimitBodies:
 
     @staticmethod
     def _streams_to_disk(scope: Scope) -> bool:
-        """``POST /v1/videos`` and ``POST /v1/uploads/{id}``: they stream, and have their limit."""
-        if scope["method"] != "POST":
-            return False
+        """Whether the request is one of the upload routes, which stream and have their limit."""
         path = scope["path"].rstrip("/")
         head, _, upload_id = path.rpartition("/")
-        return path == "/v1/videos" or (head == "/v1/uploads" and bool(upload_id))
+        if scope["method"] == "PATCH":
+            return head == "/v1/tus" and bool(upload_id)
+        if scope["method"] != "POST":
+            return False
+        return path in {"/v1/videos", "/v1/tus"} or (head == "/v1/uploads" and bool(upload_id))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._streams_to_disk(scope):

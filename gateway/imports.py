@@ -19,7 +19,6 @@ import contextlib
 import email.message
 import hashlib
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,6 +29,7 @@ import httpx
 
 from gateway.errors import ApiError, InvalidRequest, NotAVideo, UploadTooLarge
 from gateway.settings import GatewaySettings
+from gateway.uploads import display_name
 from shared.destinations import DestinationGuard
 from shared.errors import ForbiddenDestination
 
@@ -37,8 +37,6 @@ from shared.errors import ForbiddenDestination
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1024 * 1024
-_MAX_FILENAME = 255
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 #: The largest JSON body of an import: a URL, the options and 4 KiB of metadata fit well.
@@ -214,8 +212,7 @@ def _filename(response: httpx.Response, url: str) -> str:
     message = email.message.Message()
     message["content-disposition"] = response.headers.get("content-disposition", "")
     name = message.get_filename() or unquote(PurePosixPath(urlsplit(url).path).name)
-    name = _CONTROL.sub("", name.replace("\\", "/").rsplit("/", 1)[-1])
-    return name[:_MAX_FILENAME] or "download"
+    return display_name(name, "download")
 
 
 def _reason(exc: Exception | None) -> str:

@@ -565,3 +565,125 @@ async def settle_direct_upload(conn: Conn, upload_id: str, status: str, video_id
         video_id,
     )
     return bool(done.endswith(" 1"))
+
+
+# -- resumable (tus) uploads ----------------------------------------------------------------------
+
+_RESUMABLE = "SELECT *, expires_at <= now() AS expired FROM resumable_uploads"
+
+
+async def count_open_resumable_uploads(conn: Conn, client_id: str) -> int:
+    count = await conn.fetchval(
+        """SELECT count(*) FROM resumable_uploads
+           WHERE client_id = $1 AND status = 'receiving' AND expires_at > now()""",
+        client_id,
+    )
+    return int(count)
+
+
+async def insert_resumable_upload(
+    conn: Conn,
+    *,
+    upload_id: str,
+    client_id: str,
+    video_id: str,
+    length: int,
+    filename: str,
+    fields: dict[str, str],
+    upload_metadata: str,
+    expiry_s: float,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """INSERT INTO resumable_uploads
+               (id, client_id, video_id, length, filename, fields, upload_metadata, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+           RETURNING *, false AS expired""",
+        upload_id,
+        client_id,
+        video_id,
+        length,
+        filename,
+        fields,
+        upload_metadata,
+        expiry_s,
+    )
+    assert row is not None  # noqa: S101 - INSERT … RETURNING always returns the row
+    return row
+
+
+async def resumable_upload_row(conn: Conn, upload_id: str, client_id: str) -> asyncpg.Record | None:
+    """The client's upload, with ``expired`` as the database's clock says."""
+    return await conn.fetchrow(_RESUMABLE + " WHERE id = $1 AND client_id = $2", upload_id, client_id)
+
+
+async def take_resumable_upload(
+    conn: Conn, upload_id: str, offset: int, writer: str, lease_s: float
+) -> asyncpg.Record | None:
+    """Hold the upload for one PATCH at ``offset``; ``None`` if it is not there, or held by another."""
+    return await conn.fetchrow(
+        """UPDATE resumable_uploads
+              SET writer = $3, writer_until = now() + make_interval(secs => $4), updated_at = now()
+            WHERE id = $1 AND received = $2 AND status = 'receiving' AND expires_at > now()
+              AND (writer IS NULL OR writer_until < now())
+        RETURNING *, false AS expired""",
+        upload_id,
+        offset,
+        writer,
+        lease_s,
+    )
+
+
+async def renew_resumable_upload(conn: Conn, upload_id: str, writer: str, lease_s: float) -> bool:
+    """Extend the writer's lease; ``False`` if it lost the upload (expired, ended, taken over)."""
+    done = await conn.execute(
+        """UPDATE resumable_uploads SET writer_until = now() + make_interval(secs => $3)
+            WHERE id = $1 AND writer = $2 AND status = 'receiving' AND expires_at > now()""",
+        upload_id,
+        writer,
+        lease_s,
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def release_resumable_upload(conn: Conn, upload_id: str, writer: str, received: int) -> bool:
+    """Record how far the file is on disk and let the next PATCH in; ``False`` if not the writer."""
+    done = await conn.execute(
+        """UPDATE resumable_uploads SET received = $3, writer = NULL, writer_until = NULL,
+                  updated_at = now()
+            WHERE id = $1 AND writer = $2 AND status = 'receiving'""",
+        upload_id,
+        writer,
+        received,
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def end_resumable_upload(
+    conn: Conn, upload_id: str, status: str, *, writer: str | None = None, error: str | None = None
+) -> bool:
+    """Move a receiving upload to ``status`` (``writer``: only while that request holds it)."""
+    done = await conn.execute(
+        """UPDATE resumable_uploads
+              SET status = $2, error = $3, received = CASE WHEN $2 = 'complete' THEN length
+                                                            ELSE received END,
+                  writer = NULL, writer_until = NULL, updated_at = now()
+            WHERE id = $1 AND status = 'receiving' AND ($4::text IS NULL OR writer = $4)""",
+        upload_id,
+        status,
+        error,
+        writer,
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def expire_resumable_uploads(conn: Conn, limit: int = 500) -> list[str]:
+    """Mark receiving uploads past their expiry as expired; their ids (their files are to go)."""
+    rows = await conn.fetch(
+        """UPDATE resumable_uploads SET status = 'expired', writer = NULL, writer_until = NULL,
+                  updated_at = now()
+            WHERE id IN (SELECT id FROM resumable_uploads
+                          WHERE status = 'receiving' AND expires_at <= now() LIMIT $1)
+        RETURNING id""",
+        limit,
+    )
+    return [row["id"] for row in rows]

@@ -17,8 +17,10 @@ Jobs:
   ``VIDQ_ABANDONED_FILE_AFTER_S`` (an upload never probed, an encode whose worker died);
 * ``sweep-deleted-videos``: files still on disk for deleted videos (a crash between the delete
   and the file removal);
+* ``expire-resumable-uploads``: resumable uploads past ``VIDQ_RESUMABLE_EXPIRY_S`` unfinished
+  are marked expired and their partial files removed;
 * ``expire-idempotency-keys`` and ``prune``: keys past their 24 h, published outbox rows,
-  processed report ids and direct uploads expired for ``VIDQ_RETENTION_S``.
+  processed report ids and direct and resumable uploads expired for ``VIDQ_RETENTION_S``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gateway import repository as repo
 from gateway.deps import GatewayDeps
 from gateway.outbox import enqueue
 from gateway.repository import Conn
+from gateway.resumable import partial_key
 from shared.commands import TranscodeRendition
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.messaging.codec import outgoing
@@ -135,6 +138,15 @@ async def sweep_deleted_videos(conn: Conn, deps: GatewayDeps) -> int:
     return removed
 
 
+async def expire_resumable_uploads(conn: Conn, deps: GatewayDeps) -> int:
+    expired = await repo.expire_resumable_uploads(conn)
+    for upload_id in expired:
+        await deps.storage.delete(partial_key(upload_id))
+    if expired:
+        log.info("removed %d expired resumable upload(s)", len(expired))
+    return len(expired)
+
+
 async def expire_idempotency_keys(conn: Conn, deps: GatewayDeps) -> int:
     status = await conn.execute(
         "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
@@ -155,7 +167,12 @@ async def prune(conn: Conn, deps: GatewayDeps) -> int:
     uploads = await conn.execute(
         "DELETE FROM direct_uploads WHERE expires_at < now() - make_interval(secs => $1)", keep
     )
-    return sum(int(done.split()[-1]) for done in (published, reports, uploads))
+    resumable = await conn.execute(
+        """DELETE FROM resumable_uploads
+            WHERE status <> 'receiving' AND expires_at < now() - make_interval(secs => $1)""",
+        keep,
+    )
+    return sum(int(done.split()[-1]) for done in (published, reports, uploads, resumable))
 
 
 JOBS: tuple[Periodic, ...] = (
@@ -167,6 +184,7 @@ JOBS: tuple[Periodic, ...] = (
         sweep_temporary_files,
     ),
     Periodic("sweep-deleted-videos", lambda _: 600.0, sweep_deleted_videos),
+    Periodic("expire-resumable-uploads", lambda _: 600.0, expire_resumable_uploads),
     Periodic("expire-idempotency-keys", lambda _: 600.0, expire_idempotency_keys),
     Periodic("prune", lambda _: 3600.0, prune),
 )

@@ -38,6 +38,11 @@ class GatewaySettings(ServiceSettings):
     #: An import's whole download, and the longest wait for its next bytes.
     import_timeout_s: float = Field(default=3600.0, gt=0)
     import_read_timeout_s: float = Field(default=60.0, gt=0)
+    #: A resumable (tus) upload not finished this long after it was made is removed.
+    resumable_expiry_s: float = Field(default=24 * 3600.0, gt=0)
+    #: Resumable uploads one client may have open (not finished) at once: each holds a partial
+    #: file of up to ``max_upload_bytes`` until it finishes or expires.
+    max_open_resumable_uploads: int = Field(default=100, ge=1)
     #: Endpoints one client may have at once (Stripe allows 16): every event is fanned out to
     #: each matching one, and the list is answered in one page.
     max_webhooks_per_client: int = Field(default=50, ge=1)
@@ -64,7 +69,8 @@ class GatewaySettings(ServiceSettings):
     outbox_alert_after_s: float = Field(default=60.0, gt=0)
     #: Temporary files (uploads never probed, encodes of dead workers) older than this are removed.
     abandoned_file_after_s: float = Field(default=3600.0, gt=0)
-    #: Published outbox rows, processed report ids and expired direct uploads are kept this long.
+    #: Published outbox rows, processed report ids and expired direct and resumable uploads are
+    #: kept this long.
     retention_s: float = Field(default=7 * 86400.0, gt=0)
 
     @property

@@ -63,6 +63,16 @@ class ReceivedUpload:
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
+def display_name(raw: str, default: str) -> str:
+    """A client's file name as vidq keeps it: for display only, it never becomes a path of ours.
+
+    Only the last path component, without control characters (NUL among them, which
+    PostgreSQL's text refuses), at most 255 characters; ``default`` when nothing is left.
+    """
+    name = _CONTROL.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1])
+    return name[:_MAX_FILENAME] or default
+
+
 class _Receiver:
     """Callbacks for the streaming parser: file bytes to disk, fields to small buffers."""
 
@@ -115,10 +125,7 @@ class _Receiver:
             self._is_file = True
             self.result.files = 1
             raw = options.get(b"filename", b"").decode("utf-8", "replace")
-            # Only the last path component, for display; it never becomes a path of ours, and
-            # control characters (NUL among them, which PostgreSQL's text refuses) are dropped.
-            name = _CONTROL.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1])
-            self.result.filename = name[:_MAX_FILENAME] or "upload"
+            self.result.filename = display_name(raw, "upload")
         elif b"filename" in options and self._name not in FIELDS:
             # a file under another name (``video=@clip.mp4``): say where it belongs, instead of
             # reading it as a text field that runs over its size

@@ -1,8 +1,11 @@
-"""Prefixed identifiers: ``vid_`` videos, ``evt_`` events, ``whk_`` webhooks, ``job_`` jobs, ``upl_`` uploads.
+"""Prefixed identifiers, such as ``vid_`` for videos and ``tus_`` for resumable uploads.
 
-New ids start with the creation time in milliseconds (hex), so they sort by age, and end with
-64 random bits. Event ids of workers are deterministic (:func:`event_id`): a redelivered command
-republishes the *same* ``rendition.completed`` id, and consumers deduplicate on it.
+The prefixes: ``vid_`` videos, ``evt_`` events, ``whk_`` webhooks, ``job_`` jobs, ``cli_``
+clients, ``key_`` API keys, ``dlv_`` deliveries, ``msg_`` messages, ``upl_`` direct uploads,
+``tus_`` resumable uploads. New ids start with the creation time in milliseconds (hex), so they
+sort by age, and end with 64 random bits. Event ids of workers are deterministic
+(:func:`event_id`): a redelivered command republishes the *same* ``rendition.completed`` id, and
+consumers deduplicate on it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import hashlib
 import secrets
 import time
 
-PREFIXES = frozenset({"vid", "evt", "whk", "job", "cli", "key", "dlv", "msg", "upl"})
+PREFIXES = frozenset({"vid", "evt", "whk", "job", "cli", "key", "dlv", "msg", "upl", "tus"})
 
 
 def new_id(prefix: str) -> str:

@@ -106,8 +106,8 @@ async def accept_upload(
             )
         options = uploads.parse_options(received.fields if fields is None else fields, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
-    accepted = _accepted(video_id, received.filename, received.size_bytes, probe, planned, options)
-    return await _record(accepted, client, deps, on_recorded), received
+    accepted = accepted_upload(video_id, received.filename, received.size_bytes, probe, planned, options)
+    return await record_video(accepted, client, deps, on_recorded), received
 
 
 async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) -> Video:
@@ -124,11 +124,11 @@ async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) ->
     async with deps.storage.writer(source_key(video_id)) as temp:
         downloaded = await imports.download(str(body.url), temp, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
-    accepted = _accepted(video_id, downloaded.filename, downloaded.size_bytes, probe, planned, options)
-    return await _record(accepted, client, deps)
+    accepted = accepted_upload(video_id, downloaded.filename, downloaded.size_bytes, probe, planned, options)
+    return await record_video(accepted, client, deps)
 
 
-def _accepted(
+def accepted_upload(
     video_id: str,
     filename: str,
     size_bytes: int,
@@ -149,10 +149,18 @@ def _accepted(
     )
 
 
-async def _record(
-    accepted: videos.AcceptedUpload, client: Client, deps: GatewayDeps, on_recorded: OnRecorded | None = None
+async def record_video(
+    accepted: videos.AcceptedUpload,
+    client: Client,
+    deps: GatewayDeps,
+    on_recorded: OnRecorded | None = None,
+    on_failure: Callable[[], Awaitable[None]] | None = None,
 ) -> Video:
-    """Record the video and queue its work, in one transaction; on failure its file goes too."""
+    """Record the video and queue its work, in one transaction.
+
+    On failure its file goes too (nothing left behind), unless ``on_failure`` says what becomes
+    of it instead (a resumable upload keeps its bytes for the next attempt).
+    """
     try:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn, conn.transaction():
@@ -160,7 +168,10 @@ async def _record(
                 if on_recorded is not None:
                     await on_recorded(conn, video)
     except BaseException:
-        await deps.storage.delete_prefix(video_prefix(accepted.video_id))  # nothing left behind
+        if on_failure is not None:
+            await on_failure()
+        else:
+            await deps.storage.delete_prefix(video_prefix(accepted.video_id))
         raise
     return video
 

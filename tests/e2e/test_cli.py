@@ -190,6 +190,21 @@ async def test_a_webhook_test_the_endpoint_refuses_exits_1(running: Running, tmp
     assert tested.stderr.count("\n") == 1
 
 
+async def test_a_resumable_upload_sends_the_file_in_pieces_and_becomes_ready(
+    running: Running, tmp_path: Path
+) -> None:
+    run = await vidq(
+        running, "upload", str(BIG_BUCK_BUNNY), "--resumable", "-q", "144p", "--watch", "--json", cwd=tmp_path
+    )
+    assert run.code == 0, run.stderr
+    events = run.lines()
+    assert events[-1]["type"] == "video.ready"
+    video = events[-1]["data"]
+    assert video["source"]["filename"] == BIG_BUCK_BUNNY.name
+    assert video["source"]["size_bytes"] == BIG_BUCK_BUNNY.stat().st_size
+    assert [r["quality"] for r in video["renditions"]] == ["144p"]
+
+
 async def test_human_upload_watch_shows_the_renditions(running: Running, tmp_path: Path) -> None:
     run = await vidq(
         running, "upload", str(BIG_BUCK_BUNNY), "--qualities", "240p,144p", "--watch", cwd=tmp_path

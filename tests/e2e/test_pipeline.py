@@ -10,12 +10,15 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 from svix.webhooks import Webhook as SvixWebhook
+from tusclient.client import TusClient
 
+from shared.storage import source_key
 from tests.e2e.harness import SseEvent, read_sse, until
 from tests.e2e.stack import Running
 from tests.media import BIG_BUCK_BUNNY, audio_stream, ffprobe, make_clip, moov_before_mdat, video_stream
@@ -409,3 +412,73 @@ def _ffmpeg_running_for(video_id: str) -> bool:
         if cmdline.startswith(b"ffmpeg") and video_id.encode() in cmdline:
             return True
     return False
+
+
+async def test_a_resumable_upload_by_a_tus_client_survives_a_broken_connection_and_becomes_ready(
+    running: Running, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "long-way.mp4", width=320, height=240, duration=2)
+    data = clip.read_bytes()
+    tus = TusClient(f"{running.url}/v1/tus", headers={"Authorization": f"Bearer {running.api_key}"})
+    half = len(data) // 2
+
+    # tuspy (tus-py-client) makes the upload and sends a first part in 16 KiB PATCHes
+    def first_part() -> str:
+        uploader = tus.uploader(
+            str(clip), chunk_size=16 * 1024, metadata={"filename": "long-way.mp4", "qualities": "240p,144p"}
+        )
+        uploader.upload(stop_at=half)
+        return str(uploader.url)
+
+    location = await asyncio.to_thread(first_part)
+    parts = urlsplit(location)
+
+    async def offset() -> int:
+        async with running.client() as api:
+            head = await api.head(parts.path, headers={"Tus-Resumable": "1.0.0"})
+        assert head.status_code == 200
+        return int(head.headers["upload-offset"])
+
+    done = await offset()
+    assert half <= done < len(data)
+    # then its connection breaks in the middle of a PATCH: the bytes that arrived are kept
+    sent = 20_000
+    _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(
+        (
+            f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: Bearer {running.api_key}\r\nTus-Resumable: 1.0.0\r\n"
+            f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {done}\r\n"
+            f"Content-Length: {len(data) - done}\r\n\r\n"
+        ).encode()
+        + data[done : done + sent]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    writer.close()
+    for _ in range(100):  # the gateway records them once it sees the connection gone
+        if await offset() == done + sent:
+            break
+        await asyncio.sleep(0.1)
+    assert await offset() == done + sent
+
+    # a new client resumes from the offset the gateway holds (checksums on), and the file is whole
+    def the_rest() -> None:
+        uploader = tus.uploader(str(clip), url=location, chunk_size=16 * 1024, upload_checksum=True)
+        assert uploader.offset == done + sent
+        uploader.upload()
+
+    await asyncio.to_thread(the_rest)
+    async with running.client() as api:
+        head = await api.head(parts.path, headers={"Tus-Resumable": "1.0.0"})
+        video_id = head.headers["vidq-video-id"]
+        for _ in range(600):
+            video = (await api.get(f"/v1/videos/{video_id}")).json()
+            if video["status"] in ("ready", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert video["status"] == "ready", video
+        assert video["source"]["filename"] == "long-way.mp4"
+        assert video["source"]["size_bytes"] == len(data)
+        assert sorted(r["quality"] for r in video["renditions"]) == ["144p", "240p"]
+    assert (running.storage / source_key(video_id)).read_bytes() == data

@@ -343,7 +343,8 @@ async def test_every_v1_route_answers_401_problem_without_a_valid_key(app: FastA
             assert response.status_code == 401, (method, path, response.text)
             assert response.headers["content-type"] == PROBLEM, (method, path)
             assert response.headers["www-authenticate"].startswith("Bearer"), (method, path)
-            assert response.json()["status"] == 401
+            if method != "HEAD":  # an answer to HEAD has no body
+                assert response.json()["status"] == 401
 
 
 # -- uploads that are refused leave nothing behind -------------------------------------------------------

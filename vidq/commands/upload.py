@@ -18,6 +18,9 @@ from vidq.progress import CountingFile, RenditionBoard, bars
 from vidq.session import Session, session
 from vidq.sse import ServerEvent
 
+#: Files this large go resumable unless told otherwise (``--no-resumable``).
+RESUMABLE_FROM = 64 * 1024 * 1024
+
 
 def _follow(api: VidqClient, video_id: str, board: RenditionBoard, as_json: bool) -> tuple[str, Json]:
     """Follow the events to the end; returns how the video ended and the video as it ended."""
@@ -81,11 +84,20 @@ def upload(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Send the same key again to get the first answer, not a second video.")
     ] = None,
+    resumable: Annotated[
+        bool | None,
+        typer.Option(
+            "--resumable/--no-resumable",
+            help="Send the file in 8 MiB pieces (tus), resuming after a broken connection "
+            "(default: for files of 64 MiB and more, without --idempotency-key).",
+        ),
+    ] = None,
     as_json: JsonOutput = False,
 ) -> None:
     """Upload a video, or import it from a URL; with --watch, follow it until it is ready or not.
 
-    Exits 0 when the video is ready (or, without --watch, accepted), 1 when it failed.
+    Exits 0 when the video is ready (or, without --watch, accepted), 1 when it failed. A large
+    file is sent resumably (tus): a broken connection costs one 8 MiB piece, not the upload.
 
     With --json: the video; with --watch --json, every event as a JSON line instead (the first,
     video.uploaded, carries the video; the last is video.ready, video.failed or video.canceled).
@@ -95,15 +107,33 @@ def upload(
     fields = {k: v for k, v in {**options, "metadata": metadata}.items() if v}
     url = source if source.lower().startswith(("http://", "https://")) else None
     file = None if url else _readable(source)
+    if resumable and (url is not None or idempotency_key):
+        raise typer.BadParameter(
+            "a resumable upload sends a file, and needs no --idempotency-key (it resumes instead)",
+            param_hint="--resumable",
+        )
+    if resumable is None:
+        resumable = file is not None and not idempotency_key and file.stat().st_size >= RESUMABLE_FROM
     with s.client() as api, bars(s.err, disable=as_json) as progress:
         if url is not None:
             task = progress.add_task("import", total=None, note=Text(url))
             video = api.import_video(url, fields=fields, idempotency_key=idempotency_key)
         else:
             assert file is not None  # noqa: S101 - not a URL
-            task = progress.add_task("upload", total=file.stat().st_size, bytes=True, note=Text(file.name))
-            with CountingFile(file, lambda at: progress.update(task, completed=at)) as body:
-                video = api.upload(body, file.name, fields=fields, idempotency_key=idempotency_key)
+            size = file.stat().st_size
+            task = progress.add_task("upload", total=size, bytes=True, note=Text(file.name))
+            if resumable:
+                with file.open("rb") as body:
+                    video = api.upload_resumable(
+                        body,
+                        size,
+                        file.name,
+                        fields=fields,
+                        on_progress=lambda at: progress.update(task, completed=at),
+                    )
+            else:
+                with CountingFile(file, lambda at: progress.update(task, completed=at)) as body:
+                    video = api.upload(body, file.name, fields=fields, idempotency_key=idempotency_key)
         progress.update(task, note=Text(video["id"]))
         ending = _watch(api, progress, video, as_json) if watch else None
     if ending is not None:

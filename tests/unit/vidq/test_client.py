@@ -148,3 +148,91 @@ def test_follow_does_not_retry_a_missing_video() -> None:
     with _client(api) as client, pytest.raises(ApiError, match="no video"):
         list(client.follow("vid_x"))
     assert len(api.requests) == 1
+
+
+ID = "vid_1"
+
+
+class TusServer:
+    """A tus endpoint in memory that can break a PATCH part-way (keeping what arrived)."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.length = 0
+        self.metadata = ""
+        #: per PATCH, in order: None (take it whole), an int (keep that many bytes, then the
+        #: connection breaks) or a status to answer without taking anything
+        self.faults: list[int | tuple[str, int] | None] = []
+        self.patches: list[int] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        headers = {"tus-resumable": "1.0.0", "vidq-video-id": ID}
+        if request.method == "POST" and request.url.path == "/v1/tus":
+            self.length = int(request.headers["upload-length"])
+            self.metadata = request.headers["upload-metadata"]
+            return httpx.Response(201, headers={**headers, "location": "/v1/tus/tus_1"})
+        if request.method == "HEAD":
+            return httpx.Response(200, headers={**headers, "upload-offset": str(len(self.received))})
+        if request.method == "PATCH":
+            offset = int(request.headers["upload-offset"])
+            self.patches.append(offset)
+            if offset != len(self.received):
+                return problem(409, f"the upload is at byte {len(self.received)}")
+            fault = self.faults.pop(0) if self.faults else None
+            if isinstance(fault, tuple):
+                return problem(fault[1], fault[0])
+            if isinstance(fault, int):
+                self.received += request.content[:fault]
+                raise httpx.ReadError("connection reset by peer", request=request)
+            self.received += request.content
+            return httpx.Response(204, headers={**headers, "upload-offset": str(len(self.received))})
+        if request.method == "GET" and request.url.path == f"/v1/videos/{ID}":
+            return ok(video(ID))
+        return problem(404, "no route")
+
+
+def _resumable_client(server: TusServer, pauses: list[float]) -> VidqClient:
+    return VidqClient(
+        "http://vidq.test", "vidq_key", transport=httpx.MockTransport(server), pause=pauses.append
+    )
+
+
+def test_a_resumable_upload_resumes_from_the_gateways_offset_after_a_break() -> None:
+    data = bytes(range(256)) * 40  # 10,240 bytes: 11 chunks of 1,000
+    server = TusServer()
+    server.faults = [None, 300, ("database unavailable", 503), None]
+    seen: list[int] = []
+    pauses: list[float] = []
+    with _resumable_client(server, pauses) as api:
+        body = api.upload_resumable(
+            io.BytesIO(data),
+            len(data),
+            "clip.mp4",
+            fields={"qualities": "360p"},
+            chunk_size=1000,
+            on_progress=seen.append,
+        )
+    assert body["id"] == ID
+    assert bytes(server.received) == data  # whole, in order: the break cost only what was lost
+    assert server.patches[:5] == [0, 1000, 1300, 1300, 2300]
+    assert pauses == [2.0, 4.0]  # growing while chunks fail in a row
+    assert seen[-1] == len(data)
+    assert max(seen) == len(data)
+    assert "filename Y2xpcC5tcDQ=" in server.metadata  # base64 of clip.mp4
+    assert "qualities MzYwcA==" in server.metadata
+
+
+def test_a_resumable_upload_stops_at_a_refusal_or_after_too_many_failures() -> None:
+    data = b"x" * 3000
+    refused = TusServer()
+    refused.faults = [None, ("not a video file ffmpeg can read", 422)]
+    with _resumable_client(refused, []) as api, pytest.raises(ApiError) as exc:
+        api.upload_resumable(io.BytesIO(data), len(data), "clip.mp4", fields={}, chunk_size=2000)
+    assert exc.value.status == 422
+    broken = TusServer()
+    broken.faults = [0] * 20
+    pauses: list[float] = []
+    with _resumable_client(broken, pauses) as api, pytest.raises(Unreachable):
+        api.upload_resumable(io.BytesIO(data), len(data), "clip.mp4", fields={}, chunk_size=2000, attempts=3)
+    assert pauses == [2.0, 4.0, 8.0]

@@ -77,6 +77,52 @@ class TestUpload:
         assert b'name="metadata"\r\n\r\n{"a": 1}' in body
         assert api.requests[0].headers["content-length"] == str(len(body))
 
+    @staticmethod
+    def _tus(api: FakeApi) -> FakeApi:
+        def appended(request: httpx.Request) -> httpx.Response:
+            offset = int(request.headers["upload-offset"]) + len(request.content)
+            return httpx.Response(204, headers={"upload-offset": str(offset), "tus-resumable": "1.0.0"})
+
+        created = {"location": "/v1/tus/tus_1", "vidq-video-id": ID, "tus-resumable": "1.0.0"}
+        api.on("POST", "/v1/tus", httpx.Response(201, headers=created))
+        api.on("PATCH", "/v1/tus/tus_1", appended)
+        return api.on("GET", f"/v1/videos/{ID}", ok(video(ID)))
+
+    def test_resumable_sends_the_file_with_tus_and_prints_the_video(self, tmp_path: Path) -> None:
+        clip = _clip(tmp_path)
+        api = self._tus(FakeApi())
+        result = invoke(api, "upload", str(clip), "--resumable", "-q", "360p", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["id"] == ID
+        [created] = api.sent("POST", "/v1/tus")
+        assert created.headers["tus-resumable"] == "1.0.0"
+        assert created.headers["upload-length"] == str(clip.stat().st_size)
+        assert created.headers["upload-metadata"] == "filename aG9saWRheS5tcDQ=,qualities MzYwcA=="
+        patches = api.sent("PATCH", "/v1/tus/tus_1")
+        assert b"".join(p.content for p in patches) == clip.read_bytes()
+        assert api.sent("POST", "/v1/videos") == []
+
+    def test_a_large_file_goes_resumable_unless_told_or_idempotent(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("vidq.commands.upload.RESUMABLE_FROM", 1000)
+        clip = _clip(tmp_path)
+        large = self._tus(FakeApi())
+        assert invoke(large, "upload", str(clip), "--json").exit_code == 0
+        assert len(large.sent("POST", "/v1/tus")) == 1
+        for extra in (["--no-resumable"], ["--idempotency-key", "k-1"]):
+            single = FakeApi().on("POST", "/v1/videos", ok(video(ID), 202))
+            assert invoke(single, "upload", str(clip), *extra, "--json").exit_code == 0
+            assert len(single.sent("POST", "/v1/videos")) == 1
+
+    def test_resumable_with_an_idempotency_key_or_a_url_is_a_usage_error(self, tmp_path: Path) -> None:
+        api = FakeApi()
+        keyed = invoke(api, "upload", str(_clip(tmp_path)), "--resumable", "--idempotency-key", "k")
+        assert keyed.exit_code == 2
+        assert "--resumable" in keyed.output
+        assert invoke(api, "upload", "https://example.com/a.mp4", "--resumable").exit_code == 2
+        assert api.requests == []
+
     def test_idempotency_key_is_a_header(self, tmp_path: Path) -> None:
         api = FakeApi().on("POST", "/v1/videos", ok(video(ID), 202))
         invoke(api, "upload", str(_clip(tmp_path)), "--idempotency-key", "k-1", "--json")

@@ -1,0 +1,384 @@
+"""Resumable uploads (tus 1.0.0) on the real gateway, PostgreSQL and RabbitMQ test vhost.
+
+The gateway runs in process, as in ``test_gateway_api.py`` (whose fixtures these tests use);
+the protocol is spoken by hand here, so that every answer can be looked at. A real tus client
+library drives a running stack in ``tests/e2e/test_pipeline.py``.
+"""
+
+# ruff: noqa: F811 - the fixtures imported below are parameters of the tests, by name
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from gateway import repository as repo
+from gateway import videos
+from gateway.scheduler import expire_resumable_uploads
+from shared.storage import source_key
+from tests.integration.test_gateway_api import (  # noqa: F401 - pytest fixtures
+    Caller,
+    Clips,
+    Start,
+    alice,
+    api,
+    app,
+    assert_nothing_left,
+    assert_problem,
+    bob,
+    broker,
+    clips,
+    connect,
+    module_vhost,
+    start,
+    storage,
+    vhost,
+)
+
+pytestmark = pytest.mark.integration
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def metadata(**values: str) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+async def create(api: httpx.AsyncClient, length: int, **values: str) -> httpx.Response:
+    headers = {**TUS, "Upload-Length": str(length)}
+    if values:
+        headers["Upload-Metadata"] = metadata(**values)
+    return await api.post("/v1/tus", headers=headers)
+
+
+async def created(api: httpx.AsyncClient, length: int, **values: str) -> str:
+    response = await create(api, length, **values)
+    assert response.status_code == 201, response.text
+    location: str = response.headers["location"]
+    assert location.startswith("/v1/tus/tus_")
+    return location
+
+
+async def patch(api: httpx.AsyncClient, location: str, offset: int, data: bytes) -> httpx.Response:
+    return await api.patch(location, content=data, headers={**OCTETS, "Upload-Offset": str(offset)})
+
+
+async def offset_of(api: httpx.AsyncClient, location: str) -> int:
+    response = await api.head(location, headers=TUS)
+    assert response.status_code == 200
+    return int(response.headers["upload-offset"])
+
+
+def partials(storage: Path) -> list[Path]:
+    folder = storage / "resumable"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+async def test_a_file_sent_in_pieces_becomes_the_video_an_upload_makes(
+    api: httpx.AsyncClient, clips: Clips, storage: Path, db: asyncpg.Pool
+) -> None:
+    data = clips.landscape.read_bytes()
+    location = await created(
+        api,
+        len(data),
+        filename="holiday.mp4",
+        qualities="360p,144p",
+        metadata='{"album": "summer"}',
+        filetype="video/mp4",  # what tus-js-client and Uppy add: ignored
+    )
+    head = await api.head(location, headers=TUS)
+    assert head.status_code == 200
+    assert head.headers["tus-resumable"] == "1.0.0"
+    assert head.headers["upload-offset"] == "0"
+    assert head.headers["upload-length"] == str(len(data))
+    assert head.headers["cache-control"] == "no-store"
+    assert "GMT" in head.headers["upload-expires"]
+    assert head.headers["upload-metadata"].startswith("filename ")
+    video_id = head.headers["vidq-video-id"]
+
+    thirds = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    for start_at, end_at in itertools.pairwise(thirds):
+        response = await patch(api, location, start_at, data[start_at:end_at])
+        assert response.status_code == 204, response.text
+        assert response.headers["upload-offset"] == str(end_at)
+        assert response.headers["vidq-video-id"] == video_id
+        assert await offset_of(api, location) == end_at
+
+    video = (await api.get(f"/v1/videos/{video_id}")).json()
+    assert video["status"] == "queued"
+    assert video["source"]["filename"] == "holiday.mp4"
+    assert video["source"]["size_bytes"] == len(data)
+    assert (video["source"]["width"], video["source"]["height"]) == (640, 360)
+    assert sorted(r["quality"] for r in video["renditions"]) == ["144p", "360p"]
+    assert video["metadata"] == {"album": "summer"}
+    # the bytes moved to the video's source, whole; the partial file is gone
+    assert (storage / source_key(video_id)).read_bytes() == data
+    assert partials(storage) == []
+    jobs = await db.fetch("SELECT routing_key FROM outbox WHERE exchange = 'vidq.transcode'")
+    assert sorted(r["routing_key"] for r in jobs) == ["144p", "360p"]
+    # a finished upload still answers where it stands, and takes nothing more
+    assert await offset_of(api, location) == len(data)
+    again = await patch(api, location, len(data), b"")
+    assert again.status_code == 204
+    assert_problem(await patch(api, location, 0, data[:10]), 409, "finished")
+    assert_problem(await api.delete(location, headers=TUS), 409, video_id)
+
+
+async def test_the_first_bytes_may_come_with_the_post(api: httpx.AsyncClient, clips: Clips) -> None:
+    data = clips.tiny.read_bytes()
+    headers = {**OCTETS, "Upload-Length": str(len(data)), "Upload-Metadata": metadata(filename="a.mp4")}
+    response = await api.post("/v1/tus", headers=headers, content=data)
+    assert response.status_code == 201, response.text
+    assert response.headers["upload-offset"] == str(len(data))
+    video = await api.get(f"/v1/videos/{response.headers['vidq-video-id']}")
+    assert video.status_code == 200
+    assert video.json()["source"]["filename"] == "a.mp4"
+
+
+async def test_options_offers_the_protocol_and_its_size_limit(start: Start, alice: Caller) -> None:
+    async with start(max_upload_bytes=5000) as app, connect(app, alice) as api:
+        response = await api.options("/v1/tus")
+    assert response.status_code == 204
+    assert response.headers["tus-version"] == "1.0.0"
+    assert set(response.headers["tus-extension"].split(",")) == {
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "expiration",
+        "checksum",
+    }
+    assert response.headers["tus-max-size"] == "5000"
+    assert "sha1" in response.headers["tus-checksum-algorithm"].split(",")
+
+
+async def test_protocol_mistakes_are_problems_that_say_what_to_send(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips
+) -> None:
+    data = clips.tiny.read_bytes()
+    refused = await api.post("/v1/tus", headers={"Upload-Length": "10"})
+    assert_problem(refused, 412, "Tus-Resumable: 1.0.0")
+    assert refused.headers["tus-version"] == "1.0.0"
+    assert refused.headers["tus-resumable"] == "1.0.0"
+    assert_problem(await api.post("/v1/tus", headers=TUS), 422, "Upload-Length")
+    assert_problem(await api.post("/v1/tus", headers={**TUS, "Upload-Length": "-1"}), 422, "Upload-Length")
+    deferred = {**TUS, "Upload-Defer-Length": "1"}
+    assert_problem(await api.post("/v1/tus", headers=deferred), 422, "Upload-Length")
+    assert_problem(await create(api, 0), 422, "empty")
+    location = await created(api, len(data))
+    wrong_type = await api.patch(location, content=data, headers={**TUS, "Upload-Offset": "0"})
+    assert_problem(wrong_type, 415, "application/offset+octet-stream")
+    no_offset = await api.patch(location, content=data, headers=OCTETS)
+    assert_problem(no_offset, 422, "Upload-Offset")
+    ahead = await patch(api, location, 5, data[5:])
+    assert_problem(ahead, 409, "byte 0")
+    assert ahead.headers["upload-offset"] == "0"
+    assert await offset_of(api, location) == 0
+    # the key's refusal is a tus answer too
+    async with connect(app) as anonymous:
+        unauthorized = await anonymous.head(location, headers=TUS)
+    assert unauthorized.status_code == 401
+    assert unauthorized.headers["tus-resumable"] == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("values", "mention"),
+    [
+        ({"qualities": "4320p"}, "4320p"),
+        ({"callback_url": "ftp://example.com/hook"}, "callback_url"),
+        ({"notify_email": "nobody"}, "notify_email"),
+        ({"metadata": "[1, 2]"}, "metadata"),
+        ({"metadata": '{"a": "' + "x" * 5000 + '"}'}, "metadata"),
+    ],
+)
+async def test_the_videos_options_are_checked_before_any_byte_is_sent(
+    api: httpx.AsyncClient, db: asyncpg.Pool, values: dict[str, str], mention: str
+) -> None:
+    assert_problem(await create(api, 1000, **values), 422, mention)
+    assert await db.fetchval("SELECT count(*) FROM resumable_uploads") == 0
+
+
+async def test_metadata_that_is_not_base64_pairs_is_refused(api: httpx.AsyncClient) -> None:
+    for header in (
+        "filename not-base64!",
+        "filename YQ== extra",
+        "filename YQ==,filename Yg==",
+        "filename YQ==,",
+    ):
+        response = await api.post(
+            "/v1/tus", headers={**TUS, "Upload-Length": "10", "Upload-Metadata": header}
+        )
+        assert_problem(response, 422, "Upload-Metadata")
+
+
+async def test_sizes_over_the_limit_or_past_the_length_are_refused(
+    start: Start, alice: Caller, storage: Path, clips: Clips
+) -> None:
+    data = clips.tiny.read_bytes()
+    async with start(max_upload_bytes=len(data)) as app, connect(app, alice) as api:
+        assert_problem(await create(api, len(data) + 1), 413, str(len(data)))
+        location = await created(api, len(data))
+        # a declared body past the length: refused before it is read, nothing changes
+        assert_problem(await patch(api, location, 0, data + b"x"), 413, "length")
+        assert await offset_of(api, location) == 0
+
+        async def longer() -> AsyncIterator[bytes]:  # chunked: no Content-Length to refuse early
+            yield data
+            yield b"more than was announced"
+
+        response = await api.patch(location, content=longer(), headers={**OCTETS, "Upload-Offset": "0"})
+        assert_problem(response, 413, "more bytes")
+        assert (await api.head(location, headers=TUS)).status_code == 410
+        assert partials(storage) == []
+
+
+async def test_a_whole_file_that_is_no_video_ends_the_upload_and_leaves_nothing(
+    api: httpx.AsyncClient, db: asyncpg.Pool, storage: Path
+) -> None:
+    data = b"this is not a video at all\n" * 100
+    location = await created(api, len(data))
+    assert (await patch(api, location, 0, data[:1000])).status_code == 204
+    assert_problem(await patch(api, location, 1000, data[1000:]), 422, "not a video")
+    gone = await api.patch(location, content=b"", headers={**OCTETS, "Upload-Offset": str(len(data))})
+    assert_problem(gone, 410, "not a video")
+    assert (await api.head(location, headers=TUS)).status_code == 410
+    await assert_nothing_left(db, storage)
+    assert partials(storage) == []
+
+
+async def test_bytes_a_dead_request_wrote_past_the_recorded_offset_are_replaced(
+    api: httpx.AsyncClient, clips: Clips, storage: Path
+) -> None:
+    data = clips.landscape.read_bytes()
+    location = await created(api, len(data))
+    assert (await patch(api, location, 0, data[:50_000])).status_code == 204
+    # a gateway that died mid-PATCH: bytes on disk that were never recorded (nor acknowledged)
+    [partial] = partials(storage)
+    with partial.open("ab") as out:
+        out.write(b"\x00garbage" * 1000)
+    assert await offset_of(api, location) == 50_000
+    assert (await patch(api, location, 50_000, data[50_000:50_100])).status_code == 204
+    assert partial.read_bytes() == data[:50_100]
+    response = await patch(api, location, 50_100, data[50_100:])
+    assert response.status_code == 204, response.text
+    video_id = response.headers["vidq-video-id"]
+    assert (storage / source_key(video_id)).read_bytes() == data
+
+
+async def test_one_request_writes_at_a_time_and_a_stalled_one_can_be_taken_over(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    upload_id = location.rsplit("/", 1)[-1]
+    async with db.acquire() as conn:  # another request holds it, as if it were streaming now
+        assert await repo.take_resumable_upload(conn, upload_id, 0, "other", 30.0) is not None
+    assert_problem(await patch(api, location, 0, data), 423, "another request")
+    # its lease runs out (a connection that died without closing): the next PATCH takes over
+    await db.execute("UPDATE resumable_uploads SET writer_until = now() - interval '1 second'")
+    assert (await patch(api, location, 0, data)).status_code == 204
+    async with db.acquire() as conn:  # and the stalled request can record nothing any more
+        assert not await repo.release_resumable_upload(conn, upload_id, "other", 10)
+
+
+async def test_a_failure_to_record_the_video_keeps_every_byte_but_the_last(
+    api: httpx.AsyncClient, clips: Clips, storage: Path, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = clips.landscape.read_bytes()
+    location = await created(api, len(data))
+    record_upload = videos.record_upload
+
+    async def database_gone(*args: Any, **kwargs: Any) -> Any:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+    monkeypatch.setattr(videos, "record_upload", database_gone)
+    assert_problem(await patch(api, location, 0, data), 503)
+    assert await db.fetchval("SELECT count(*) FROM videos") == 0
+    assert await offset_of(api, location) == len(data) - 1
+    monkeypatch.setattr(videos, "record_upload", record_upload)
+    response = await patch(api, location, len(data) - 1, data[-1:])
+    assert response.status_code == 204, response.text
+    assert (storage / source_key(response.headers["vidq-video-id"])).read_bytes() == data
+
+
+async def test_another_clients_upload_is_404_and_termination_removes_the_bytes(
+    app: FastAPI, api: httpx.AsyncClient, bob: Caller, clips: Clips, storage: Path
+) -> None:
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    assert (await patch(api, location, 0, data[:100])).status_code == 204
+    async with connect(app, bob) as other:
+        assert (await other.head(location, headers=TUS)).status_code == 404
+        assert_problem(await patch(other, location, 100, data[100:]), 404)
+        assert_problem(await other.delete(location, headers=TUS), 404)
+    assert partials(storage) != []
+    assert (await api.delete(location, headers=TUS)).status_code == 204
+    assert partials(storage) == []
+    assert_problem(await patch(api, location, 100, data[100:]), 410, "terminated")
+    assert (await api.delete(location, headers=TUS)).status_code == 204  # DELETE again: the same
+
+
+async def test_open_uploads_per_client_are_capped(start: Start, alice: Caller) -> None:
+    async with start(max_open_resumable_uploads=2) as app, connect(app, alice) as api:
+        first = await created(api, 1000)
+        await created(api, 1000)
+        assert_problem(await create(api, 1000), 409, "2 resumable uploads")
+        assert (await api.delete(first, headers=TUS)).status_code == 204
+        await created(api, 1000)
+
+
+async def test_an_unfinished_upload_expires_and_its_bytes_go(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips, storage: Path, db: asyncpg.Pool
+) -> None:
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    kept = await created(api, len(data))
+    assert (await patch(api, location, 0, data[:100])).status_code == 204
+    assert (await patch(api, kept, 0, data[:100])).status_code == 204
+    await db.execute(
+        "UPDATE resumable_uploads SET expires_at = now() - interval '1 second' WHERE id = $1",
+        location.rsplit("/", 1)[-1],
+    )
+    assert_problem(await patch(api, location, 100, data[100:]), 410, "expired")
+    async with db.acquire() as conn:
+        assert await expire_resumable_uploads(conn, app.state.deps) == 1
+    assert [p.name for p in partials(storage)] == [kept.rsplit("/", 1)[-1]]
+    assert (await api.head(location, headers=TUS)).status_code == 410
+
+
+async def test_a_body_that_does_not_match_its_checksum_is_not_kept(
+    api: httpx.AsyncClient, clips: Clips, storage: Path
+) -> None:
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+
+    def checksum(algorithm: str, body: bytes) -> dict[str, str]:
+        digest = base64.b64encode(hashlib.new(algorithm, body).digest()).decode()
+        return {**OCTETS, "Upload-Checksum": f"{algorithm} {digest}"}
+
+    good = await api.patch(
+        location, content=data[:100], headers={**checksum("sha1", data[:100]), "Upload-Offset": "0"}
+    )
+    assert good.status_code == 204, good.text
+    damaged = data[100:200].replace(data[150:151], bytes([data[150] ^ 1]), 1)
+    bad = await api.patch(
+        location, content=damaged, headers={**checksum("sha256", data[100:200]), "Upload-Offset": "100"}
+    )
+    assert_problem(bad, 460, "Upload-Checksum")
+    assert await offset_of(api, location) == 100
+    unknown = {**OCTETS, "Upload-Offset": "100", "Upload-Checksum": "crc32 AAAAAA=="}
+    assert_problem(await api.patch(location, content=data[100:], headers=unknown), 422, "crc32")
+    rest = await api.patch(
+        location, content=data[100:], headers={**checksum("md5", data[100:]), "Upload-Offset": "100"}
+    )
+    assert rest.status_code == 204, rest.text
+    assert (storage / source_key(rest.headers["vidq-video-id"])).read_bytes() == data
