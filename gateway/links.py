@@ -33,6 +33,8 @@ MEDIA_LINKS = "media_links"
 
 #: The "file" a direct upload's signature names (its id stands where a video's would).
 UPLOAD = "upload"
+#: The "file" the signature of a resumable upload made through a direct upload names.
+RESUMABLE = "resumable"
 
 
 def rendition_file(quality: str) -> str:
@@ -81,6 +83,11 @@ class Links:
         """A direct upload's URL: signed until the upload times out (not rounded)."""
         query = self._query(upload_id, UPLOAD, expires)
         return f"{self.base_url}/v1/uploads/{upload_id}?{query}" if query else None
+
+    def resumable(self, upload_id: str, expires: int) -> str | None:
+        """A resumable upload's URL for a page without the API key: signed until it expires."""
+        query = self._query(upload_id, RESUMABLE, expires)
+        return f"{self.base_url}/v1/tus/{upload_id}?{query}" if query else None
 
     def _signed_query(self, video_id: str, file: str, now: float | None) -> str | None:
         at = time.time() if now is None else now

@@ -555,21 +555,30 @@ async def direct_upload_rows(conn: Conn, client_id: str, limit: int) -> list[asy
     )
 
 
-async def settle_direct_upload(conn: Conn, upload_id: str, status: str, video_id: str | None = None) -> bool:
-    """Move a waiting upload to ``status``; ``False`` when it was not waiting any more."""
+async def settle_direct_upload(
+    conn: Conn, upload_id: str, status: str, video_id: str | None = None, *, started_in_time: bool = False
+) -> bool:
+    """Move a waiting upload to ``status``; ``False`` when it was not waiting any more.
+
+    ``started_in_time``: a resumable upload begun before the URL timed out may settle it after.
+    """
     done = await conn.execute(
         """UPDATE direct_uploads SET status = $2, video_id = $3
-           WHERE id = $1 AND status = 'waiting' AND expires_at > now()""",
+           WHERE id = $1 AND status = 'waiting' AND ($4 OR expires_at > now())""",
         upload_id,
         status,
         video_id,
+        started_in_time,
     )
     return bool(done.endswith(" 1"))
 
 
 # -- resumable (tus) uploads ----------------------------------------------------------------------
 
-_RESUMABLE = "SELECT *, expires_at <= now() AS expired FROM resumable_uploads"
+#: A resumable upload, with ``expired`` by the database's clock and the CORS origin of the direct
+#: upload it was made through, if any.
+_RESUMABLE = """SELECT r.*, r.expires_at <= now() AS expired, d.cors_origin
+                  FROM resumable_uploads r LEFT JOIN direct_uploads d ON d.id = r.direct_upload_id"""
 
 
 async def count_open_resumable_uploads(conn: Conn, client_id: str) -> int:
@@ -592,11 +601,12 @@ async def insert_resumable_upload(
     fields: dict[str, str],
     upload_metadata: str,
     expiry_s: float,
+    direct_upload_id: str | None = None,
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
-        """INSERT INTO resumable_uploads
-               (id, client_id, video_id, length, filename, fields, upload_metadata, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+        """INSERT INTO resumable_uploads (id, client_id, video_id, length, filename, fields,
+                                          upload_metadata, expires_at, direct_upload_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9)
            RETURNING *, false AS expired""",
         upload_id,
         client_id,
@@ -606,14 +616,19 @@ async def insert_resumable_upload(
         fields,
         upload_metadata,
         expiry_s,
+        direct_upload_id,
     )
     assert row is not None  # noqa: S101 - INSERT … RETURNING always returns the row
     return row
 
 
-async def resumable_upload_row(conn: Conn, upload_id: str, client_id: str) -> asyncpg.Record | None:
-    """The client's upload, with ``expired`` as the database's clock says."""
-    return await conn.fetchrow(_RESUMABLE + " WHERE id = $1 AND client_id = $2", upload_id, client_id)
+async def resumable_upload_row(
+    conn: Conn, upload_id: str, client_id: str | None = None
+) -> asyncpg.Record | None:
+    """The upload (the client's only, when given)."""
+    if client_id is None:
+        return await conn.fetchrow(_RESUMABLE + " WHERE r.id = $1", upload_id)
+    return await conn.fetchrow(_RESUMABLE + " WHERE r.id = $1 AND r.client_id = $2", upload_id, client_id)
 
 
 async def take_resumable_upload(

@@ -15,21 +15,24 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from gateway import repository as repo
 from gateway import resumable, uploads
 from gateway.api.videos import accepted_upload, record_video
-from gateway.auth import ClientDep
+from gateway.auth import ClientDep, current_client
 from gateway.deps import DepsDep, GatewayDeps
 from gateway.errors import (
     PROBLEM_JSON,
     ApiError,
     ChecksumMismatch,
     Conflict,
+    Forbidden,
     Gone,
     InvalidRequest,
     LimitReached,
@@ -39,6 +42,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     UploadTooLarge,
 )
+from gateway.links import RESUMABLE, LinkExpired, LinkRefused
 from gateway.repository import Client, Conn
 from gateway.resumable import OFFSET_OCTET_STREAM, TUS_VERSION
 from shared.db import map_asyncpg_errors
@@ -95,10 +99,85 @@ def _usable(row: asyncpg.Record | None, upload_id: str) -> asyncpg.Record:
     return row
 
 
-async def _row(deps: GatewayDeps, client: Client, upload_id: str) -> asyncpg.Record | None:
+#: What a page's script may read of a tus answer (CORS), for tus-js-client and Uppy.
+EXPOSED = "Location, Upload-Offset, Upload-Length, Upload-Expires, Tus-Resumable, Tus-Version, Vidq-Video-Id"
+#: What a page's tus client sends (the preflight's answer).
+REQUEST_HEADERS = (
+    "Tus-Resumable, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Upload-Defer-Length, "
+    "Content-Type, X-Requested-With, X-HTTP-Method-Override"
+)
+
+
+def cors_headers(request: Request, cors_origin: str | None) -> dict[str, str]:
+    """CORS for the page a direct upload names (``cors_origin``), when this request comes from it."""
+    origin = request.headers.get("origin")
+    if cors_origin is None or origin is None or cors_origin not in ("*", origin):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": cors_origin,
+        "Access-Control-Expose-Headers": EXPOSED,
+        "Vary": "Origin",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who asks about an upload, and the upload as it stood: by API key, or by its signed URL."""
+
+    client: Client
+    row: asyncpg.Record | None
+    cors: dict[str, str]
+
+
+@contextlib.contextmanager
+def answering(cors: dict[str, str]) -> Iterator[None]:
+    """Problems raised in the block carry ``cors``, so that the page can read why."""
+    try:
+        yield
+    except ApiError as exc:
+        exc.headers.update(cors)
+        raise
+
+
+async def access(
+    upload_id: str,
+    request: Request,
+    deps: DepsDep,
+    expires: Annotated[str, Query(max_length=20, description="A signed URL's expiry (Unix time).")] = "",
+    signature: Annotated[str, Query(max_length=100, description="A signed URL's signature.")] = "",
+) -> Access:
+    """The caller of an upload's route: the API key's client, or anyone holding its signed URL.
+
+    A resumable upload made through a direct upload's URL (a page without the key) is reached
+    through the signed ``Location`` its creation answered; it answers that page's CORS.
+    """
+    if not expires and not signature:
+        client = await current_client(request, deps, None)
+        with map_asyncpg_errors():
+            async with deps.pool.acquire() as conn:
+                return Access(client, await repo.resumable_upload_row(conn, upload_id, client.id), {})
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
-            return await repo.resumable_upload_row(conn, upload_id, client.id)
+            row = await repo.resumable_upload_row(conn, upload_id)
+            owner = await repo.client_by_id(conn, row["client_id"]) if row is not None else None
+    cors = cors_headers(request, row["cors_origin"] if row is not None else None)
+    with answering(cors):
+        if not expires.isdigit() or not signature:
+            raise InvalidRequest(
+                "use the upload's URL as it was given: its expires and signature are missing or bad"
+            )
+        try:
+            deps.links.check(upload_id, RESUMABLE, int(expires), signature)
+        except LinkExpired:
+            raise Gone("this upload expired before it was finished; make a new one") from None
+        except LinkRefused as exc:
+            raise Forbidden(str(exc)) from None
+        if row is None or owner is None:
+            raise NotFound(f"no upload {upload_id!r}")
+    return Access(owner, row, cors)
+
+
+AccessDep = Annotated[Access, Depends(access)]
 
 
 @router.options("", status_code=204, response_class=Response, responses=_PROBLEMS)
@@ -114,42 +193,80 @@ async def tus_options(client: ClientDep, deps: DepsDep) -> Response:  # noqa: AR
     return Response(status_code=204, headers=headers)
 
 
-@router.post("", status_code=201, response_class=Response, responses=_PROBLEMS)
-async def create_resumable_upload(
-    request: Request,
-    client: ClientDep,
-    deps: DepsDep,
-    tus_resumable: TusResumable = None,
-    upload_length: Annotated[str | None, Header(description="The file's size in bytes.")] = None,
-    upload_defer_length: Annotated[str | None, Header(include_in_schema=False)] = None,
-    upload_metadata: Annotated[
-        str | None,
-        Header(
-            description="Comma-separated `key base64(value)`: filename, qualities, callback_url, "
-            "notify_email, metadata (a JSON object)."
+def _header(name: str, description: str, *, required: bool = False) -> dict[str, Any]:
+    return {
+        "in": "header",
+        "name": name,
+        "required": required,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+_CREATION = {
+    "parameters": [
+        _header("Tus-Resumable", "The protocol version: 1.0.0.", required=True),
+        _header("Upload-Length", "The file's size in bytes.", required=True),
+        _header(
+            "Upload-Metadata",
+            "Comma-separated `key base64(value)`: filename, qualities, callback_url, notify_email, "
+            "metadata (a JSON object).",
         ),
-    ] = None,
-    content_type: ContentType = None,
-) -> Response:
+    ],
+    "requestBody": {
+        "required": False,
+        "content": {OFFSET_OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The first bytes of the file (creation-with-upload), if any.",
+    },
+}
+
+
+@router.post("", status_code=201, response_class=Response, responses=_PROBLEMS, openapi_extra=_CREATION)
+async def create_resumable_upload(request: Request, client: ClientDep, deps: DepsDep) -> Response:
     """Make a resumable upload; with an `application/offset+octet-stream` body, its first bytes too."""
-    resumable.check_version(tus_resumable)
+    return await create(request, client, deps, fields=None)
+
+
+async def create(
+    request: Request,
+    client: Client,
+    deps: GatewayDeps,
+    *,
+    fields: dict[str, str] | None,
+    direct_upload: asyncpg.Record | None = None,
+    cors: dict[str, str] | None = None,
+) -> Response:
+    """The creation of a tus upload (``POST``), by API key or through a direct upload's URL.
+
+    ``fields``: the video's options set beforehand (a direct upload's), in place of those in
+    ``Upload-Metadata``, which may then name only the file.
+    """
+    headers = request.headers
+    resumable.check_version(headers.get("tus-resumable"))
     settings = deps.settings
-    if upload_defer_length is not None:
+    if "upload-defer-length" in headers:
         raise InvalidRequest("send Upload-Length: vidq checks a file's size before its first byte")
-    length = resumable.parse_offset(upload_length, "Upload-Length")
+    length = resumable.parse_offset(headers.get("upload-length"), "Upload-Length")
     if length > settings.max_upload_bytes:
         raise UploadTooLarge(f"the file is over the {settings.max_upload_bytes}-byte limit")
     if length == 0:
         raise NotAVideo("the file is empty")
-    metadata = resumable.parse_metadata(upload_metadata or "")
-    fields = uploads.as_form(
-        qualities=metadata.get("qualities"),
-        callback_url=metadata.get("callback_url"),
-        notify_email=metadata.get("notify_email"),
-        metadata=None,
-    )
-    if metadata.get("metadata"):
-        fields["metadata"] = metadata["metadata"]
+    upload_metadata = headers.get("upload-metadata", "")
+    metadata = resumable.parse_metadata(upload_metadata)
+    if fields is None:
+        fields = uploads.as_form(
+            qualities=metadata.get("qualities"),
+            callback_url=metadata.get("callback_url"),
+            notify_email=metadata.get("notify_email"),
+            metadata=None,
+        )
+        if metadata.get("metadata"):
+            fields["metadata"] = metadata["metadata"]
+    elif given := sorted(set(metadata) & set(uploads.FIELDS)):
+        raise InvalidRequest(
+            "this upload URL takes only the file: its options were set when it was made "
+            f"(got {', '.join(given)})"
+        )
     uploads.parse_options(fields, settings)  # refused now, not after the last byte
     filename = uploads.display_name(metadata.get("filename") or metadata.get("name") or "", "upload")
     with map_asyncpg_errors():
@@ -169,27 +286,33 @@ async def create_resumable_upload(
                 length=length,
                 filename=filename,
                 fields=fields,
-                upload_metadata=upload_metadata or "",
+                upload_metadata=upload_metadata,
                 expiry_s=settings.resumable_expiry_s,
+                direct_upload_id=direct_upload["id"] if direct_upload is not None else None,
             )
-    headers = {"Location": f"{resumable.PREFIX}/{row['id']}", **_headers(row)}
-    if _offset_type(content_type):
+    location = f"{resumable.PREFIX}/{row['id']}"
+    if direct_upload is not None:  # reached without the key, by its signed URL
+        location = deps.links.resumable(row["id"], int(row["expires_at"].timestamp())) or location
+    answer = {"Location": location, **_headers(row), **(cors or {})}
+    if _offset_type(headers.get("content-type")):
         received = await _receive(request, row, 0, client, deps)
-        headers["Upload-Offset"] = str(received)
-    return Response(status_code=201, headers=headers)
+        answer["Upload-Offset"] = str(received)
+    return Response(status_code=201, headers=answer)
 
 
 @router.head("/{upload_id}", response_class=Response, responses=_PROBLEMS)
 async def resumable_upload_offset(
-    upload_id: str, client: ClientDep, deps: DepsDep, tus_resumable: TusResumable = None
+    upload_id: str, caller: AccessDep, tus_resumable: TusResumable = None
 ) -> Response:
     """Where the upload stands: `Upload-Offset` (resume from there) and `Upload-Length`."""
-    resumable.check_version(tus_resumable)
-    row = _usable(await _row(deps, client, upload_id), upload_id)
+    with answering(caller.cors):
+        resumable.check_version(tus_resumable)
+        row = _usable(caller.row, upload_id)
     headers = {
         "Upload-Offset": str(row["received"]),
         "Upload-Length": str(row["length"]),
         **_headers(row),
+        **caller.cors,
     }
     if row["upload_metadata"]:
         headers["Upload-Metadata"] = row["upload_metadata"]
@@ -200,7 +323,7 @@ async def resumable_upload_offset(
 async def append_to_resumable_upload(
     upload_id: str,
     request: Request,
-    client: ClientDep,
+    caller: AccessDep,
     deps: DepsDep,
     tus_resumable: TusResumable = None,
     upload_offset: Annotated[str | None, Header(description="Where these bytes start.")] = None,
@@ -211,41 +334,61 @@ async def append_to_resumable_upload(
     content_type: ContentType = None,
 ) -> Response:
     """Append the body at `Upload-Offset`; the last byte makes the video (as an upload would)."""
-    resumable.check_version(tus_resumable)
-    if not _offset_type(content_type):
-        raise UnsupportedMediaType(f"send the bytes as {OFFSET_OCTET_STREAM}")
-    offset = resumable.parse_offset(upload_offset, "Upload-Offset")
-    checksum = resumable.parse_checksum(upload_checksum)
-    row = _usable(await _row(deps, client, upload_id), upload_id)
-    if row["status"] == "complete":
-        if offset != row["length"]:
-            raise Conflict(f"this upload is finished (video {row['video_id']}); nothing more to send")
-        return Response(status_code=204, headers={"Upload-Offset": str(row["length"]), **_headers(row)})
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and offset + int(declared) > row["length"]:
-        raise UploadTooLarge(f"the body goes past the upload's length ({row['length']} bytes)")
-    received = await _receive(request, row, offset, client, deps, checksum)
-    return Response(status_code=204, headers={"Upload-Offset": str(received), **_headers(row)})
+    with answering(caller.cors):
+        resumable.check_version(tus_resumable)
+        if not _offset_type(content_type):
+            raise UnsupportedMediaType(f"send the bytes as {OFFSET_OCTET_STREAM}")
+        offset = resumable.parse_offset(upload_offset, "Upload-Offset")
+        checksum = resumable.parse_checksum(upload_checksum)
+        row = _usable(caller.row, upload_id)
+        answer = {**_headers(row), **caller.cors}
+        if row["status"] == "complete":
+            if offset != row["length"]:
+                raise Conflict(f"this upload is finished (video {row['video_id']}); nothing more to send")
+            return Response(status_code=204, headers={"Upload-Offset": str(row["length"]), **answer})
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and offset + int(declared) > row["length"]:
+            raise UploadTooLarge(f"the body goes past the upload's length ({row['length']} bytes)")
+        received = await _receive(request, row, offset, caller.client, deps, checksum)
+    return Response(status_code=204, headers={"Upload-Offset": str(received), **answer})
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response, responses=_PROBLEMS)
 async def terminate_resumable_upload(
-    upload_id: str, client: ClientDep, deps: DepsDep, tus_resumable: TusResumable = None
+    upload_id: str, caller: AccessDep, deps: DepsDep, tus_resumable: TusResumable = None
 ) -> Response:
     """End an unfinished upload and remove its bytes (a finished one is its video's: a 409)."""
-    resumable.check_version(tus_resumable)
-    row = await _row(deps, client, upload_id)
-    if row is None:
-        raise NotFound(f"no upload {upload_id!r}")
-    if row["status"] == "complete":
-        raise Conflict(
-            f"this upload is finished: it made video {row['video_id']} (DELETE /v1/videos/{row['video_id']})"
-        )
+    with answering(caller.cors):
+        resumable.check_version(tus_resumable)
+        row = caller.row
+        if row is None:
+            raise NotFound(f"no upload {upload_id!r}")
+        if row["status"] == "complete":
+            video_id = row["video_id"]
+            raise Conflict(
+                f"this upload is finished: it made video {video_id} (DELETE /v1/videos/{video_id})"
+            )
+        with map_asyncpg_errors():
+            async with deps.pool.acquire() as conn:
+                await repo.end_resumable_upload(conn, upload_id, "terminated")
+    await deps.storage.delete(resumable.partial_key(upload_id))
+    return Response(status_code=204, headers=caller.cors)
+
+
+@router.options("/{upload_id}", include_in_schema=False)
+async def preflight_resumable_upload(upload_id: str, request: Request, deps: DepsDep) -> Response:
+    """A page's CORS preflight, for an upload made through a direct upload's URL."""
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
-            await repo.end_resumable_upload(conn, upload_id, "terminated")
-    await deps.storage.delete(resumable.partial_key(upload_id))
-    return Response(status_code=204)
+            row = await repo.resumable_upload_row(conn, upload_id)
+    headers = cors_headers(request, row["cors_origin"] if row is not None else None)
+    if headers:
+        headers |= {
+            "Access-Control-Allow-Methods": "HEAD, PATCH, DELETE",
+            "Access-Control-Allow-Headers": REQUEST_HEADERS,
+            "Access-Control-Max-Age": "600",
+        }
+    return Response(status_code=204, headers=headers)
 
 
 async def _receive(
@@ -350,9 +493,23 @@ async def _finish(row: asyncpg.Record, writer: str, client: Client, deps: Gatewa
         await hold_back()
         raise
 
-    async def settle(conn: Conn, video: Video) -> None:  # noqa: ARG001 - the OnRecorded signature
+    direct = row["direct_upload_id"]
+    if direct is not None:
+        with map_asyncpg_errors():
+            async with deps.pool.acquire() as conn:
+                settled = await repo.direct_upload_row(conn, direct)
+        if settled is None or settled["status"] != "waiting":
+            why = _direct_upload_settled(settled)
+            await _fail(upload_id, writer, why, deps)
+            raise Conflict(why)
+
+    async def settle(conn: Conn, video: Video) -> None:
         if not await repo.end_resumable_upload(conn, upload_id, "complete", writer=writer):
             raise Locked("another request took this upload over")
+        if direct is not None and not await repo.settle_direct_upload(
+            conn, direct, "asset_created", video.id, started_in_time=True
+        ):  # settled since the look above: the client's retry of the last byte says why
+            raise Conflict("the direct upload this upload was made through was settled meanwhile")
         source.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, source)  # last, so that a failed commit can put it back
 
@@ -364,3 +521,9 @@ async def _finish(row: asyncpg.Record, writer: str, client: Client, deps: Gatewa
 
     accepted = accepted_upload(video_id, row["filename"], length, probe, planned, options)
     return await record_video(accepted, client, deps, on_recorded=settle, on_failure=put_back)
+
+
+def _direct_upload_settled(row: asyncpg.Record | None) -> str:
+    if row is not None and row["status"] == "asset_created":
+        return f"the upload URL this upload was made through is used up: it made video {row['video_id']}"
+    return "the upload URL this upload was made through was cancelled"

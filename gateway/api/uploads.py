@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from gateway import repository as repo
 from gateway import uploads
+from gateway.api.resumable import REQUEST_HEADERS, cors_headers, create
 from gateway.api.videos import _PROBLEMS, accept_upload, upload_body
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep
@@ -160,12 +161,8 @@ def _settled(row: asyncpg.Record) -> str:
 
 
 def _cors(request: Request, row: asyncpg.Record | None) -> dict[str, str]:
-    """``Access-Control-Allow-Origin`` for the upload's page, when this request comes from it."""
-    allowed = row["cors_origin"] if row is not None else None
-    origin = request.headers.get("origin")
-    if allowed is None or origin is None or allowed not in ("*", origin):
-        return {}
-    return {"Access-Control-Allow-Origin": allowed, "Vary": "Origin"}
+    """CORS for the upload's page, when this request comes from it."""
+    return cors_headers(request, row["cors_origin"] if row is not None else None)
 
 
 @router.options("/{upload_id}", include_in_schema=False)
@@ -176,7 +173,7 @@ async def preflight_upload(upload_id: str, request: Request, deps: DepsDep) -> R
     if headers:
         headers |= {
             "Access-Control-Allow-Methods": "POST",
-            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Allow-Headers": REQUEST_HEADERS,  # a tus client's creation too
             "Access-Control-Max-Age": "600",
         }
     return Response(status_code=204, headers=headers)
@@ -198,10 +195,12 @@ async def upload_to_url(
     deps: DepsDep,
     expires: Annotated[str, Query(max_length=20, description="The URL's expiry (Unix time).")] = "",
     signature: Annotated[str, Query(max_length=100, description="The URL's signature.")] = "",
-) -> JSONResponse:
+) -> Response:
     """Upload the file to a direct upload's URL (no API key: the URL is signed).
 
-    Answers 202 with the video, as ``POST /v1/videos`` does; the URL is then used up.
+    Answers 202 with the video, as ``POST /v1/videos`` does; the URL is then used up. A tus
+    client (``Tus-Resumable``) makes a resumable upload here instead: ``201`` and a signed
+    ``Location`` to send the file to in pieces (``/v1/tus``), which uses the URL up when it ends.
     """
     async with deps.pool.acquire() as conn:
         row = await repo.direct_upload_row(conn, upload_id)
@@ -225,6 +224,11 @@ async def upload_to_url(
             client = await repo.client_by_id(conn, row["client_id"])
         if client is None:
             raise NotFound(f"no upload {upload_id!r}")
+
+        if "tus-resumable" in request.headers:  # a tus client: the file comes in pieces (/v1/tus)
+            return await create(
+                request, client, deps, fields=dict(row["fields"]), direct_upload=row, cors=cors
+            )
 
         async def settle(conn: Conn, video: Video) -> None:
             if not await repo.settle_direct_upload(conn, upload_id, "asset_created", video.id):

@@ -482,3 +482,33 @@ async def test_a_resumable_upload_by_a_tus_client_survives_a_broken_connection_a
         assert video["source"]["size_bytes"] == len(data)
         assert sorted(r["quality"] for r in video["renditions"]) == ["144p", "240p"]
     assert (running.storage / source_key(video_id)).read_bytes() == data
+
+
+async def test_a_tus_client_without_the_key_uploads_through_a_direct_upload_url(
+    running: Running, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "from-a-page.mp4", width=320, height=240, duration=1)
+    async with running.client() as api:
+        made = await api.post("/v1/uploads", json={"qualities": ["144p"]})
+        assert made.status_code == 201, made.text
+        upload = made.json()
+
+    def send() -> str:  # what a page's tus client does with the URL it was handed
+        uploader = TusClient(upload["url"]).uploader(
+            str(clip), chunk_size=64 * 1024, metadata={"filename": clip.name}
+        )
+        uploader.upload()
+        return str(uploader.url)
+
+    location = await asyncio.to_thread(send)
+    assert "signature=" in location
+    async with running.client() as api:
+        for _ in range(600):
+            settled = (await api.get(f"/v1/uploads/{upload['id']}")).json()
+            video = (await api.get(f"/v1/videos/{settled['video_id']}")).json() if settled["video_id"] else {}
+            if video.get("status") in ("ready", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert settled["status"] == "asset_created"
+        assert video["status"] == "ready", video
+        assert video["source"]["filename"] == clip.name

@@ -382,3 +382,102 @@ async def test_a_body_that_does_not_match_its_checksum_is_not_kept(
     )
     assert rest.status_code == 204, rest.text
     assert (storage / source_key(rest.headers["vidq-video-id"])).read_bytes() == data
+
+
+# -- through a direct upload's URL: a page without the API key ----------------------------------------
+
+ORIGIN = {"origin": "https://app.example.com"}
+
+
+async def direct_upload(api: httpx.AsyncClient, **options: Any) -> dict[str, Any]:
+    made = await api.post("/v1/uploads", json={"cors_origin": "https://app.example.com", **options})
+    assert made.status_code == 201, made.text
+    body: dict[str, Any] = made.json()
+    return body
+
+
+async def test_a_page_uploads_resumably_through_a_direct_upload_url_without_the_key(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips, storage: Path
+) -> None:
+    upload = await direct_upload(api, qualities=["144p"], metadata={"from": "page"})
+    data = clips.tiny.read_bytes()
+    async with connect(app) as page:  # no key
+        preflight = await page.options(
+            upload["url"], headers={**ORIGIN, "access-control-request-headers": "tus-resumable,upload-length"}
+        )
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "Upload-Length" in preflight.headers["access-control-allow-headers"]
+        creation = {
+            **TUS,
+            **ORIGIN,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": metadata(filename="p.mp4"),
+        }
+        refused = await page.post(
+            upload["url"], headers={**creation, "Upload-Metadata": metadata(qualities="720p")}
+        )
+        assert_problem(refused, 422, "only the file")
+        assert refused.headers["access-control-allow-origin"] == "https://app.example.com"
+        made = await page.post(upload["url"], headers=creation)
+        assert made.status_code == 201, made.text
+        assert made.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "Location" in made.headers["access-control-expose-headers"]
+        location = made.headers["location"]
+        assert "/v1/tus/tus_" in location
+        assert "signature=" in location  # the page's way in: no key
+        item_preflight = await page.options(
+            location, headers={**ORIGIN, "access-control-request-method": "PATCH"}
+        )
+        assert "PATCH" in item_preflight.headers["access-control-allow-methods"]
+        first = await page.patch(
+            location, content=data[:500], headers={**OCTETS, **ORIGIN, "Upload-Offset": "0"}
+        )
+        assert first.status_code == 204, first.text
+        assert first.headers["access-control-allow-origin"] == "https://app.example.com"
+        head = await page.head(location, headers={**TUS, **ORIGIN})
+        assert head.headers["upload-offset"] == "500"
+        wrong = await page.patch(
+            location, content=data[:10], headers={**OCTETS, **ORIGIN, "Upload-Offset": "0"}
+        )
+        assert_problem(wrong, 409)
+        assert wrong.headers["access-control-allow-origin"] == "https://app.example.com"  # readable
+        altered = location.replace("signature=", "signature=x")
+        assert_problem(
+            await page.patch(altered, content=data[500:], headers={**OCTETS, "Upload-Offset": "500"}), 403
+        )
+        assert (await page.head(location.split("?")[0], headers=TUS)).status_code == 401  # no key, no link
+        last = await page.patch(
+            location, content=data[500:], headers={**OCTETS, **ORIGIN, "Upload-Offset": "500"}
+        )
+        assert last.status_code == 204, last.text
+        video_id = last.headers["vidq-video-id"]
+        # the URL is used up, by the video the resumable upload made
+        again = await page.post(upload["url"], headers=creation)
+        assert_problem(again, 409, "used up")
+    video = (await api.get(f"/v1/videos/{video_id}")).json()  # alice's video
+    assert video["metadata"] == {"from": "page"}
+    assert video["source"]["filename"] == "p.mp4"
+    assert [r["quality"] for r in video["renditions"]] == ["144p"]
+    settled = (await api.get(f"/v1/uploads/{upload['id']}")).json()
+    assert (settled["status"], settled["video_id"]) == ("asset_created", video_id)
+    assert (storage / source_key(video_id)).read_bytes() == data
+
+
+async def test_a_direct_upload_used_or_cancelled_meanwhile_ends_the_resumable_upload(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    data = clips.tiny.read_bytes()
+    upload = await direct_upload(api)
+    async with connect(app) as page:
+        creation = {**TUS, "Upload-Length": str(len(data))}
+        first = (await page.post(upload["url"], headers=creation)).headers["location"]
+        second = (await page.post(upload["url"], headers=creation)).headers["location"]  # a retry of the page
+        assert (await patch(page, first, 0, data)).status_code == 204  # the first to finish uses it up
+        assert_problem(await patch(page, second, 0, data), 409, "used up")
+        assert (await page.head(second, headers=TUS)).status_code == 410
+        cancelled = await direct_upload(api)
+        third = (await page.post(cancelled["url"], headers=creation)).headers["location"]
+        assert (await api.delete(f"/v1/uploads/{cancelled['id']}")).status_code == 204
+        assert_problem(await patch(page, third, 0, data), 409, "cancelled")
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
+    assert partials(storage) == []
