@@ -1,5 +1,5 @@
-// The /v1 API from the browser: the stored key, JSON calls, uploads with progress, and the
-// server-sent event stream read with fetch().
+// The /v1 API from the browser: the stored key, JSON calls, resumable uploads (tus) with
+// progress, and the server-sent event stream read with fetch().
 //
 // Every /v1 route wants "Authorization: Bearer <key>". EventSource, <video src> and <img src>
 // cannot send that header, so the event stream is read through fetch() and a stream reader, and
@@ -66,35 +66,109 @@ export async function blobUrl(path, { signal } = {}) {
   return URL.createObjectURL(await response.blob());
 }
 
-/**
- * POST /v1/videos as multipart with XMLHttpRequest, the one browser API that reports upload
- * progress: ``onProgress(sentBytes, totalBytes)``. Resolves to the 202 body (the video).
- */
-export function upload(file, fields, { onProgress, signal } = {}) {
+const TUS = { "Tus-Resumable": "1.0.0" };
+/** Bytes per PATCH: a broken connection costs at most this much sent again. */
+const CHUNK = 8 * 1024 * 1024;
+/** Failures in a row (network, 5xx, an offset that moved) before an upload gives up. */
+const ATTEMPTS = 8;
+
+const base64 = (text) => btoa(Array.from(new TextEncoder().encode(text), (byte) => String.fromCharCode(byte)).join(""));
+
+function problemOf(xhr) {
+  try {
+    return JSON.parse(xhr.responseText);
+  } catch {
+    return null; // a HEAD's answer, or not a problem document
+  }
+}
+
+/** One request with XMLHttpRequest, the one browser API that reports upload progress. */
+function send(method, url, { headers = {}, body = null, onProgress, signal } = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/v1/videos");
-    for (const [name, value] of Object.entries({ ...authorization(), Accept: "application/json" })) {
+    xhr.open(method, url);
+    for (const [name, value] of Object.entries({ ...authorization(), Accept: "application/json", ...headers })) {
       xhr.setRequestHeader(name, value);
     }
-    xhr.responseType = "json";
-    xhr.upload.addEventListener("progress", (event) => {
-      onProgress?.(event.loaded, event.lengthComputable ? event.total : file.size);
-    });
-    xhr.addEventListener("load", () => {
-      if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
-      else reject(new ApiError(xhr.status, xhr.response));
-    });
+    if (onProgress) xhr.upload.addEventListener("progress", (event) => onProgress(event.loaded));
+    xhr.addEventListener("load", () => resolve(xhr));
     xhr.addEventListener("error", () => reject(new ApiError(0, { detail: "the upload failed: network error" })));
     xhr.addEventListener("abort", () => reject(new DOMException("upload canceled", "AbortError")));
+    if (signal?.aborted) return xhr.abort();
     signal?.addEventListener("abort", () => xhr.abort(), { once: true });
-    const form = new FormData();
-    for (const [name, value] of Object.entries(fields)) {
-      if (value) form.append(name, value);
-    }
-    form.append("file", file, file.name);
-    xhr.send(form);
+    xhr.send(body);
   });
+}
+
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(new DOMException("upload canceled", "AbortError"));
+      },
+      { once: true },
+    );
+  });
+}
+
+/**
+ * Upload a file resumably (tus, /v1/tus), 8 MiB a PATCH: after a failure (the network, a 5xx)
+ * it asks the gateway where the file stands (HEAD) and sends only the rest, so a dropped
+ * connection costs one piece, not the upload. ``onProgress(sentBytes, totalBytes)``; resolves
+ * to the video. Canceled, the upload is ended on the gateway too.
+ */
+export async function upload(file, fields, { onProgress, signal } = {}) {
+  const metadata = Object.entries({ filename: file.name, ...fields })
+    .filter(([, value]) => value)
+    .map(([name, value]) => `${name} ${base64(value)}`)
+    .join(",");
+  const creation = { ...TUS, "Upload-Length": String(file.size), "Upload-Metadata": metadata };
+  const created = await send("POST", "/v1/tus", { headers: creation, signal });
+  if (created.status !== 201) throw new ApiError(created.status, problemOf(created));
+  const location = created.getResponseHeader("Location");
+  const videoId = created.getResponseHeader("Vidq-Video-Id");
+  let offset = 0;
+  let failures = 0;
+  let resync = false;
+  try {
+    for (;;) {
+      try {
+        if (resync) {
+          const head = await send("HEAD", location, { headers: TUS, signal });
+          if (head.status !== 200) throw new ApiError(head.status, null);
+          offset = Number(head.getResponseHeader("Upload-Offset"));
+          resync = false;
+        }
+        if (offset >= file.size) break;
+        const from = offset;
+        const patched = await send("PATCH", location, {
+          headers: { ...TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": String(from) },
+          body: file.slice(from, Math.min(from + CHUNK, file.size)),
+          onProgress: (loaded) => onProgress?.(from + loaded, file.size),
+          signal,
+        });
+        if (patched.status !== 204) throw new ApiError(patched.status, problemOf(patched));
+        offset = Number(patched.getResponseHeader("Upload-Offset"));
+        failures = 0;
+        onProgress?.(offset, file.size);
+      } catch (error) {
+        const again = error instanceof ApiError && (error.status === 0 || error.status >= 500 || [409, 423].includes(error.status));
+        failures += 1;
+        if (!again || failures > ATTEMPTS) throw error;
+        await pause(Math.min(2 ** failures, 30) * 1000, signal);
+        resync = true;
+      }
+    }
+  } catch (error) {
+    if (error?.name === "AbortError") {
+      fetch(location, { method: "DELETE", headers: { ...authorization(), ...TUS }, keepalive: true }).catch(() => {});
+    }
+    throw error;
+  }
+  return request(videoPath(videoId), { signal });
 }
 
 /** Import the video at ``url`` (the gateway downloads and checks it within the request). */

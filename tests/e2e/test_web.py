@@ -149,7 +149,7 @@ async def _upload_and_watch(browser: Browser, running: Running) -> str:
     assert await upload_bar.get_attribute("aria-label") == "Upload"
     await browser.until(
         "(size) => { const bar = document.getElementById('upload-progress');"
-        " return bar.max >= size && bar.value === bar.max; }",  # max: the whole multipart body
+        " return bar.max >= size && bar.value === bar.max; }",  # max: the file's size
         BIG_BUCK_BUNNY.stat().st_size,
     )
     panel = page.locator("article.video")
@@ -371,3 +371,58 @@ async def test_a_page_of_another_origin_uploads_to_a_direct_upload_url_without_t
         video = await api.get(f"/v1/videos/{answer['body']['id']}")
         assert video.status_code == 200  # the client's video, made without its key
         assert (await api.get(f"/v1/uploads/{upload['id']}")).json()["status"] == "asset_created"
+
+
+# The same page with a resumable upload, as a tus client does it: create at the direct upload's
+# URL, then send the file in two PATCHes to the signed Location, asking where it stands between.
+RESUMABLE_PAGE = """<!doctype html><title>app</title><script>
+window.sendResumably = async (url, bytes) => {
+  const data = new Uint8Array(bytes);
+  const tus = { "Tus-Resumable": "1.0.0" };
+  const octets = { ...tus, "Content-Type": "application/offset+octet-stream" };
+  const created = await fetch(url, {
+    method: "POST",
+    headers: {
+      ...tus, "Upload-Length": String(data.length), "Upload-Metadata": "filename " + btoa("page.mp4"),
+    },
+  });
+  if (created.status !== 201) return { step: "create", status: created.status };
+  const location = created.headers.get("Location");
+  const half = Math.floor(data.length / 2);
+  await fetch(location, {
+    method: "PATCH", headers: { ...octets, "Upload-Offset": "0" }, body: data.slice(0, half),
+  });
+  const head = await fetch(location, { method: "HEAD", headers: tus });
+  const offset = Number(head.headers.get("Upload-Offset"));
+  const last = await fetch(location, {
+    method: "PATCH", headers: { ...octets, "Upload-Offset": String(offset) }, body: data.slice(offset),
+  });
+  return { status: last.status, offset, videoId: last.headers.get("Vidq-Video-Id"), location };
+};
+</script>"""
+
+
+async def test_a_page_of_another_origin_uploads_resumably_through_a_direct_upload_url(
+    browser: Browser, running: Running, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "resumable.mp4", width=320, height=240, duration=1.0)
+    app_page = (200, {"content-type": "text/html"}, RESUMABLE_PAGE.encode())
+    with site({}, fallback=app_page) as served:
+        async with running.client() as api:
+            made = await api.post("/v1/uploads", json={"cors_origin": served.url, "qualities": ["144p"]})
+            assert made.status_code == 201, made.text
+            upload = made.json()
+        page = browser.page
+        await page.goto(f"{served.url}/")
+        # the preflights (PATCH, tus's headers) and the exposed headers (Location, Upload-Offset,
+        # Vidq-Video-Id) are the browser's to enforce: each step reads what the last answered
+        answer = await page.evaluate(
+            "([url, bytes]) => window.sendResumably(url, bytes)", [upload["url"], list(clip.read_bytes())]
+        )
+    assert answer["status"] == 204, (answer, browser.console_errors)
+    assert answer["offset"] == len(clip.read_bytes()) // 2
+    assert "/v1/tus/" in answer["location"]
+    async with running.client() as api:
+        video = (await api.get(f"/v1/videos/{answer['videoId']}")).json()
+        assert video["source"]["filename"] == "page.mp4"
+        assert (await api.get(f"/v1/uploads/{upload['id']}")).json()["video_id"] == answer["videoId"]
