@@ -12,8 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway import repository as repo
 from gateway.deps import DepsDep
-from gateway.errors import Forbidden, InvalidRequest, Unauthorized
-from gateway.links import LinkExpired, LinkRefused, rendition_file, thumbnail_file
+from gateway.errors import ApiError, Forbidden, InvalidRequest, Unauthorized
+from gateway.links import LinkExpired, LinkRefused, Links, rendition_file, thumbnail_file
 from gateway.repository import Client, Conn
 from shared.ids import new_id
 
@@ -108,3 +108,22 @@ async def media_viewer(
 
 
 ViewerDep = Annotated[Viewer, Depends(media_viewer)]
+
+
+def check_signed_url(
+    links: Links, owner_id: str, file: str, expires: str, signature: str, *, expired: ApiError
+) -> None:
+    """An upload URL's ``expires`` and ``signature`` (as its query gave them), checked.
+
+    Missing or malformed: 422; altered or made for another file: 403; expired: ``expired``.
+    """
+    if not expires.isdigit() or not signature:
+        raise InvalidRequest(
+            "use the upload's url as it was given: its expires and signature are missing or bad"
+        )
+    try:
+        links.check(owner_id, file, int(expires), signature)
+    except LinkExpired:
+        raise expired from None
+    except LinkRefused as exc:
+        raise Forbidden(str(exc)) from None

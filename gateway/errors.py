@@ -42,6 +42,10 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class BadRequest(ApiError):
+    """A request the protocol itself refuses (where tus asks for 400)."""
+
+
 class Unauthorized(ApiError):
     status, slug, title = 401, "unauthorized", "Missing or invalid API key"
 
@@ -67,6 +71,10 @@ class LimitReached(Conflict):
     slug, title = "limit-reached", "Limit reached"
 
 
+class RequestTimeout(ApiError):
+    status, slug, title = 408, "request-timeout", "Request timeout"
+
+
 class Gone(ApiError):
     status, slug, title = 410, "gone", "Gone"
 
@@ -81,6 +89,12 @@ class UnsupportedMediaType(ApiError):
 
 class Locked(ApiError):
     status, slug, title = 423, "locked", "Locked"
+
+
+class TooManyOpen(ApiError):
+    """A quota of things open at once is used up; unlike a 409, tus clients do not retry it."""
+
+    status, slug, title = 429, "limit-reached", "Limit reached"
 
 
 class ChecksumMismatch(ApiError):

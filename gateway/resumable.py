@@ -15,11 +15,14 @@ own, where vidq needs its own storage, limits and database). What it keeps sound
   the bytes before it are on disk (``fsync``). A PATCH starts by cutting the partial file back
   to ``received``, so bytes written by a request that died before recording them are sent again,
   never kept unaccounted.
-* One request writes at a time: a PATCH holds a lease on the upload (``writer``), renewed while
-  its body streams, and writes only within :data:`RENEW_EVERY_S` of a renewal that succeeded.
-  A request that stalls longer than :data:`LEASE_S` (a dead connection not yet closed) can be
-  taken over by the client's next PATCH; the stalled one, if it wakes, finds its lease gone and
-  writes nothing more.
+* One request writes at a time: a PATCH holds a lease on the upload (``writer``), renewed
+  while its body streams, and writes only within :data:`RENEW_EVERY_S` of a renewal that
+  succeeded, straight to the file (no buffer that a late flush could empty into it). A PATCH
+  that finds the upload held waits for the lease (up to :data:`WAIT_FOR_WRITER_S`) rather than
+  answering ``423`` at once: after a network change the client's resume arrives while its old
+  connection, dead but not closed, still holds the upload, which renews only when bytes come,
+  so the resume takes over within :data:`LEASE_S`; should the old one wake, its renewal fails
+  and it writes nothing more. A body that sends nothing for :data:`STALL_S` counts as ended.
 * A failure while recording the finished file (the database away, ffprobe not starting) keeps
   every byte but the last: the upload answers ``Upload-Offset: length - 1``, so the client's
   retry sends one byte and the file is recorded then.
@@ -39,10 +42,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import InvalidRequest, PreconditionFailed
+from gateway.errors import BadRequest, InvalidRequest, PreconditionFailed
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,expiration,checksum"
@@ -51,10 +55,16 @@ CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 #: The media type of a PATCH body (and of a POST that carries the first bytes).
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 PREFIX = "/v1/tus"
-#: How long a PATCH holds its upload without news from its client.
-LEASE_S = 30.0
+#: How long a PATCH holds its upload without renewing (a gateway that died lets go after this).
+LEASE_S = 10.0
 #: A PATCH renews its lease before writing, when the last renewal is older than this.
-RENEW_EVERY_S = 5.0
+RENEW_EVERY_S = 2.0
+#: A PATCH body that sends nothing for this long is taken as ended (what arrived counts), so
+#: that a connection that died without closing is let go (tusd's network timeout is as long).
+STALL_S = 60.0
+#: How long a PATCH waits for another request that holds the upload (its body stalled, or it
+#: has just been given up by its client) before answering 423.
+WAIT_FOR_WRITER_S = LEASE_S + 2.0
 
 
 def partial_key(upload_id: str) -> str:
@@ -71,10 +81,17 @@ def check_version(tus_resumable: str | None) -> None:
         )
 
 
+#: The largest offset or length (PostgreSQL's ``bigint``); 19 digits at most.
+MAX_BYTES = 2**63 - 1
+
+
 def parse_offset(value: str | None, header: str) -> int:
-    if value is None or not value.isdigit() or not value.isascii():
-        raise InvalidRequest(f"{header} must be a number of bytes (got {value!r})")
-    return int(value)
+    if value is None or not value.isascii() or not value.isdigit() or len(value.lstrip("0")) > 19:  # noqa: PLR2004
+        raise InvalidRequest(f"{header} must be a number of bytes (got {value[:40] if value else value!r})")
+    number = int(value)
+    if number > MAX_BYTES:
+        raise InvalidRequest(f"{header} is past any file's size")
+    return number
 
 
 def parse_metadata(header: str) -> dict[str, str]:
@@ -106,8 +123,8 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
     if header is None:
         return None
     algorithm, _, encoded = header.strip().partition(" ")
-    if algorithm not in CHECKSUM_ALGORITHMS:
-        raise InvalidRequest(f"Upload-Checksum: {algorithm!r} is not one of {', '.join(CHECKSUM_ALGORITHMS)}")
+    if algorithm not in CHECKSUM_ALGORITHMS:  # tus: 400 for an algorithm the server lacks
+        raise BadRequest(f"Upload-Checksum: {algorithm!r} is not one of {', '.join(CHECKSUM_ALGORITHMS)}")
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
     except binascii.Error:
@@ -136,6 +153,7 @@ class Written:
 
     received: int
     gone: bool = False  # the client went away before the body ended
+    stalled: bool = False  # the client sent nothing for STALL_S: the body is taken as ended
     lost: bool = False  # another request took the upload over while this one stalled
     too_long: bool = False  # the body went past the upload's length (the excess is not kept)
     #: The body did not match its ``Upload-Checksum`` (or broke off before it could be checked):
@@ -154,64 +172,105 @@ async def append(
     """Write ``request``'s body into ``path`` from ``offset``, never past ``length``; fsync it.
 
     ``renew`` extends the request's lease; it is called before a write when the last renewal
-    is older than :data:`RENEW_EVERY_S`, and a lost lease stops the writing at once. With a
-    ``checksum`` (algorithm, digest), the body counts only if it arrived whole and matches.
+    is older than :data:`RENEW_EVERY_S`, and a lost lease stops the writing at once: the bytes
+    go straight to the file (``pwrite``, no buffer left to flush later), so a request that lost
+    its lease has nothing more to write. A body that sends nothing for :data:`STALL_S` counts
+    as ended (``stalled``). With a ``checksum`` (algorithm, digest), the body counts only if it
+    arrived whole and matches.
     """
     digest = hashlib.new(checksum[0]) if checksum else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o640), "r+b") as out:
-        size = os.fstat(out.fileno()).st_size
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        size = os.fstat(fd).st_size
         if size < offset:
             raise PartialFileLost(size)
-        out.truncate(offset)  # bytes past the recorded offset were never acknowledged
-        out.seek(offset)
+        os.ftruncate(fd, offset)  # bytes past the recorded offset were never acknowledged
         received, renewed = offset, time.monotonic()
-        gone = lost = too_long = False
-        try:
-            async for chunk in request.stream():
-                if not chunk:
-                    continue
-                if time.monotonic() - renewed > RENEW_EVERY_S:
-                    if not await renew():
-                        lost = True
-                        break
-                    renewed = time.monotonic()
-                room = length - received
-                if len(chunk) > room:
-                    out.write(memoryview(chunk)[:room])
-                    received, too_long = length, True
+        lost = too_long = False
+        body = _Body(request)
+        while (chunk := await body.next()) is not None:
+            if not chunk:
+                continue
+            if time.monotonic() - renewed > RENEW_EVERY_S:
+                if not await renew():
+                    lost = True
                     break
-                out.write(chunk)
-                if digest is not None:
-                    digest.update(chunk)
-                received += len(chunk)
-        except ClientDisconnect:
-            gone = True
-        corrupt = checksum is not None and digest is not None and (gone or digest.digest() != checksum[1])
+                renewed = time.monotonic()
+            piece = memoryview(chunk)[: length - received]
+            _write_at(fd, piece, received)
+            if digest is not None:
+                digest.update(piece)
+            received += len(piece)
+            if len(piece) < len(chunk):
+                too_long = True
+                break
+        if lost:
+            return Written(received, lost=True)
+        incomplete = body.gone or body.stalled
+        corrupt = (
+            checksum is not None and digest is not None and (incomplete or digest.digest() != checksum[1])
+        )
         if corrupt:
             received = offset  # the next PATCH cuts the file back to here
-        out.flush()
-        await asyncio.to_thread(os.fsync, out.fileno())
-    return Written(received, gone=gone, lost=lost, too_long=too_long, corrupt=corrupt)
+        await asyncio.to_thread(os.fsync, fd)
+    finally:
+        os.close(fd)
+    return Written(received, gone=body.gone, stalled=body.stalled, too_long=too_long, corrupt=corrupt)
+
+
+class _Body:
+    """A request's body, chunk by chunk, and how it ended."""
+
+    def __init__(self, request: Request) -> None:
+        self._chunks = request.stream().__aiter__()
+        self.gone = False  # the client went away
+        self.stalled = False  # nothing came for STALL_S
+
+    async def next(self) -> bytes | None:
+        """The next chunk; ``None`` once the body ended, whatever the way."""
+        try:
+            async with asyncio.timeout(STALL_S):
+                return await anext(self._chunks)
+        except StopAsyncIteration:
+            return None
+        except ClientDisconnect:
+            self.gone = True
+        except TimeoutError:
+            self.stalled = True
+        return None
+
+
+def _write_at(fd: int, data: memoryview, position: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, position)
+        data, position = data[written:], position + written
 
 
 class TusHeaders:
-    """ASGI middleware: every answer under ``/v1/tus`` (but ``OPTIONS``) says ``Tus-Resumable``.
+    """ASGI middleware for ``/v1/tus``: ``Tus-Resumable`` on every answer, and method overrides.
 
-    tus asks it of every response, problems and the API key's 401 included, which are made far
-    from the routes.
+    tus asks ``Tus-Resumable`` of every response (but ``OPTIONS``), problems and the API key's
+    401 included, which are made far from the routes. A client behind a proxy that passes only
+    GET and POST sends ``X-HTTP-Method-Override: PATCH`` (or ``DELETE``, ``HEAD``) with a POST,
+    which tus servers must honour: the request is routed as that method.
     """
+
+    OVERRIDES = frozenset({"PATCH", "DELETE", "HEAD"})
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or scope["method"] == "OPTIONS"
-            or not (path == PREFIX or path.startswith(PREFIX + "/"))
-        ):
+        if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST":
+            override = Headers(scope=scope).get("x-http-method-override", "").strip().upper()
+            if override in self.OVERRIDES:
+                scope = {**scope, "method": override}
+        if scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
 

@@ -144,7 +144,25 @@ async def expire_resumable_uploads(conn: Conn, deps: GatewayDeps) -> int:
         await deps.storage.delete(partial_key(upload_id))
     if expired:
         log.info("removed %d expired resumable upload(s)", len(expired))
-    return len(expired)
+    # files no receiving upload owns (a crash between an upload's end and the removal of its
+    # file, a PATCH that outlived the upload's end), once they are as old as abandoned files
+    folder = deps.storage.local_path(partial_key("x")).parent
+    limit = time.time() - deps.settings.abandoned_file_after_s
+    stale = await asyncio.to_thread(
+        lambda: [p.name for p in folder.iterdir() if p.stat().st_mtime < limit] if folder.is_dir() else []
+    )
+    receiving = {
+        row["id"]
+        for row in await conn.fetch(
+            "SELECT id FROM resumable_uploads WHERE id = ANY($1::text[]) AND status = 'receiving'", stale
+        )
+    }
+    orphans = [name for name in stale if name not in receiving]
+    for name in orphans:
+        await deps.storage.delete(partial_key(name))
+    if orphans:
+        log.info("removed %d partial file(s) of resumable uploads no longer receiving", len(orphans))
+    return len(expired) + len(orphans)
 
 
 async def expire_idempotency_keys(conn: Conn, deps: GatewayDeps) -> int:

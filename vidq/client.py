@@ -13,7 +13,7 @@ import json
 import mimetypes
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 import httpx
@@ -84,9 +84,18 @@ def _retryable(exc: VidqError) -> bool:
 
 def _resumable(exc: VidqError) -> bool:
     """Whether a resumable upload's chunk is worth sending again from the gateway's offset."""
-    if isinstance(exc, ApiError):  # 409: the offset moved on; 423: an earlier request still holds it
-        return exc.status >= 500 or exc.status in (409, 423)  # noqa: PLR2004
+    if isinstance(exc, ApiError):  # 408: the body stalled; 409: the offset moved on; 423: held
+        return exc.status >= 500 or exc.status in (408, 409, 423)  # noqa: PLR2004
     return _retryable(exc)
+
+
+def _piece(file: IO[bytes], offset: int, count: int, size: int) -> bytes:
+    """``count`` bytes of ``file`` from ``offset``; a file that got shorter is a failure, not a loop."""
+    file.seek(offset)
+    chunk = file.read(count)
+    if len(chunk) < count:
+        raise VidqError(f"the file changed while it was sent: it ends before byte {size}")
+    return chunk
 
 
 def _counted(chunk: bytes, offset: int, on_progress: Callable[[int], None] | None) -> Iterator[bytes]:
@@ -173,8 +182,9 @@ class VidqClient:
         A chunk that fails on the way (the connection, a timeout, a 5xx, another request still
         holding the upload) is sent again from the offset the gateway holds (``HEAD``), after a
         growing pause, up to ``attempts`` failures in a row: a broken connection costs at most
-        one chunk. Hand-written on httpx (tus's Python client brings requests and aiohttp).
-        Returns the video.
+        one chunk. A run that fails or is interrupted ends the upload on the gateway (nothing
+        would resume it), so its bytes do not wait out their day. Hand-written on httpx (tus's
+        Python client brings requests and aiohttp). Returns the video.
         """
         metadata = ",".join(
             f"{name} {base64.b64encode(value.encode()).decode()}"
@@ -184,6 +194,26 @@ class VidqClient:
             "POST", "/v1/tus", headers={**_TUS, "upload-length": str(size), "upload-metadata": metadata}
         )
         location, video_id = created.headers["location"], created.headers["vidq-video-id"]
+        try:
+            self._send_pieces(file, size, location, chunk_size, attempts, on_progress)
+        except BaseException:
+            # nothing resumes it after this run: the upload is ended, its bytes freed at once
+            with suppress(Exception), _translated(self.url):
+                self._http.request("DELETE", location, headers=_TUS, timeout=_TIMEOUT)
+            raise
+        if on_progress is not None:
+            on_progress(size)
+        return self.video(video_id)
+
+    def _send_pieces(
+        self,
+        file: IO[bytes],
+        size: int,
+        location: str,
+        chunk_size: int,
+        attempts: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
         offset, failures, resync = 0, 0, False
         while True:
             try:
@@ -192,8 +222,7 @@ class VidqClient:
                     resync = False
                 if offset >= size:
                     break
-                file.seek(offset)
-                chunk = file.read(min(chunk_size, size - offset))
+                chunk = _piece(file, offset, min(chunk_size, size - offset), size)
                 headers = {
                     **_TUS,
                     "content-type": "application/offset+octet-stream",
@@ -213,9 +242,6 @@ class VidqClient:
                     raise
                 self._pause(min(2.0**failures, 30.0))
                 resync = True
-        if on_progress is not None:
-            on_progress(size)
-        return self.video(video_id)
 
     def import_video(
         self, url: str, *, fields: Mapping[str, str], idempotency_key: str | None = None

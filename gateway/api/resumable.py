@@ -12,6 +12,7 @@ the upload is gone (``410``) from then on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -21,28 +22,29 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 
 from gateway import repository as repo
 from gateway import resumable, uploads
 from gateway.api.videos import accepted_upload, record_video
-from gateway.auth import ClientDep, current_client
+from gateway.auth import BEARER, ClientDep, check_signed_url, current_client
 from gateway.deps import DepsDep, GatewayDeps
 from gateway.errors import (
     PROBLEM_JSON,
     ApiError,
     ChecksumMismatch,
     Conflict,
-    Forbidden,
     Gone,
     InvalidRequest,
-    LimitReached,
     Locked,
     NotAVideo,
     NotFound,
+    RequestTimeout,
+    TooManyOpen,
     UnsupportedMediaType,
     UploadTooLarge,
 )
-from gateway.links import RESUMABLE, LinkExpired, LinkRefused
+from gateway.links import RESUMABLE
 from gateway.repository import Client, Conn
 from gateway.resumable import OFFSET_OCTET_STREAM, TUS_VERSION
 from shared.db import map_asyncpg_errors
@@ -143,6 +145,7 @@ async def access(
     upload_id: str,
     request: Request,
     deps: DepsDep,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     expires: Annotated[str, Query(max_length=20, description="A signed URL's expiry (Unix time).")] = "",
     signature: Annotated[str, Query(max_length=100, description="A signed URL's signature.")] = "",
 ) -> Access:
@@ -162,16 +165,8 @@ async def access(
             owner = await repo.client_by_id(conn, row["client_id"]) if row is not None else None
     cors = cors_headers(request, row["cors_origin"] if row is not None else None)
     with answering(cors):
-        if not expires.isdigit() or not signature:
-            raise InvalidRequest(
-                "use the upload's URL as it was given: its expires and signature are missing or bad"
-            )
-        try:
-            deps.links.check(upload_id, RESUMABLE, int(expires), signature)
-        except LinkExpired:
-            raise Gone("this upload expired before it was finished; make a new one") from None
-        except LinkRefused as exc:
-            raise Forbidden(str(exc)) from None
+        expired = Gone("this upload expired before it was finished; make a new one")
+        check_signed_url(deps.links, upload_id, RESUMABLE, expires, signature, expired=expired)
         if row is None or owner is None:
             raise NotFound(f"no upload {upload_id!r}")
     return Access(owner, row, cors)
@@ -246,6 +241,8 @@ async def create(
     settings = deps.settings
     if "upload-defer-length" in headers:
         raise InvalidRequest("send Upload-Length: vidq checks a file's size before its first byte")
+    if "upload-concat" in headers:  # tus-js-client's parallelUploads: the parts are no videos
+        raise InvalidRequest("vidq does not offer tus's concatenation: send the file as one upload")
     length = resumable.parse_offset(headers.get("upload-length"), "Upload-Length")
     if length > settings.max_upload_bytes:
         raise UploadTooLarge(f"the file is over the {settings.max_upload_bytes}-byte limit")
@@ -253,6 +250,7 @@ async def create(
         raise NotAVideo("the file is empty")
     upload_metadata = headers.get("upload-metadata", "")
     metadata = resumable.parse_metadata(upload_metadata)
+    resumable.parse_checksum(headers.get("upload-checksum"))  # a bad one is refused before the upload is made
     if fields is None:
         fields = uploads.as_form(
             qualities=metadata.get("qualities"),
@@ -274,7 +272,7 @@ async def create(
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"vidq.tus.{client.id}")
             open_now = await repo.count_open_resumable_uploads(conn, client.id)
             if open_now >= settings.max_open_resumable_uploads:
-                raise LimitReached(
+                raise TooManyOpen(
                     f"this client has {settings.max_open_resumable_uploads} resumable uploads open, "
                     "the most it may: finish or DELETE one first"
                 )
@@ -295,7 +293,9 @@ async def create(
         location = deps.links.resumable(row["id"], int(row["expires_at"].timestamp())) or location
     answer = {"Location": location, **_headers(row), **(cors or {})}
     if _offset_type(headers.get("content-type")):
-        received = await _receive(request, row, 0, client, deps)
+        checksum = resumable.parse_checksum(headers.get("upload-checksum"))
+        with answering({"Location": location}):  # the upload is made: the client may resume it
+            received = await _receive(request, row, 0, client, deps, checksum)
         answer["Upload-Offset"] = str(received)
     return Response(status_code=201, headers=answer)
 
@@ -346,6 +346,8 @@ async def append_to_resumable_upload(
             if offset != row["length"]:
                 raise Conflict(f"this upload is finished (video {row['video_id']}); nothing more to send")
             return Response(status_code=204, headers={"Upload-Offset": str(row["length"]), **answer})
+        if offset != row["received"]:  # tus: a wrong offset is a 409, whatever else is wrong
+            raise _elsewhere(row["received"], offset)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and offset + int(declared) > row["length"]:
             raise UploadTooLarge(f"the body goes past the upload's length ({row['length']} bytes)")
@@ -357,17 +359,14 @@ async def append_to_resumable_upload(
 async def terminate_resumable_upload(
     upload_id: str, caller: AccessDep, deps: DepsDep, tus_resumable: TusResumable = None
 ) -> Response:
-    """End an unfinished upload and remove its bytes (a finished one is its video's: a 409)."""
+    """End an unfinished upload and remove its bytes (a finished one's file is its video's, kept)."""
     with answering(caller.cors):
         resumable.check_version(tus_resumable)
         row = caller.row
         if row is None:
             raise NotFound(f"no upload {upload_id!r}")
-        if row["status"] == "complete":
-            video_id = row["video_id"]
-            raise Conflict(
-                f"this upload is finished: it made video {video_id} (DELETE /v1/videos/{video_id})"
-            )
+        if row["status"] == "complete":  # the upload is over; DELETE /v1/videos/{id} removes the video
+            return Response(status_code=204, headers=caller.cors)
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
                 await repo.end_resumable_upload(conn, upload_id, "terminated")
@@ -401,24 +400,12 @@ async def _receive(
 ) -> int:
     """Take the upload's lease, write the body at ``offset``; finish the file if it is whole."""
     upload_id, length = str(row["id"]), int(row["length"])
-    writer = secrets.token_hex(8)
-    with map_asyncpg_errors():
-        async with deps.pool.acquire() as conn:
-            taken = await repo.take_resumable_upload(conn, upload_id, offset, writer, resumable.LEASE_S)
-            fresh = None if taken else await repo.resumable_upload_row(conn, upload_id, client.id)
-    if taken is None:
-        fresh = _usable(fresh, upload_id)
-        if fresh["status"] == "complete" or fresh["received"] != offset:
-            raise Conflict(
-                f"the upload is at byte {fresh['received']}, not {offset}: send from there (HEAD tells)",
-                headers={"Upload-Offset": str(fresh["received"])},
-            )
-        raise Locked("another request is writing to this upload; retry once it ends")
+    writer = await _take(deps, upload_id, offset, client)
 
-    async def release(received: int) -> None:
+    async def release(received: int) -> bool:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
-                await repo.release_resumable_upload(conn, upload_id, writer, received)
+                return await repo.release_resumable_upload(conn, upload_id, writer, received)
 
     async def renew() -> bool:
         with map_asyncpg_errors():
@@ -439,7 +426,7 @@ async def _receive(
             await release(offset)  # what this request wrote is not counted (the lease would expire)
         raise
     if written.lost:
-        raise Locked("another request took this upload over while this one stalled")
+        raise await _why_lost(deps, upload_id, client)
     if written.corrupt:
         await release(offset)
         raise ChecksumMismatch(
@@ -452,11 +439,70 @@ async def _receive(
         raise UploadTooLarge(f"{detail}; the upload is ended: make a new one")
     if written.received == length:
         if not await renew():  # a fresh lease for the probe and the recording
-            raise Locked("another request took this upload over while this one stalled")
+            raise await _why_lost(deps, upload_id, client)
         await _finish(row, writer, client, deps)
         return length
-    await release(written.received)
+    if not await release(written.received):  # terminated, expired or taken over meanwhile
+        raise await _why_lost(deps, upload_id, client)
+    if written.stalled:
+        raise RequestTimeout(
+            f"the body sent nothing for {resumable.STALL_S:g} s; the {written.received} bytes before "
+            "were kept: resume from there",
+            headers={"Upload-Offset": str(written.received)},
+        )
     return written.received
+
+
+async def _take(deps: GatewayDeps, upload_id: str, offset: int, client: Client) -> str:
+    """Hold the upload for this request (a new writer id), waiting a while if another holds it.
+
+    The other is most often a connection of the same client that died without closing (the
+    network changed): it renews its lease only when bytes come, so it lets go within the lease.
+    """
+    writer = secrets.token_hex(8)
+    waited = 0.0
+    while True:
+        with map_asyncpg_errors():
+            async with deps.pool.acquire() as conn:
+                taken = await repo.take_resumable_upload(conn, upload_id, offset, writer, resumable.LEASE_S)
+                fresh = None if taken else await repo.resumable_upload_row(conn, upload_id, client.id)
+        if taken is not None:
+            return writer
+        fresh = _usable(fresh, upload_id)
+        if fresh["status"] == "complete" or fresh["received"] != offset:
+            raise _elsewhere(fresh["received"], offset)
+        if waited >= resumable.WAIT_FOR_WRITER_S:
+            raise Locked("another request is writing to this upload; retry once it ends")
+        await asyncio.sleep(_WAIT_STEP_S)
+        waited += _WAIT_STEP_S
+
+
+#: How often a PATCH looks whether the request holding its upload has let go.
+_WAIT_STEP_S = 0.25
+
+
+def _elsewhere(received: int, offset: int) -> Conflict:
+    return Conflict(
+        f"the upload is at byte {received}, not {offset}: send from there (HEAD tells)",
+        headers={"Upload-Offset": str(received)},
+    )
+
+
+async def _why_lost(deps: GatewayDeps, upload_id: str, client: Client) -> ApiError:
+    """Why a request lost its upload: ended or expired meanwhile (410), or taken over (423).
+
+    An upload ended meanwhile loses the bytes this request may have written since (a partial
+    file made again after the end removed it).
+    """
+    with map_asyncpg_errors():
+        async with deps.pool.acquire() as conn:
+            row = await repo.resumable_upload_row(conn, upload_id, client.id)
+    try:
+        _usable(row, upload_id)
+    except ApiError as gone:
+        await deps.storage.delete(resumable.partial_key(upload_id))
+        return gone
+    return Locked("another request took this upload over while this one stalled")
 
 
 async def _fail(upload_id: str, writer: str, error: str, deps: GatewayDeps) -> None:

@@ -26,10 +26,10 @@ from gateway import repository as repo
 from gateway import uploads
 from gateway.api.resumable import REQUEST_HEADERS, cors_headers, create
 from gateway.api.videos import _PROBLEMS, accept_upload, upload_body
-from gateway.auth import ClientDep
+from gateway.auth import ClientDep, check_signed_url
 from gateway.deps import DepsDep
-from gateway.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound, problem_response
-from gateway.links import UPLOAD, LinkExpired, LinkRefused, Links
+from gateway.errors import ApiError, Conflict, InvalidRequest, NotFound, problem_response
+from gateway.links import UPLOAD, Links
 from gateway.repository import Conn
 from gateway.schemas import DirectUpload, UploadCreate, UploadPage
 from gateway.settings import GatewaySettings
@@ -206,16 +206,8 @@ async def upload_to_url(
         row = await repo.direct_upload_row(conn, upload_id)
     cors = _cors(request, row)
     try:  # every refusal carries the page's CORS headers, so that it can show why
-        if not expires.isdigit() or not signature:
-            raise InvalidRequest(
-                "use the upload's url as it was given: its expires and signature are missing or bad"
-            )
-        try:
-            deps.links.check(upload_id, UPLOAD, int(expires), signature)
-        except LinkExpired:
-            raise Conflict("this upload URL timed out; ask for a new one") from None
-        except LinkRefused as exc:
-            raise Forbidden(str(exc)) from None
+        expired = Conflict("this upload URL timed out; ask for a new one")
+        check_signed_url(deps.links, upload_id, UPLOAD, expires, signature, expired=expired)
         if row is None:  # a valid signature for an upload that is gone: not ours to say more
             raise NotFound(f"no upload {upload_id!r}")
         if row["status"] != "waiting" or row["expired"]:

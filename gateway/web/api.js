@@ -100,20 +100,6 @@ function send(method, url, { headers = {}, body = null, onProgress, signal } = {
   });
 }
 
-function pause(ms, signal) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(new DOMException("upload canceled", "AbortError"));
-      },
-      { once: true },
-    );
-  });
-}
-
 /**
  * Upload a file resumably (tus, /v1/tus), 8 MiB a PATCH: after a failure (the network, a 5xx)
  * it asks the gateway where the file stands (HEAD) and sends only the rest, so a dropped
@@ -155,10 +141,10 @@ export async function upload(file, fields, { onProgress, signal } = {}) {
         failures = 0;
         onProgress?.(offset, file.size);
       } catch (error) {
-        const again = error instanceof ApiError && (error.status === 0 || error.status >= 500 || [409, 423].includes(error.status));
+        const again = error instanceof ApiError && (error.status === 0 || error.status >= 500 || [408, 409, 423].includes(error.status));
         failures += 1;
         if (!again || failures > ATTEMPTS) throw error;
-        await pause(Math.min(2 ** failures, 30) * 1000, signal);
+        await sleep(Math.min(2 ** failures, 30) * 1000, signal);
         resync = true;
       }
     }

@@ -9,9 +9,12 @@ library drives a running stack in ``tests/e2e/test_pipeline.py``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 
 from gateway import repository as repo
-from gateway import videos
+from gateway import resumable, videos
 from gateway.scheduler import expire_resumable_uploads
 from shared.storage import source_key
 from tests.integration.test_gateway_api import (  # noqa: F401 - pytest fixtures
@@ -131,7 +134,8 @@ async def test_a_file_sent_in_pieces_becomes_the_video_an_upload_makes(
     again = await patch(api, location, len(data), b"")
     assert again.status_code == 204
     assert_problem(await patch(api, location, 0, data[:10]), 409, "finished")
-    assert_problem(await api.delete(location, headers=TUS), 409, video_id)
+    assert (await api.delete(location, headers=TUS)).status_code == 204  # the upload is over
+    assert (await api.get(f"/v1/videos/{video_id}")).status_code == 200  # its video is not
 
 
 async def test_the_first_bytes_may_come_with_the_post(api: httpx.AsyncClient, clips: Clips) -> None:
@@ -274,20 +278,26 @@ async def test_bytes_a_dead_request_wrote_past_the_recorded_offset_are_replaced(
     assert (storage / source_key(video_id)).read_bytes() == data
 
 
-async def test_one_request_writes_at_a_time_and_a_stalled_one_can_be_taken_over(
-    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+async def test_one_request_writes_at_a_time_and_a_stalled_one_is_taken_over(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = clips.tiny.read_bytes()
     location = await created(api, len(data))
     upload_id = location.rsplit("/", 1)[-1]
     async with db.acquire() as conn:  # another request holds it, as if it were streaming now
         assert await repo.take_resumable_upload(conn, upload_id, 0, "other", 30.0) is not None
+    monkeypatch.setattr(resumable, "WAIT_FOR_WRITER_S", 0.5)
     assert_problem(await patch(api, location, 0, data), 423, "another request")
-    # its lease runs out (a connection that died without closing): the next PATCH takes over
+    monkeypatch.undo()
+    # a PATCH waits for the holder: a connection that died unclosed stops renewing its lease
+    waiting = asyncio.create_task(patch(api, location, 0, data))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()
     await db.execute("UPDATE resumable_uploads SET writer_until = now() - interval '1 second'")
-    assert (await patch(api, location, 0, data)).status_code == 204
+    assert (await asyncio.wait_for(waiting, 10)).status_code == 204
     async with db.acquire() as conn:  # and the stalled request can record nothing any more
         assert not await repo.release_resumable_upload(conn, upload_id, "other", 10)
+        assert not await repo.renew_resumable_upload(conn, upload_id, "other", 30.0)
 
 
 async def test_a_failure_to_record_the_video_keeps_every_byte_but_the_last(
@@ -331,7 +341,7 @@ async def test_open_uploads_per_client_are_capped(start: Start, alice: Caller) -
     async with start(max_open_resumable_uploads=2) as app, connect(app, alice) as api:
         first = await created(api, 1000)
         await created(api, 1000)
-        assert_problem(await create(api, 1000), 409, "2 resumable uploads")
+        assert_problem(await create(api, 1000), 429, "2 resumable uploads")  # no use retrying it
         assert (await api.delete(first, headers=TUS)).status_code == 204
         await created(api, 1000)
 
@@ -349,8 +359,15 @@ async def test_an_unfinished_upload_expires_and_its_bytes_go(
         location.rsplit("/", 1)[-1],
     )
     assert_problem(await patch(api, location, 100, data[100:]), 410, "expired")
+    # a partial file no receiving upload owns (its end crashed before the file went), old
+    orphan = storage / "resumable" / "tus_000000000000000000000000"
+    orphan.write_bytes(b"left behind")
+    long_ago = time.time() - 2 * 3600
+    for path in (orphan, *partials(storage)):
+        os.utime(path, (long_ago, long_ago))
     async with db.acquire() as conn:
-        assert await expire_resumable_uploads(conn, app.state.deps) == 1
+        assert await expire_resumable_uploads(conn, app.state.deps) == 2
+    # the receiving upload keeps its file, however long its client has been away
     assert [p.name for p in partials(storage)] == [kept.rsplit("/", 1)[-1]]
     assert (await api.head(location, headers=TUS)).status_code == 410
 
@@ -376,7 +393,7 @@ async def test_a_body_that_does_not_match_its_checksum_is_not_kept(
     assert_problem(bad, 460, "Upload-Checksum")
     assert await offset_of(api, location) == 100
     unknown = {**OCTETS, "Upload-Offset": "100", "Upload-Checksum": "crc32 AAAAAA=="}
-    assert_problem(await api.patch(location, content=data[100:], headers=unknown), 422, "crc32")
+    assert_problem(await api.patch(location, content=data[100:], headers=unknown), 400, "crc32")
     rest = await api.patch(
         location, content=data[100:], headers={**checksum("md5", data[100:]), "Upload-Offset": "100"}
     )
@@ -481,3 +498,31 @@ async def test_a_direct_upload_used_or_cancelled_meanwhile_ends_the_resumable_up
         assert_problem(await patch(page, third, 0, data), 409, "cancelled")
     assert await db.fetchval("SELECT count(*) FROM videos") == 1
     assert partials(storage) == []
+
+
+async def test_tus_requests_that_vidq_does_not_serve_are_refused_not_misread(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    concat = await api.post("/v1/tus", headers={**TUS, "Upload-Length": "1000", "Upload-Concat": "partial"})
+    assert_problem(concat, 422, "concatenation")
+    for number in ("1" * 5000, "9223372036854775808"):  # past any int64: a 4xx, never a 500
+        assert_problem(await api.post("/v1/tus", headers={**TUS, "Upload-Length": number}), 422)
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    assert_problem(await patch(api, location, 10**30, b"x"), 422, "Upload-Offset")
+    # a wrong offset is a 409 even when its body would also run past the length
+    assert_problem(await patch(api, location, len(data) - 2, b"xyz"), 409, "byte 0")
+    # a bad checksum on a creation with bytes is refused before anything is made
+    bad = {**OCTETS, "Upload-Length": str(len(data)), "Upload-Checksum": "sha1 AAAA"}
+    assert_problem(await api.post("/v1/tus", headers=bad, content=data), 422, "sha1")
+    wrong = base64.b64encode(hashlib.sha1(b"other").digest()).decode()  # noqa: S324 - tus's algorithm
+    mismatched = await api.post("/v1/tus", headers={**bad, "Upload-Checksum": f"sha1 {wrong}"}, content=data)
+    assert_problem(mismatched, 460)
+    assert "/v1/tus/" in mismatched.headers["location"]  # made: the client may send the file again
+    assert await db.fetchval("SELECT count(*) FROM videos") == 0
+    # a client behind a proxy that passes only POST overrides the method, as tus allows
+    overridden = await api.post(
+        location, content=data, headers={**OCTETS, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}
+    )
+    assert overridden.status_code == 204, overridden.text
+    assert overridden.headers["upload-offset"] == str(len(data))

@@ -10,7 +10,7 @@ from shared.resources import TERMINAL_STATUSES, Video
 from tests.unit.vidq.fakeapi import FakeApi, event, ok, problem, rendition, sse, video
 from vidq.client import TERMINAL_EVENTS, VidqClient
 from vidq.client import TERMINAL_STATUSES as CLI_TERMINAL_STATUSES
-from vidq.errors import ApiError, ExitCode, Unreachable, UsageProblem, exit_code_for
+from vidq.errors import ApiError, ExitCode, Unreachable, UsageProblem, VidqError, exit_code_for
 
 
 def _client(api: FakeApi | httpx.MockTransport) -> VidqClient:
@@ -164,6 +164,7 @@ class TusServer:
         #: connection breaks) or a status to answer without taking anything
         self.faults: list[int | tuple[str, int] | None] = []
         self.patches: list[int] = []
+        self.deleted = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         request.read()
@@ -187,6 +188,9 @@ class TusServer:
                 raise httpx.ReadError("connection reset by peer", request=request)
             self.received += request.content
             return httpx.Response(204, headers={**headers, "upload-offset": str(len(self.received))})
+        if request.method == "DELETE":
+            self.deleted = True
+            return httpx.Response(204, headers=headers)
         if request.method == "GET" and request.url.path == f"/v1/videos/{ID}":
             return ok(video(ID))
         return problem(404, "no route")
@@ -230,9 +234,19 @@ def test_a_resumable_upload_stops_at_a_refusal_or_after_too_many_failures() -> N
     with _resumable_client(refused, []) as api, pytest.raises(ApiError) as exc:
         api.upload_resumable(io.BytesIO(data), len(data), "clip.mp4", fields={}, chunk_size=2000)
     assert exc.value.status == 422
+    assert refused.deleted  # nothing would resume it: ended at once
     broken = TusServer()
     broken.faults = [0] * 20
     pauses: list[float] = []
     with _resumable_client(broken, pauses) as api, pytest.raises(Unreachable):
         api.upload_resumable(io.BytesIO(data), len(data), "clip.mp4", fields={}, chunk_size=2000, attempts=3)
     assert pauses == [2.0, 4.0, 8.0]
+
+
+def test_a_file_that_shrinks_while_it_is_sent_fails_instead_of_looping() -> None:
+    server = TusServer()
+    shrunk = io.BytesIO(b"x" * 1000)  # the upload was made for 2,000 bytes
+    with _resumable_client(server, []) as api, pytest.raises(VidqError, match="changed"):
+        api.upload_resumable(shrunk, 2000, "clip.mp4", fields={}, chunk_size=600)
+    assert server.patches == [0]  # one piece, then the short read: no empty PATCH
+    assert server.deleted
