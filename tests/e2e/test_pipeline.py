@@ -29,6 +29,16 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 PROBLEM = "application/problem+json"
 
 
+async def _when_over(api: httpx.AsyncClient, video_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The video once it is ready, failed or canceled (or as it is at the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        video: dict[str, Any] = (await api.get(f"/v1/videos/{video_id}")).json()
+        if video["status"] in ("ready", "failed", "canceled") or time.monotonic() > deadline:
+            return video
+        await asyncio.sleep(0.1)
+
+
 async def _upload(api: httpx.AsyncClient, path: Path, **fields: str) -> httpx.Response:
     with path.open("rb") as file:
         return await api.post("/v1/videos", files={"file": (path.name, file, "video/mp4")}, data=fields)
@@ -320,14 +330,7 @@ async def test_a_video_imported_from_a_url_becomes_ready(running: Running, tmp_p
             assert created.status_code == 202, created.text
             video_id = created.json()["id"]
 
-            async def status() -> str:
-                return str((await api.get(f"/v1/videos/{video_id}")).json()["status"])
-
-            for _ in range(600):
-                if await status() in ("ready", "failed"):
-                    break
-                await asyncio.sleep(0.1)
-            video = (await api.get(f"/v1/videos/{video_id}")).json()
+            video = await _when_over(api, video_id)
             assert video["status"] == "ready", video
             assert video["source"]["filename"] == "remote.mp4"
             for rendition in video["renditions"]:
@@ -441,42 +444,56 @@ async def test_a_resumable_upload_by_a_tus_client_survives_a_broken_connection_a
 
     done = await offset()
     assert half <= done < len(data)
+
+    async def raw_patch(at: int, body: bytes) -> asyncio.StreamWriter:
+        """A PATCH that announces the rest of the file and sends only ``body`` of it."""
+        _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(
+            (
+                f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                f"Authorization: Bearer {running.api_key}\r\nTus-Resumable: 1.0.0\r\n"
+                f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {at}\r\n"
+                f"Content-Length: {len(data) - at}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        await writer.drain()
+        return writer
+
     # then its connection breaks in the middle of a PATCH: the bytes that arrived are kept
     sent = 20_000
-    _, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(
-        (
-            f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Authorization: Bearer {running.api_key}\r\nTus-Resumable: 1.0.0\r\n"
-            f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {done}\r\n"
-            f"Content-Length: {len(data) - done}\r\n\r\n"
-        ).encode()
-        + data[done : done + sent]
-    )
-    await writer.drain()
+    broken = await raw_patch(done, data[done : done + sent])
     await asyncio.sleep(0.5)
-    writer.close()
+    broken.close()
     for _ in range(100):  # the gateway records them once it sees the connection gone
         if await offset() == done + sent:
             break
         await asyncio.sleep(0.1)
     assert await offset() == done + sent
 
-    # a new client resumes from the offset the gateway holds (checksums on), and the file is whole
+    # the next one goes quiet without closing (a network change): it holds the upload...
+    stalled = await raw_patch(done + sent, b"\x00" * 5_000)  # bytes that are not the file's
+    await asyncio.sleep(0.5)
+
+    # ...and a new client resumes from the offset the gateway holds (checksums on): its first
+    # PATCH waits until the stalled one's lease runs out, then the file is sent whole
     def the_rest() -> None:
         uploader = tus.uploader(str(clip), url=location, chunk_size=16 * 1024, upload_checksum=True)
         assert uploader.offset == done + sent
         uploader.upload()
 
+    started = time.monotonic()
     await asyncio.to_thread(the_rest)
+    assert time.monotonic() - started < 20
+    # the stalled connection wakes and sends more: nothing of it reaches the recorded file
+    stalled.write(b"\xff" * 50_000)
+    await stalled.drain()
+    await asyncio.sleep(1.0)
+    stalled.close()
     async with running.client() as api:
         head = await api.head(parts.path, headers={"Tus-Resumable": "1.0.0"})
         video_id = head.headers["vidq-video-id"]
-        for _ in range(600):
-            video = (await api.get(f"/v1/videos/{video_id}")).json()
-            if video["status"] in ("ready", "failed"):
-                break
-            await asyncio.sleep(0.1)
+        video = await _when_over(api, video_id)
         assert video["status"] == "ready", video
         assert video["source"]["filename"] == "long-way.mp4"
         assert video["source"]["size_bytes"] == len(data)
@@ -503,12 +520,8 @@ async def test_a_tus_client_without_the_key_uploads_through_a_direct_upload_url(
     location = await asyncio.to_thread(send)
     assert "signature=" in location
     async with running.client() as api:
-        for _ in range(600):
-            settled = (await api.get(f"/v1/uploads/{upload['id']}")).json()
-            video = (await api.get(f"/v1/videos/{settled['video_id']}")).json() if settled["video_id"] else {}
-            if video.get("status") in ("ready", "failed"):
-                break
-            await asyncio.sleep(0.1)
+        settled = (await api.get(f"/v1/uploads/{upload['id']}")).json()
         assert settled["status"] == "asset_created"
+        video = await _when_over(api, settled["video_id"])
         assert video["status"] == "ready", video
         assert video["source"]["filename"] == clip.name
