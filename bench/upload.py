@@ -1,9 +1,12 @@
 """Upload benchmark: one large upload to the gateway, its throughput and the gateway's memory.
 
 A clip of about ``--size-mib`` MiB (raw video in Matroska, so ffprobe accepts it and the gateway
-records it) is POSTed to ``/v1/videos`` by curl, as SPEC's multipart form. The stack runs without
-its transcoder and thumbnailer (they are stopped once it is up), so the upload is the only work;
-each video is deleted after its ``202``.
+records it) is POSTed to ``/v1/videos`` by curl, as SPEC's multipart form; with ``--way tus``
+it is sent resumably instead, as tus-js-client sends it by default: the upload made with a
+``POST /v1/tus``, then the whole file in one streamed ``PATCH`` by curl; with ``--way cli``,
+by ``vidq upload --resumable`` (8 MiB a PATCH, the client's Python included in its CPU). The
+stack runs without its transcoder and thumbnailer (they are stopped once it is up), so the
+upload is the only work; each video is deleted after its ``202``.
 
 Figures: wall time and MB/s (10^6 bytes per second) from the first byte sent to the ``202``, and
 up to the moment the whole file is on the gateway's disk (the rest is ffprobe and the database);
@@ -14,12 +17,15 @@ before each upload through ``/proc/<pid>/clear_refs``) and as RSS sampled every 
     .venv/bin/python -m bench.upload                      # 1 GiB, 3 uploads
     .venv/bin/python -m bench.upload --size-mib 100 --runs 1
     .venv/bin/python -m bench.upload --profile            # also a py-spy flame graph of one upload
+    .venv/bin/python -m bench.upload --way tus            # resumable: one PATCH (tus-js-client's way)
+    .venv/bin/python -m bench.upload --way cli            # resumable: vidq upload, 8 MiB a PATCH
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -33,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from bench.common import RESULTS, bench_stack, exclusive, report, table
@@ -83,14 +90,81 @@ class CurlRun:
 
 def curl_upload(url: str, api_key: str, clip: Path, fields: dict[str, str]) -> CurlRun:
     """POST ``clip`` as SPEC's multipart form with curl; its CPU from ``wait4``'s rusage."""
+    form = [
+        "-F", f"file=@{clip};type=video/x-matroska",
+        *(arg for name, value in fields.items() for arg in ("-F", f"{name}={value}")),
+    ]  # fmt: skip
+    return _curl([*form, f"{url}/v1/videos"], api_key)
+
+
+def curl_patch(url: str, api_key: str, clip: Path, fields: dict[str, str]) -> CurlRun:
+    """Make a tus upload of ``clip`` (``POST /v1/tus``), then send it whole in one PATCH with curl.
+
+    The PATCH's answer comes once the gateway probed and recorded the video; its
+    ``Vidq-Video-Id`` is returned as the body's ``id``.
+    """
+    size = clip.stat().st_size
+    metadata = ",".join(
+        f"{name} {base64.b64encode(value.encode()).decode()}" for name, value in fields.items()
+    )
+    created = httpx.post(
+        f"{url}/v1/tus",
+        headers={
+            "Authorization": f"Bearer {api_key}", "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(size), "Upload-Metadata": metadata,
+        },
+    )  # fmt: skip
+    if created.status_code != 201:
+        return CurlRun(created.status_code, created.json(), 0.0, 0.0, 0, 0.0, 0.0)
+    location = url + created.headers["location"]
+    patch = [
+        "-X", "PATCH", "-T", str(clip),
+        "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0",
+        "-H", "Content-Type: application/offset+octet-stream",
+        location,
+    ]  # fmt: skip
+    run = _curl(patch, api_key)
+    if run.status == 204:
+        run.status, run.body = 202, {"id": created.headers["vidq-video-id"]}  # as the form's answer
+    return run
+
+
+def cli_upload(url: str, api_key: str, clip: Path, fields: dict[str, str]) -> CurlRun:
+    """``vidq upload --resumable --json``: the CLI's own tus client, 8 MiB a PATCH."""
+    argv = [
+        str(Path(sys.executable).parent / "vidq"), "upload", str(clip), "--resumable", "--json",
+        *(arg for name, value in fields.items() for arg in (f"--{name.replace('_', '-')}", value)),
+    ]  # fmt: skip
+    env = {**os.environ, "VIDQ_URL": url, "VIDQ_API_KEY": api_key}
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
+    out = proc.stdout.read() if proc.stdout is not None else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"vidq upload exited with status {os.waitstatus_to_exitcode(status)}")
+    return CurlRun(
+        status=202,
+        body=json.loads(out),
+        time_total_s=wall,
+        time_pretransfer_s=0.0,  # the process's start and the creation are counted in
+        size_upload=clip.stat().st_size,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        max_rss_mib=usage.ru_maxrss / 1024,
+    )
+
+
+WAYS = {"multipart": curl_upload, "tus": curl_patch, "cli": cli_upload}
+
+
+def _curl(args: list[str], api_key: str) -> CurlRun:
+    """curl with the key; what it measured, and its CPU and memory from ``wait4``'s rusage."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         argv = [
             "curl", "-sS", "-o", out.name, "-w", "%{json}",
             "-H", f"Authorization: Bearer {api_key}",
             "-H", "Expect:",  # no 100-continue round trip
-            "-F", f"file=@{clip};type=video/x-matroska",
-            *(arg for name, value in fields.items() for arg in ("-F", f"{name}={value}")),
-            f"{url}/v1/videos",
+            *args,
         ]  # fmt: skip
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
         stats = json.loads(proc.stdout.read() if proc.stdout is not None else b"{}")
@@ -175,18 +249,20 @@ def cpu_seconds(pid: int) -> float:
     return float(t.user + t.system + t.children_user + t.children_system)
 
 
-async def upload_once(running: Running, clip: Path, size: int, profile: Path | None = None) -> UploadFigures:
+async def upload_once(
+    running: Running, clip: Path, size: int, profile: Path | None = None, way: str = "multipart"
+) -> UploadFigures:
     """Upload ``clip`` (``size`` bytes) once, measure it, then delete the video."""
     pid = running.stack.processes["gateway"].pid
     rss_before = psutil.Process(pid).memory_info().rss
     reset_hwm(pid)
     cpu_before = cpu_seconds(pid)
-    sampler = Sampler(pid, running.storage / "tmp", size)
+    sampler = Sampler(pid, running.storage / ("tmp" if way == "multipart" else "resumable"), size)
     spy = start_py_spy(pid, profile) if profile else None
     started = time.perf_counter()
     sampling = asyncio.create_task(sampler.run(started))
     try:
-        run = await asyncio.to_thread(curl_upload, running.url, running.api_key, clip, {"qualities": "144p"})
+        run = await asyncio.to_thread(WAYS[way], running.url, running.api_key, clip, {"qualities": "144p"})
     finally:
         sampling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -267,10 +343,10 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[UploadFigures
         await warm_up(running, workdir)
         results = []
         for _ in range(args.runs):
-            results.append(await upload_once(running, clip, size))
+            results.append(await upload_once(running, clip, size, way=args.way))
         if args.profile:
-            out = RESULTS / "upload-gateway.txt"
-            await upload_once(running, clip, size, profile=out)
+            out = RESULTS / f"upload-gateway{'' if args.way == 'multipart' else '-' + args.way}.txt"
+            await upload_once(running, clip, size, profile=out, way=args.way)
             print(f"py-spy flame graph of one upload: {out}")
         return results
 
@@ -285,7 +361,12 @@ def summarize(results: list[UploadFigures], args: argparse.Namespace) -> dict[st
         "peak_rss_mib": max(max(r.peak_rss_hwm_mib, r.peak_rss_sampled_mib) for r in results),
         "rss_before_mib": results[0].rss_before_mib,
         "workers_running": args.with_workers,
-        "client": "curl -F (subprocess), Expect: 100-continue off",
+        "way": args.way,
+        "client": {
+            "multipart": "curl -F (subprocess), Expect: 100-continue off",
+            "tus": "POST /v1/tus (httpx), then one PATCH by curl -T (subprocess)",
+            "cli": "vidq upload --resumable (subprocess), 8 MiB a PATCH",
+        }[args.way],
     }
 
 
@@ -317,6 +398,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="uploads measured, one after the other")
     parser.add_argument("--with-workers", action="store_true", help="keep the transcoder and thumbnailer up")
     parser.add_argument("--profile", action="store_true", help="also record one upload with py-spy")
+    parser.add_argument(
+        "--way",
+        choices=sorted(WAYS),
+        default="multipart",
+        help="multipart (curl -F, default), tus (one PATCH by curl) or cli (vidq upload --resumable)",
+    )
     args = parser.parse_args()
     with exclusive(NAME), tempfile.TemporaryDirectory(prefix="vidq-bench-upload-") as workdir:
         results = asyncio.run(measure(args, Path(workdir)))
@@ -326,7 +413,7 @@ def main() -> None:
         f"\nmedian {figures['median_mb_per_s']:,.0f} MB/s (target >= 200); "
         f"gateway peak RSS {figures['peak_rss_mib']:,.1f} MiB (target < 150 MB)"
     )
-    report(NAME, figures)
+    report(NAME if args.way == "multipart" else f"{NAME}-{args.way}", figures)
 
 
 if __name__ == "__main__":
