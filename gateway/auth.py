@@ -117,7 +117,7 @@ def check_signed_url(
 
     Missing or malformed: 422; altered or made for another file: 403; expired: ``expired``.
     """
-    if not expires.isdigit() or not signature:
+    if not (expires.isascii() and expires.isdigit()) or not signature:
         raise InvalidRequest(
             "use the upload's url as it was given: its expires and signature are missing or bad"
         )

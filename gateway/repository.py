@@ -555,20 +555,14 @@ async def direct_upload_rows(conn: Conn, client_id: str, limit: int) -> list[asy
     )
 
 
-async def settle_direct_upload(
-    conn: Conn, upload_id: str, status: str, video_id: str | None = None, *, started_in_time: bool = False
-) -> bool:
-    """Move a waiting upload to ``status``; ``False`` when it was not waiting any more.
-
-    ``started_in_time``: a resumable upload begun before the URL timed out may settle it after.
-    """
+async def settle_direct_upload(conn: Conn, upload_id: str, status: str, video_id: str | None = None) -> bool:
+    """Move a waiting upload to ``status``; ``False`` when it was not waiting any more."""
     done = await conn.execute(
         """UPDATE direct_uploads SET status = $2, video_id = $3
-           WHERE id = $1 AND status = 'waiting' AND ($4 OR expires_at > now())""",
+           WHERE id = $1 AND status = 'waiting' AND expires_at > now()""",
         upload_id,
         status,
         video_id,
-        started_in_time,
     )
     return bool(done.endswith(" 1"))
 
@@ -577,7 +571,7 @@ async def settle_direct_upload(
 
 #: A resumable upload, with ``expired`` by the database's clock and the CORS origin of the direct
 #: upload it was made through, if any.
-_RESUMABLE = """SELECT r.*, r.expires_at <= now() AS expired, d.cors_origin
+_RESUMABLE = """SELECT r.*, r.expires_at <= now() AS expired, d.cors_origin, d.status AS direct_status
                   FROM resumable_uploads r LEFT JOIN direct_uploads d ON d.id = r.direct_upload_id"""
 
 
@@ -603,10 +597,14 @@ async def insert_resumable_upload(
     expiry_s: float,
     direct_upload_id: str | None = None,
 ) -> asyncpg.Record:
+    """A new upload; made through a direct upload, it expires with that upload's URL at the latest."""
     row = await conn.fetchrow(
         """INSERT INTO resumable_uploads (id, client_id, video_id, length, filename, fields,
                                           upload_metadata, expires_at, direct_upload_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9)
+           VALUES ($1, $2, $3, $4, $5, $6, $7,
+                   least(now() + make_interval(secs => $8),
+                         coalesce((SELECT expires_at FROM direct_uploads WHERE id = $9), 'infinity')),
+                   $9)
            RETURNING *, false AS expired""",
         upload_id,
         client_id,
@@ -689,6 +687,18 @@ async def end_resumable_upload(
         writer,
     )
     return bool(done.endswith(" 1"))
+
+
+async def end_resumable_uploads_of(conn: Conn, direct_upload_id: str) -> list[str]:
+    """End the receiving uploads made through a direct upload (its URL makes one video); their ids."""
+    rows = await conn.fetch(
+        """UPDATE resumable_uploads SET status = 'terminated', writer = NULL, writer_until = NULL,
+                  updated_at = now()
+            WHERE direct_upload_id = $1 AND status = 'receiving'
+        RETURNING id""",
+        direct_upload_id,
+    )
+    return [row["id"] for row in rows]
 
 
 async def expire_resumable_uploads(conn: Conn, limit: int = 500) -> list[str]:

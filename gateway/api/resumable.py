@@ -98,6 +98,8 @@ def _usable(row: asyncpg.Record | None, upload_id: str) -> asyncpg.Record:
         raise Gone("this upload was terminated")
     if status == "expired" or (status == "receiving" and row["expired"]):
         raise Gone("this upload expired before it was finished; make a new one")
+    if status == "receiving" and row["direct_status"] not in (None, "waiting"):
+        raise Gone(_direct_upload_settled(row["direct_status"]))
     return row
 
 
@@ -106,8 +108,10 @@ EXPOSED = "Location, Upload-Offset, Upload-Length, Upload-Expires, Tus-Resumable
 #: What a page's tus client sends (the preflight's answer).
 REQUEST_HEADERS = (
     "Tus-Resumable, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Upload-Defer-Length, "
-    "Content-Type, X-Requested-With, X-HTTP-Method-Override"
+    "Upload-Concat, Content-Type, X-Requested-With, X-HTTP-Method-Override"
 )
+#: The longest ``Upload-Metadata``: the options' fields (8 KiB each at most) in base64, and a name.
+MAX_METADATA_HEADER = 64 * 1024
 
 
 def cors_headers(request: Request, cors_origin: str | None) -> dict[str, str]:
@@ -249,6 +253,8 @@ async def create(
     if length == 0:
         raise NotAVideo("the file is empty")
     upload_metadata = headers.get("upload-metadata", "")
+    if len(upload_metadata) > MAX_METADATA_HEADER:  # it is stored, and echoed by every HEAD
+        raise InvalidRequest(f"Upload-Metadata is over {MAX_METADATA_HEADER} characters")
     metadata = resumable.parse_metadata(upload_metadata)
     resumable.parse_checksum(headers.get("upload-checksum"))  # a bad one is refused before the upload is made
     if fields is None:
@@ -276,6 +282,7 @@ async def create(
                     f"this client has {settings.max_open_resumable_uploads} resumable uploads open, "
                     "the most it may: finish or DELETE one first"
                 )
+            replaced = await repo.end_resumable_uploads_of(conn, direct_upload["id"]) if direct_upload else []
             row = await repo.insert_resumable_upload(
                 conn,
                 upload_id=new_id("tus"),
@@ -288,6 +295,8 @@ async def create(
                 expiry_s=settings.resumable_expiry_s,
                 direct_upload_id=direct_upload["id"] if direct_upload is not None else None,
             )
+    for earlier in replaced:  # a direct upload's URL makes one video: the newest attempt is it
+        await deps.storage.delete(resumable.partial_key(earlier))
     location = f"{resumable.PREFIX}/{row['id']}"
     if direct_upload is not None:  # reached without the key, by its signed URL
         location = deps.links.resumable(row["id"], int(row["expires_at"].timestamp())) or location
@@ -505,8 +514,11 @@ async def _why_lost(deps: GatewayDeps, upload_id: str, client: Client) -> ApiErr
     return Locked("another request took this upload over while this one stalled")
 
 
-async def _fail(upload_id: str, writer: str, error: str, deps: GatewayDeps) -> None:
-    """End the upload for good (it answers 410 with ``error`` from now on) and remove its bytes."""
+async def _fail(upload_id: str, writer: str | None, error: str, deps: GatewayDeps) -> None:
+    """End the upload for good (it answers 410 with ``error`` from now on) and remove its bytes.
+
+    ``writer``: only while that request holds it (``None``: whoever does).
+    """
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn:
             ended = await repo.end_resumable_upload(conn, upload_id, "failed", writer=writer, error=error)
@@ -540,22 +552,18 @@ async def _finish(row: asyncpg.Record, writer: str, client: Client, deps: Gatewa
         raise
 
     direct = row["direct_upload_id"]
-    if direct is not None:
-        with map_asyncpg_errors():
-            async with deps.pool.acquire() as conn:
-                settled = await repo.direct_upload_row(conn, direct)
-        if settled is None or settled["status"] != "waiting":
-            why = _direct_upload_settled(settled)
-            await _fail(upload_id, writer, why, deps)
-            raise Conflict(why)
 
     async def settle(conn: Conn, video: Video) -> None:
         if not await repo.end_resumable_upload(conn, upload_id, "complete", writer=writer):
+            fresh = await repo.resumable_upload_row(conn, upload_id)
+            _usable(fresh, upload_id)  # ended or expired meanwhile: its 410
             raise Locked("another request took this upload over")
         if direct is not None and not await repo.settle_direct_upload(
-            conn, direct, "asset_created", video.id, started_in_time=True
-        ):  # settled since the look above: the client's retry of the last byte says why
-            raise Conflict("the direct upload this upload was made through was settled meanwhile")
+            conn, direct, "asset_created", video.id
+        ):
+            settled = await repo.direct_upload_row(conn, direct)
+            status, made = (settled["status"], settled["video_id"]) if settled else (None, None)
+            raise Conflict(_direct_upload_settled(status, made))
         source.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, source)  # last, so that a failed commit can put it back
 
@@ -566,10 +574,17 @@ async def _finish(row: asyncpg.Record, writer: str, client: Client, deps: Gatewa
         await hold_back()
 
     accepted = accepted_upload(video_id, row["filename"], length, probe, planned, options)
-    return await record_video(accepted, client, deps, on_recorded=settle, on_failure=put_back)
+    try:
+        return await record_video(accepted, client, deps, on_recorded=settle, on_failure=put_back)
+    except (Conflict, Gone) as exc:  # for good: the upload or its direct upload ended meanwhile
+        await _fail(upload_id, None, exc.detail, deps)
+        raise
 
 
-def _direct_upload_settled(row: asyncpg.Record | None) -> str:
-    if row is not None and row["status"] == "asset_created":
-        return f"the upload URL this upload was made through is used up: it made video {row['video_id']}"
+def _direct_upload_settled(status: str | None, video_id: str | None = None) -> str:
+    if status == "asset_created":
+        made = f": it made video {video_id}" if video_id else ""
+        return f"the upload URL this upload was made through is used up{made}"
+    if status == "waiting":
+        return "the upload URL this upload was made through timed out"
     return "the upload URL this upload was made through was cancelled"

@@ -31,6 +31,7 @@ from gateway.deps import DepsDep
 from gateway.errors import ApiError, Conflict, InvalidRequest, NotFound, problem_response
 from gateway.links import UPLOAD, Links
 from gateway.repository import Conn
+from gateway.resumable import TUS_VERSION, partial_key
 from gateway.schemas import DirectUpload, UploadCreate, UploadPage
 from gateway.settings import GatewaySettings
 from shared.db import map_asyncpg_errors
@@ -144,11 +145,14 @@ async def cancel_upload(upload_id: str, client: ClientDep, deps: DepsDep) -> Res
         row = await repo.direct_upload_row(conn, upload_id, client.id)
         if row is None:
             raise NotFound(f"no upload {upload_id!r}")
+        ended = await repo.end_resumable_uploads_of(conn, upload_id)  # its URL's tus uploads go too
         if not await repo.settle_direct_upload(conn, upload_id, "cancelled"):
             fresh = await repo.direct_upload_row(conn, upload_id, client.id)
             assert fresh is not None  # noqa: S101 - uploads are never deleted
             if fresh["status"] != "cancelled":
                 raise Conflict(_settled(fresh))
+    for resumable_id in ended:
+        await deps.storage.delete(partial_key(resumable_id))
     return Response(status_code=204)
 
 
@@ -205,6 +209,8 @@ async def upload_to_url(
     async with deps.pool.acquire() as conn:
         row = await repo.direct_upload_row(conn, upload_id)
     cors = _cors(request, row)
+    if "tus-resumable" in request.headers:  # tus asks it of every answer to a tus request
+        cors["Tus-Resumable"] = TUS_VERSION
     try:  # every refusal carries the page's CORS headers, so that it can show why
         expired = Conflict("this upload URL timed out; ask for a new one")
         check_signed_url(deps.links, upload_id, UPLOAD, expires, signature, expired=expired)
@@ -223,6 +229,7 @@ async def upload_to_url(
             )
 
         async def settle(conn: Conn, video: Video) -> None:
+            await repo.end_resumable_uploads_of(conn, upload_id)  # a tus upload of another tab's
             if not await repo.settle_direct_upload(conn, upload_id, "asset_created", video.id):
                 fresh = await repo.direct_upload_row(conn, upload_id)
                 assert fresh is not None  # noqa: S101 - uploads are never deleted

@@ -90,12 +90,22 @@ function send(method, url, { headers = {}, body = null, onProgress, signal } = {
     for (const [name, value] of Object.entries({ ...authorization(), Accept: "application/json", ...headers })) {
       xhr.setRequestHeader(name, value);
     }
+    const cancel = () => xhr.abort();
+    const settle = (outcome) => {
+      signal?.removeEventListener("abort", cancel);
+      outcome();
+    };
     if (onProgress) xhr.upload.addEventListener("progress", (event) => onProgress(event.loaded));
-    xhr.addEventListener("load", () => resolve(xhr));
-    xhr.addEventListener("error", () => reject(new ApiError(0, { detail: "the upload failed: network error" })));
-    xhr.addEventListener("abort", () => reject(new DOMException("upload canceled", "AbortError")));
-    if (signal?.aborted) return xhr.abort();
-    signal?.addEventListener("abort", () => xhr.abort(), { once: true });
+    xhr.addEventListener("load", () => settle(() => resolve(xhr)));
+    xhr.addEventListener("error", () =>
+      settle(() => reject(new ApiError(0, { detail: "the upload failed: network error" }))),
+    );
+    xhr.addEventListener("abort", () => settle(() => reject(new DOMException("upload canceled", "AbortError"))));
+    if (signal?.aborted) {
+      reject(new DOMException("upload canceled", "AbortError"));
+      return;
+    }
+    signal?.addEventListener("abort", cancel, { once: true });
     xhr.send(body);
   });
 }

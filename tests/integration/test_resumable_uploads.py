@@ -16,6 +16,8 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -480,24 +482,70 @@ async def test_a_page_uploads_resumably_through_a_direct_upload_url_without_the_
     assert (storage / source_key(video_id)).read_bytes() == data
 
 
-async def test_a_direct_upload_used_or_cancelled_meanwhile_ends_the_resumable_upload(
+async def test_a_direct_upload_url_has_one_resumable_upload_at_a_time_and_ends_with_it(
     app: FastAPI, api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path
 ) -> None:
     data = clips.tiny.read_bytes()
+    creation = {**TUS, "Upload-Length": str(len(data))}
     upload = await direct_upload(api)
     async with connect(app) as page:
-        creation = {**TUS, "Upload-Length": str(len(data))}
+        # a page that starts again (another tab, a reload) replaces its earlier upload: one
+        # direct upload holds at most one partial file, however often its URL is posted to
         first = (await page.post(upload["url"], headers=creation)).headers["location"]
-        second = (await page.post(upload["url"], headers=creation)).headers["location"]  # a retry of the page
-        assert (await patch(page, first, 0, data)).status_code == 204  # the first to finish uses it up
-        assert_problem(await patch(page, second, 0, data), 409, "used up")
-        assert (await page.head(second, headers=TUS)).status_code == 410
+        assert (await patch(page, first, 0, data[:100])).status_code == 204
+        second = (await page.post(upload["url"], headers=creation)).headers["location"]
+        assert_problem(await patch(page, first, 100, data[100:]), 410, "terminated")
+        assert len(partials(storage)) == 0
+        assert (await patch(page, second, 0, data)).status_code == 204
+        assert_problem(await page.post(upload["url"], headers=creation), 409, "used up")
+
+        # cancelling the direct upload ends its resumable upload at once, bytes and all
         cancelled = await direct_upload(api)
         third = (await page.post(cancelled["url"], headers=creation)).headers["location"]
+        assert (await patch(page, third, 0, data[:100])).status_code == 204
         assert (await api.delete(f"/v1/uploads/{cancelled['id']}")).status_code == 204
-        assert_problem(await patch(page, third, 0, data), 409, "cancelled")
-    assert await db.fetchval("SELECT count(*) FROM videos") == 1
-    assert partials(storage) == []
+        assert (await page.head(third, headers=TUS)).status_code == 410
+        assert_problem(await patch(page, third, 100, data[100:]), 410)
+        assert partials(storage) == []
+
+        # a file POSTed whole to the URL (another tab) ends the resumable one under way
+        raced = await direct_upload(api)
+        fourth = (await page.post(raced["url"], headers=creation)).headers["location"]
+        whole = await page.post(raced["url"], files={"file": ("a.mp4", data, "video/mp4")})
+        assert whole.status_code == 202, whole.text
+        assert_problem(await patch(page, fourth, 0, data), 410)
+    assert await db.fetchval("SELECT count(*) FROM videos") == 2
+
+
+async def test_a_resumable_upload_through_a_direct_upload_expires_with_its_url(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    upload = await direct_upload(api, timeout_s=60)
+    async with connect(app) as page:
+        made = await page.post(upload["url"], headers={**TUS, "Upload-Length": "1000", **ORIGIN})
+        assert made.status_code == 201, made.text
+        assert made.headers["tus-resumable"] == "1.0.0"  # the creation is a tus answer too
+    expires = parsedate_to_datetime(made.headers["upload-expires"])
+    assert expires <= datetime.fromisoformat(upload["expires_at"])  # not a day: the URL's minute
+
+
+async def test_a_signed_urls_expiry_in_other_digits_is_a_problem_not_a_crash(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    upload = await direct_upload(api)
+    tampered = upload["url"].split("?")[0] + "?expires=%C2%B2&signature=x"  # "²" is a digit to str.isdigit
+    async with connect(app) as page:
+        assert_problem(await page.post(tampered, headers={**TUS, "Upload-Length": "10"}), 422)
+        location = (await page.post(upload["url"], headers={**TUS, "Upload-Length": "10"})).headers[
+            "location"
+        ]
+        assert (
+            await page.head(location.split("?")[0] + "?expires=%C2%B2&signature=x", headers=TUS)
+        ).status_code == 422
+        huge = {**TUS, "Upload-Length": "10", "Upload-Metadata": "filename " + "A" * 70_000}
+        assert_problem(await api.post("/v1/tus", headers=huge), 422, "Upload-Metadata")
+        preflight = await page.options(location, headers={**ORIGIN, "access-control-request-method": "PATCH"})
+        assert "Upload-Concat" in preflight.headers["access-control-allow-headers"]  # readable refusal
 
 
 async def test_tus_requests_that_vidq_does_not_serve_are_refused_not_misread(
