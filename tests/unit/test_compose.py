@@ -335,3 +335,14 @@ def test_the_dashboard_charts_only_metrics_that_exist():
         "vidq_delivery_log_write_seconds",
         "vidq_delivery_log_write_rows",
     }
+
+
+def test_every_image_is_pinned_to_a_version():
+    """``latest`` (or no tag) would change the stack under its users at the next pull."""
+    for name, service in compose()["services"].items():
+        image = service.get("image")
+        if image is None:
+            continue  # built from this repository
+        tag = image.rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
+        assert tag, f"{name}: {image} has no tag"
+        assert tag != "latest", f"{name}: {image}"
