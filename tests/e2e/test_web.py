@@ -346,25 +346,37 @@ window.send = async (url, bytes) => {
 </script>"""
 
 
+async def _from_another_origin(
+    browser: Browser, running: Running, html: str, function: str, clip: Path, **options: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Serve ``html`` from another site on this machine, make a direct upload for that origin
+    (with ``options``), and call the page's ``window[function](url, bytes)`` with the upload's
+    URL and the clip; what it returned, and the direct upload.
+
+    The browser lets a loopback page reach the loopback gateway; a page it is merely handed
+    counts as public and may not.
+    """
+    app_page = (200, {"content-type": "text/html"}, html.encode())
+    with site({}, fallback=app_page) as served:
+        async with running.client() as api:
+            made = await api.post("/v1/uploads", json={"cors_origin": served.url, **options})
+            assert made.status_code == 201, made.text
+            upload: dict[str, Any] = made.json()
+        await browser.page.goto(f"{served.url}/")
+        answer: dict[str, Any] = await browser.page.evaluate(
+            f"([url, bytes]) => window.{function}(url, bytes)", [upload["url"], list(clip.read_bytes())]
+        )
+    return answer, upload
+
+
 async def test_a_page_of_another_origin_uploads_to_a_direct_upload_url_without_the_key(
     browser: Browser, running: Running, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path / "direct.mp4", width=320, height=240, duration=1.0)
-    # another site on this machine, serving one page (the browser lets a loopback page reach the
-    # loopback gateway; a page it is merely handed counts as public and may not)
-    app_page = (200, {"content-type": "text/html"}, DIRECT_UPLOAD_PAGE.encode())
-    with site({}, fallback=app_page) as served:
-        app = served.url
-        async with running.client() as api:
-            made = await api.post("/v1/uploads", json={"cors_origin": app, "metadata": {"via": "app"}})
-            assert made.status_code == 201, made.text
-            upload = made.json()
-        page = browser.page
-        await page.goto(f"{app}/")
-        # the browser reads the answer only if the gateway allows the page's origin (CORS)
-        answer = await page.evaluate(
-            "([url, bytes]) => window.send(url, bytes)", [upload["url"], list(clip.read_bytes())]
-        )
+    # the browser reads the answer only if the gateway allows the page's origin (CORS)
+    answer, upload = await _from_another_origin(
+        browser, running, DIRECT_UPLOAD_PAGE, "send", clip, metadata={"via": "app"}
+    )
     assert answer["status"] == 202, (answer, browser.console_errors)
     assert answer["body"]["metadata"] == {"via": "app"}
     async with running.client() as api:
@@ -406,19 +418,11 @@ async def test_a_page_of_another_origin_uploads_resumably_through_a_direct_uploa
     browser: Browser, running: Running, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path / "resumable.mp4", width=320, height=240, duration=1.0)
-    app_page = (200, {"content-type": "text/html"}, RESUMABLE_PAGE.encode())
-    with site({}, fallback=app_page) as served:
-        async with running.client() as api:
-            made = await api.post("/v1/uploads", json={"cors_origin": served.url, "qualities": ["144p"]})
-            assert made.status_code == 201, made.text
-            upload = made.json()
-        page = browser.page
-        await page.goto(f"{served.url}/")
-        # the preflights (PATCH, tus's headers) and the exposed headers (Location, Upload-Offset,
-        # Vidq-Video-Id) are the browser's to enforce: each step reads what the last answered
-        answer = await page.evaluate(
-            "([url, bytes]) => window.sendResumably(url, bytes)", [upload["url"], list(clip.read_bytes())]
-        )
+    # the preflights (PATCH, tus's headers) and the exposed headers (Location, Upload-Offset,
+    # Vidq-Video-Id) are the browser's to enforce: each step reads what the last answered
+    answer, upload = await _from_another_origin(
+        browser, running, RESUMABLE_PAGE, "sendResumably", clip, qualities=["144p"]
+    )
     assert answer["status"] == 204, (answer, browser.console_errors)
     assert answer["offset"] == len(clip.read_bytes()) // 2
     assert "/v1/tus/" in answer["location"]
