@@ -228,14 +228,18 @@ async def upload_to_url(
                 request, client, deps, fields=dict(row["fields"]), direct_upload=row, cors=cors
             )
 
+        ended: list[str] = []
+
         async def settle(conn: Conn, video: Video) -> None:
-            await repo.end_resumable_uploads_of(conn, upload_id)  # a tus upload of another tab's
+            ended[:] = await repo.end_resumable_uploads_of(conn, upload_id)  # another tab's tus upload
             if not await repo.settle_direct_upload(conn, upload_id, "asset_created", video.id):
                 fresh = await repo.direct_upload_row(conn, upload_id)
                 assert fresh is not None  # noqa: S101 - uploads are never deleted
                 raise Conflict(_settled(fresh))  # another upload to this URL got there first
 
         video, _ = await accept_upload(request, client, deps, fields=dict(row["fields"]), on_recorded=settle)
+        for resumable_id in ended:
+            await deps.storage.delete(partial_key(resumable_id))
     except ApiError as exc:
         return problem_response(
             exc.status, exc.slug, exc.title, exc.detail, request=request, headers={**exc.headers, **cors}

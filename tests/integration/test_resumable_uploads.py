@@ -511,9 +511,11 @@ async def test_a_direct_upload_url_has_one_resumable_upload_at_a_time_and_ends_w
         # a file POSTed whole to the URL (another tab) ends the resumable one under way
         raced = await direct_upload(api)
         fourth = (await page.post(raced["url"], headers=creation)).headers["location"]
+        assert (await patch(page, fourth, 0, data[:100])).status_code == 204
         whole = await page.post(raced["url"], files={"file": ("a.mp4", data, "video/mp4")})
         assert whole.status_code == 202, whole.text
-        assert_problem(await patch(page, fourth, 0, data), 410)
+        assert partials(storage) == []  # its bytes went with it
+        assert_problem(await patch(page, fourth, 100, data[100:]), 410)
     assert await db.fetchval("SELECT count(*) FROM videos") == 2
 
 
