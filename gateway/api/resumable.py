@@ -8,6 +8,11 @@ video will have (``Vidq-Video-Id``). ``PATCH`` appends bytes at ``Upload-Offset`
 tells the offset to resume from; ``DELETE`` ends an unfinished one. The PATCH that brings the
 last byte probes and records the video; a file that is no video is that PATCH's ``422``, and
 the upload is gone (``410``) from then on.
+
+A page without the key makes its upload at a direct upload's signed URL
+(``gateway/api/uploads.py``) and is answered a signed ``Location`` here: the item routes take
+either the key or that URL's ``expires`` and ``signature`` (:func:`access`), and answer the
+direct upload's CORS.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ router = APIRouter(prefix=resumable.PREFIX, tags=["resumable uploads"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"content": {PROBLEM_JSON: {}}, "description": text}
     for code, text in {
-        401: "Missing or invalid API key",
+        400: "An Upload-Checksum algorithm vidq does not offer",
+        401: "Missing or invalid API key (or, by a signed URL, 403: the URL was altered)",
         404: "No such upload for this client",
+        408: "The body sent nothing for 60 s; the bytes before were kept",
         409: "Upload-Offset is not where the upload is (HEAD tells), or a finished upload",
         410: "The upload failed, was terminated or expired",
         412: "Tus-Resumable missing or not 1.0.0",
@@ -66,6 +73,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
         415: "A PATCH body must be application/offset+octet-stream",
         422: "Invalid options or headers, or the finished file is not a usable video",
         423: "Another request is writing to this upload",
+        429: "VIDQ_MAX_OPEN_RESUMABLE_UPLOADS unfinished uploads already",
         460: "The body does not match its Upload-Checksum (tus's status); none of it was kept",
         503: "Database unavailable; retry later",
     }.items()
