@@ -67,9 +67,13 @@ STALL_S = 60.0
 WAIT_FOR_WRITER_S = LEASE_S + 2.0
 
 
+#: The storage folder of the partial files, one per upload still receiving.
+PARTIALS = "resumable"
+
+
 def partial_key(upload_id: str) -> str:
     """Where an upload's bytes gather in storage until the file is whole."""
-    return f"resumable/{upload_id}"
+    return f"{PARTIALS}/{upload_id}"
 
 
 def check_version(tus_resumable: str | None) -> None:

@@ -32,12 +32,13 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from gateway import repository as repo
 from gateway.deps import GatewayDeps
 from gateway.outbox import enqueue
 from gateway.repository import Conn
-from gateway.resumable import partial_key
+from gateway.resumable import PARTIALS, partial_key
 from shared.commands import TranscodeRendition
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.messaging.codec import outgoing
@@ -106,17 +107,20 @@ async def outbox_alarm(conn: Conn, deps: GatewayDeps) -> int:
     return int(age)
 
 
-async def sweep_temporary_files(conn: Conn, deps: GatewayDeps) -> int:  # noqa: ARG001 - the job signature
+def _abandoned(folder: Path, deps: GatewayDeps) -> list[Path]:
+    """The files in ``folder`` untouched for ``VIDQ_ABANDONED_FILE_AFTER_S``."""
     limit = time.time() - deps.settings.abandoned_file_after_s
+    if not folder.is_dir():
+        return []
+    return [path for path in folder.iterdir() if path.is_file() and path.stat().st_mtime < limit]
 
+
+async def sweep_temporary_files(conn: Conn, deps: GatewayDeps) -> int:  # noqa: ARG001 - the job signature
     def sweep() -> int:
-        removed = 0
-        if deps.storage.tmp.is_dir():
-            for path in deps.storage.tmp.iterdir():
-                if path.is_file() and path.stat().st_mtime < limit:
-                    path.unlink(missing_ok=True)
-                    removed += 1
-        return removed
+        abandoned = _abandoned(deps.storage.tmp, deps)
+        for path in abandoned:
+            path.unlink(missing_ok=True)
+        return len(abandoned)
 
     removed = await asyncio.to_thread(sweep)
     if removed:
@@ -146,11 +150,8 @@ async def expire_resumable_uploads(conn: Conn, deps: GatewayDeps) -> int:
         log.info("removed %d expired resumable upload(s)", len(expired))
     # files no receiving upload owns (a crash between an upload's end and the removal of its
     # file, a PATCH that outlived the upload's end), once they are as old as abandoned files
-    folder = deps.storage.local_path(partial_key("x")).parent
-    limit = time.time() - deps.settings.abandoned_file_after_s
-    stale = await asyncio.to_thread(
-        lambda: [p.name for p in folder.iterdir() if p.stat().st_mtime < limit] if folder.is_dir() else []
-    )
+    folder = deps.storage.local_path(PARTIALS)
+    stale = [path.name for path in await asyncio.to_thread(_abandoned, folder, deps)]
     receiving = {
         row["id"]
         for row in await conn.fetch(

@@ -264,7 +264,7 @@ async def create(
     if len(upload_metadata) > MAX_METADATA_HEADER:  # it is stored, and echoed by every HEAD
         raise InvalidRequest(f"Upload-Metadata is over {MAX_METADATA_HEADER} characters")
     metadata = resumable.parse_metadata(upload_metadata)
-    resumable.parse_checksum(headers.get("upload-checksum"))  # a bad one is refused before the upload is made
+    checksum = resumable.parse_checksum(headers.get("upload-checksum"))  # refused before the upload is made
     if fields is None:
         fields = uploads.as_form(
             qualities=metadata.get("qualities"),
@@ -281,6 +281,7 @@ async def create(
         )
     uploads.parse_options(fields, settings)  # refused now, not after the last byte
     filename = uploads.display_name(metadata.get("filename") or metadata.get("name") or "", "upload")
+    direct_id = direct_upload["id"] if direct_upload is not None else None
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"vidq.tus.{client.id}")
@@ -290,7 +291,7 @@ async def create(
                     f"this client has {settings.max_open_resumable_uploads} resumable uploads open, "
                     "the most it may: finish or DELETE one first"
                 )
-            replaced = await repo.end_resumable_uploads_of(conn, direct_upload["id"]) if direct_upload else []
+            replaced = await repo.end_resumable_uploads_of(conn, direct_id) if direct_id else []
             row = await repo.insert_resumable_upload(
                 conn,
                 upload_id=new_id("tus"),
@@ -301,16 +302,15 @@ async def create(
                 fields=fields,
                 upload_metadata=upload_metadata,
                 expiry_s=settings.resumable_expiry_s,
-                direct_upload_id=direct_upload["id"] if direct_upload is not None else None,
+                direct_upload_id=direct_id,
             )
     for earlier in replaced:  # a direct upload's URL makes one video: the newest attempt is it
         await deps.storage.delete(resumable.partial_key(earlier))
     location = f"{resumable.PREFIX}/{row['id']}"
-    if direct_upload is not None:  # reached without the key, by its signed URL
+    if direct_id is not None:  # reached without the key, by its signed URL
         location = deps.links.resumable(row["id"], int(row["expires_at"].timestamp())) or location
     answer = {"Location": location, **_headers(row), **(cors or {})}
     if _offset_type(headers.get("content-type")):
-        checksum = resumable.parse_checksum(headers.get("upload-checksum"))
         with answering({"Location": location}):  # the upload is made: the client may resume it
             received = await _receive(request, row, 0, client, deps, checksum)
         answer["Upload-Offset"] = str(received)
