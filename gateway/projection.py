@@ -10,6 +10,7 @@ report makes the last part ready; ``video.failed`` once, naming the part that fa
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -118,9 +119,29 @@ async def _progress(conn: Conn, row: asyncpg.Record, report: RenditionProgressRe
         # from a worker that stopped (it encodes from the start again), says nothing new until
         # it passes what the client was already told.
         return
-    await repo.update_rendition(conn, report.video_id, report.quality, status="processing", progress=progress)
+    await repo.update_rendition(
+        conn,
+        report.video_id,
+        report.quality,
+        status="processing",
+        progress=progress,
+        eta_at=_expected_end(row, report, progress),
+    )
     await _start_processing(conn, row)
     await _rendition_event(conn, report, links)
+
+
+def _expected_end(row: asyncpg.Record, report: RenditionProgressReport, progress: float) -> datetime | None:
+    """When the encode should end: the source's seconds still to encode at the encoder's speed.
+
+    ffmpeg's ``speed`` is the source's seconds encoded per second of wall time so far; ``None``
+    (not yet known, as in ffmpeg's first report) leaves the end unknown.
+    """
+    if not report.speed or report.speed <= 0:
+        return None
+    duration_s = float((row["source"] or {}).get("duration_s") or 0.0)
+    left_s = duration_s * (100.0 - progress) / 100.0 / report.speed
+    return report.timestamp + timedelta(seconds=left_s)
 
 
 async def _rendition_completed(
@@ -140,6 +161,8 @@ async def _rendition_completed(
         size_bytes=report.size_bytes,
         duration_s=report.duration_s,
         error=None,
+        eta_at=None,
+        encode_seconds=report.encode_seconds,
     )
     await _start_processing(conn, row)
     await _rendition_event(conn, report, links)

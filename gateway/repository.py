@@ -139,13 +139,19 @@ async def video_row_any(conn: Conn, video_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM videos WHERE id = $1 FOR UPDATE", video_id)
 
 
+#: A queued rendition's place in its rung's queue: 1 + the renditions of its quality queued before
+#: it and still waiting (the order their messages wait in ``vidq.transcode.<quality>``).
+_RENDITIONS = """SELECT r.*,
+       CASE WHEN r.status = 'queued' THEN 1 + (
+           SELECT count(*) FROM renditions q
+            WHERE q.status = 'queued' AND q.quality = r.quality
+              AND (q.queued_at, q.video_id) < (r.queued_at, r.video_id)
+       ) END AS queue_position
+  FROM renditions r WHERE r.video_id = ANY($1::text[]) ORDER BY r.video_id, r.position"""
+
+
 async def rendition_rows(conn: Conn, video_ids: Sequence[str]) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            "SELECT * FROM renditions WHERE video_id = ANY($1::text[]) ORDER BY video_id, position",
-            list(video_ids),
-        )
-    )
+    return list(await conn.fetch(_RENDITIONS, list(video_ids)))
 
 
 async def list_video_rows(

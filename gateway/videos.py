@@ -30,6 +30,11 @@ from shared.resources import TERMINAL_STATUSES, Rendition, Source, Thumbnail, Vi
 
 def rendition_from_row(row: asyncpg.Record, links: Links) -> Rendition:
     ready = row["status"] == "ready"
+    eta_s = None
+    if row["status"] == "processing" and row["eta_at"] is not None:
+        # counted down from the last progress report; unknown once that time has passed
+        left = (row["eta_at"] - datetime.now(UTC)).total_seconds()
+        eta_s = round(left, 1) if left >= 0 else None
     return Rendition(
         video_id=row["video_id"],
         quality=row["quality"],
@@ -43,6 +48,9 @@ def rendition_from_row(row: asyncpg.Record, links: Links) -> Rendition:
         signed_url=links.signed_rendition(row["video_id"], row["quality"]) if ready else None,
         error=row["error"],
         attempts=row["attempts"],
+        queue_position=row["queue_position"],
+        eta_s=eta_s,
+        encode_seconds=row["encode_seconds"] if ready else None,
     )
 
 
@@ -241,7 +249,17 @@ async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: st
             raise Conflict(f"rendition {quality} is {current.status}; only a failed rendition can be retried")
         job_id = new_id("job")
         await repo.update_rendition(
-            conn, video_id, quality, status="queued", progress=0.0, error=None, job_id=job_id, attempts=0
+            conn,
+            video_id,
+            quality,
+            status="queued",
+            progress=0.0,
+            error=None,
+            job_id=job_id,
+            attempts=0,
+            queued_at=datetime.now(UTC),  # at the end of its rung's queue, as its new message
+            eta_at=None,
+            encode_seconds=None,
         )
         others_failed = any(r.status == "failed" for r in video.renditions if r.quality != quality)
         if not others_failed and video.thumbnail.status != "failed":

@@ -52,6 +52,13 @@ class Rendition(Resource):
     signed_url: str | None = None
     error: str | None = None
     attempts: int = 0
+    #: While ``queued``: its place in its rung's queue (1 = next), across every client's videos.
+    queue_position: int | None = Field(default=None, ge=1)
+    #: While ``processing``: the seconds its encode should still take, at the encoder's speed.
+    eta_s: float | None = Field(default=None, ge=0)
+    #: Once ``ready``: the wall seconds of the ffmpeg run that made it (one run can make several
+    #: rungs of a video from one decode; each of them shows the run's time).
+    encode_seconds: float | None = Field(default=None, ge=0)
 
 
 class Thumbnail(Resource):

@@ -50,6 +50,36 @@ def size(value: int | None) -> str:
     return decimal(value) if value is not None else ""
 
 
+_MINUTE, _HOUR = 60, 3600
+
+
+def _ordinal(n: int) -> str:
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th") if n % 100 // 10 != 1 else "th"
+    return f"{n}{suffix}"
+
+
+def seconds(value: float) -> str:
+    if value < _MINUTE:
+        return f"{value:.1f} s"
+    whole = round(value)
+    if whole >= _HOUR:
+        return f"{whole // _HOUR} h {whole % _HOUR // _MINUTE} min"
+    return f"{whole // _MINUTE} min {whole % _MINUTE} s"
+
+
+def timing(rendition: Json) -> str:
+    """Its wait, its work left or the work it took (``3rd in line``, ``about 12.0 s left``)."""
+    state, place = rendition.get("status"), rendition.get("queue_position")
+    if state == "queued" and isinstance(place, int) and place > 0:
+        return "next in line" if place == 1 else f"{_ordinal(place)} in line"
+    eta, took = rendition.get("eta_s"), rendition.get("encode_seconds")
+    if state == "processing" and isinstance(eta, int | float):
+        return f"about {seconds(eta)} left"
+    if state == "ready" and isinstance(took, int | float):
+        return f"encoded in {seconds(took)}"
+    return ""
+
+
 def rungs(renditions: list[Json]) -> str:
     """``3/5 ready, 1 failed``: the renditions at a glance."""
     counts: dict[str, int] = {}
@@ -86,6 +116,8 @@ def renditions_table(renditions: list[Json]) -> Table:
     table = Table("QUALITY", "STATUS", "PROGRESS", "RESOLUTION", "SIZE", box=None, pad_edge=False)
     for r in renditions:
         status_cell = status(r.get("status"))
+        if timing(r):
+            status_cell.append(f" ({timing(r)})", style="dim")
         if r.get("error"):
             status_cell.append(f" ({r['error']})")
         table.add_row(

@@ -22,6 +22,26 @@ const AUTOLOAD_MAX_BYTES = 64 * 1000 * 1000;
 // Events older than this when they arrive are history being replayed: shown, not announced.
 const ANNOUNCE_WINDOW_MS = 5000;
 
+/** Its wait, its work left or the work it took: "3rd in line", "about 12.0 s left", "encoded in 4.2 s". */
+export function timing(rendition) {
+  if (rendition.status === "queued" && rendition.queue_position) {
+    return rendition.queue_position === 1 ? "next in line" : `${ordinal(rendition.queue_position)} in line`;
+  }
+  if (rendition.status === "processing" && rendition.eta_s !== null && rendition.eta_s !== undefined) {
+    return `about ${formatDuration(rendition.eta_s)} left`;
+  }
+  if (rendition.status === "ready" && rendition.encode_seconds !== null && rendition.encode_seconds !== undefined) {
+    return `encoded in ${formatDuration(rendition.encode_seconds)}`;
+  }
+  return "";
+}
+
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" }[n % 10] ?? "th");
+  return `${n}${suffix}`;
+}
+
 function describe(event) {
   const data = event.data.data ?? {};
   switch (event.type) {
@@ -188,7 +208,14 @@ export function videoPanel(video, { level = 2, signal }) {
       rendition.status === "failed"
         ? h("button", { type: "button", class: "small", onclick: () => retryRendition(rendition.quality) }, "Retry")
         : null;
-    row.status.replaceChildren(badge(rendition.status), rendition.error ? h("span", { class: "error" }, ` ${rendition.error}`) : "", retry ? " " : "", retry ?? "");
+    const when = timing(rendition);
+    row.status.replaceChildren(
+      badge(rendition.status),
+      when ? h("span", { class: "timing" }, ` ${when}`) : "",
+      rendition.error ? h("span", { class: "error" }, ` ${rendition.error}`) : "",
+      retry ? " " : "",
+      retry ?? "",
+    );
     row.size.textContent = rendition.status === "ready"
       ? `${pixels(rendition.width, rendition.height)}, ${formatBytes(rendition.size_bytes)}`
       : pixels(rendition.width, rendition.height);

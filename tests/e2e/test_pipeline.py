@@ -152,6 +152,7 @@ async def test_an_upload_becomes_ready_and_is_pushed_by_sse_webhook_and_email(
         assert response.headers["location"] == f"/v1/videos/{video['id']}"
         assert video["status"] == "queued"
         assert video["metadata"] == {"title": "Bunny"}
+        assert all(r["queue_position"] >= 1 for r in video["renditions"])  # its place in its rung's queue
         assert (video["source"]["width"], video["source"]["height"]) == (1280, 720)
         planned = {r["quality"]: (r["width"], r["height"]) for r in video["renditions"]}
         assert planned == {
@@ -169,6 +170,8 @@ async def test_an_upload_becomes_ready_and_is_pushed_by_sse_webhook_and_email(
         assert final["status"] == "ready"
         assert final["thumbnail"]["status"] == "ready"
         assert final["thumbnail"]["widths"] == [1280, 640, 320]
+        assert all(r["encode_seconds"] > 0 for r in final["renditions"])
+        assert {(r["queue_position"], r["eta_s"]) for r in final["renditions"]} == {(None, None)}
         await _check_outputs(api, final, planned, tmp_path)
 
         log = (await api.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()

@@ -8,6 +8,7 @@ delivery log. Screenshots go to ``test-artifacts/`` (``web.png`` is the video as
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,9 @@ async def _upload_and_watch(browser: Browser, running: Running) -> str:
     assert [await bar.get_attribute("aria-label") for bar in await bars.all()] == list(PLANNED)
     await browser.until("() => document.getElementById('video-status').textContent === 'ready'")
     await browser.until("() => document.getElementById('status').textContent.includes('is ready')")
+    took = await page.locator("tr[data-quality] .timing").all_text_contents()
+    assert len(took) == len(PLANNED), took
+    assert all(re.fullmatch(r" encoded in \d+\.\d s", t) for t in took), took
 
     seen: dict[str, list[float]] = await page.evaluate("window.barValues")
     assert set(seen) == set(PLANNED)

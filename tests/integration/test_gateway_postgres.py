@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from gateway.outbox import OutboxRelay
 from gateway.projection import handle_report
 from gateway.repository import Client
 from gateway.settings import GatewaySettings
-from gateway.videos import AcceptedUpload, record_upload
+from gateway.videos import AcceptedUpload, delete_video, get_video, record_upload, retry_rendition
 from shared.ffmpeg import ProbeResult
 from shared.ids import event_id, new_id
 from shared.ladder import plan
@@ -34,6 +35,7 @@ from shared.reports import (
     RenditionProgressReport,
     ThumbnailCompletedReport,
 )
+from shared.resources import Rendition
 from shared.settings import AdminSettings
 from shared.storage import LocalStorage
 from tests.settings import make
@@ -55,7 +57,7 @@ def deps(db: asyncpg.Pool, tmp_path: Path) -> GatewayDeps:
 
 
 async def _upload(db: asyncpg.Pool, client: Client, **probe: Any) -> str:
-    source = ProbeResult(**{**PROBE.__dict__, **probe}) if probe else PROBE
+    source = dataclasses.replace(PROBE, **probe)
     accepted = AcceptedUpload(
         video_id=new_id("vid"),
         filename="clip.mp4",
@@ -239,6 +241,107 @@ async def test_a_report_of_an_older_job_is_ignored(
     video_id = await _upload(db, client)
     await handle_report(_completed(video_id, "360p", "job_0000000000000000000000000000"), deps)
     assert await _events(db, video_id) == [(1, "video.uploaded")]
+
+
+async def _renditions(db: asyncpg.Pool, client: Client, video_id: str) -> dict[str, Rendition]:
+    async with db.acquire() as conn:
+        video = await get_video(conn, client, video_id, Links("http://vidq.test"))
+    return {r.quality: r for r in video.renditions}
+
+
+async def test_a_queued_rendition_knows_its_place_in_its_rungs_queue(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    first, second, third = [await _upload(db, client) for _ in range(3)]
+    for place, video_id in enumerate((first, second, third), start=1):
+        assert {q: r.queue_position for q, r in (await _renditions(db, client, video_id)).items()} == {
+            "360p": place,
+            "240p": place,
+            "144p": place,
+        }
+    uploaded = await db.fetchval(
+        "SELECT body FROM video_events WHERE video_id = $1 AND type = 'video.uploaded'", third
+    )
+    assert [r["queue_position"] for r in uploaded["data"]["renditions"]] == [3, 3, 3]
+
+    # the first video's 360p starts: it leaves the queue, and the others move up in that rung only
+    jobs = await _jobs(db, first)
+    started = RenditionProgressReport(
+        id=new_id("evt"),
+        timestamp=datetime.now(UTC),
+        video_id=first,
+        job_id=jobs["360p"],
+        quality="360p",
+        progress=1,
+    )
+    await handle_report(started, deps)
+    assert (await _renditions(db, client, first))["360p"].queue_position is None
+    assert [(await _renditions(db, client, v))["360p"].queue_position for v in (second, third)] == [1, 2]
+    assert [(await _renditions(db, client, v))["240p"].queue_position for v in (second, third)] == [2, 3]
+
+    # a failed rendition retried waits at the end of its rung's queue, as its new message does
+    await handle_report(_failed(first, "240p", jobs["240p"], "boom"), deps)
+    assert (await _renditions(db, client, first))["240p"].queue_position is None
+    async with db.acquire() as conn:
+        await retry_rendition(conn, client, first, "240p", links=Links("http://vidq.test"))
+    assert [(await _renditions(db, client, v))["240p"].queue_position for v in (second, third, first)] == [
+        1,
+        2,
+        3,
+    ]
+
+    # a deleted video's renditions leave every queue
+    async with db.acquire() as conn:
+        await delete_video(conn, client, second, Links("http://vidq.test"))
+    assert [(await _renditions(db, client, v))["240p"].queue_position for v in (third, first)] == [1, 2]
+    assert [(await _renditions(db, client, v))["144p"].queue_position for v in (first, third)] == [1, 2]
+
+
+async def test_a_processing_rendition_tells_when_it_should_end_and_a_ready_one_what_it_took(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client, duration_s=100.0)
+    job = (await _jobs(db, video_id))["360p"]
+
+    async def progress(percent: float, speed: float | None, *, seconds_ago: float = 0.0) -> float | None:
+        report = RenditionProgressReport(
+            id=new_id("evt"),
+            timestamp=datetime.now(UTC) - timedelta(seconds=seconds_ago),
+            video_id=video_id,
+            job_id=job,
+            quality="360p",
+            progress=percent,
+            speed=speed,
+        )
+        await handle_report(report, deps)
+        eta = (await _renditions(db, client, video_id))["360p"].eta_s
+        # the event carries the estimate as it was when the event was made
+        sent = (await db.fetchval("SELECT body FROM video_events WHERE id = $1", report.id))["data"]["eta_s"]
+        assert (sent is None) == (eta is None)
+        assert eta is None or 0 <= sent - eta < 1
+        return eta
+
+    # 50 s of source left at twice real time: 25 s
+    eta = await progress(50.0, 2.0)
+    assert eta is not None
+    assert 23.0 < eta <= 25.0
+    # a report made 30 s ago at 60 %, real time: 40 s left then, 10 s now
+    eta = await progress(60.0, 1.0, seconds_ago=30.0)
+    assert eta is not None
+    assert 8.0 < eta <= 10.0
+    assert await progress(70.0, None) is None  # ffmpeg did not know its speed yet
+    assert await progress(80.0, 1.0, seconds_ago=60.0) is None  # the expected end has passed
+    queued = await _renditions(db, client, video_id)
+    assert (queued["240p"].eta_s, queued["240p"].encode_seconds) == (None, None)
+
+    await handle_report(_completed(video_id, "360p", job), deps)
+    ready = (await _renditions(db, client, video_id))["360p"]
+    assert (ready.status, ready.eta_s, ready.encode_seconds, ready.queue_position) == (
+        "ready",
+        None,
+        1.0,
+        None,
+    )
 
 
 async def test_the_relay_publishes_with_every_property_and_marks_rows(

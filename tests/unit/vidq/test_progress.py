@@ -53,6 +53,24 @@ def test_events_move_the_bars() -> None:
     assert tasks["thumbnail"][0] == 1.0
 
 
+def test_a_bar_tells_the_wait_the_time_left_and_the_time_taken() -> None:
+    progress, board = _board()
+    for state in (
+        rendition("vid_1", "720p", status="queued", queue_position=1),
+        rendition("vid_1", "480p", status="queued", queue_position=3),
+        rendition("vid_1", "360p", status="processing", progress=40.0, eta_s=75.0),
+        rendition("vid_1", "240p", status="ready", encode_seconds=3.25, size_bytes=10, width=2, height=2),
+        rendition("vid_1", "144p", status="processing", progress=1.0),  # no speed known yet
+    ):
+        board.rendition(state.model_dump(mode="json"))
+    tasks = _tasks(progress)
+    assert tasks["720p"][2] == "queued  next in line"
+    assert tasks["480p"][2] == "queued  3rd in line"
+    assert tasks["360p"][2] == "processing  about 1 min 15 s left"
+    assert tasks["240p"][2] == "ready  encoded in 3.2 s  2x2  10 bytes"
+    assert tasks["144p"][2] == "processing"
+
+
 def test_a_counting_file_reports_its_position_and_starts_over_on_a_rewind(tmp_path: Path) -> None:
     path = tmp_path / "clip.mp4"
     path.write_bytes(b"x" * 200_000)
