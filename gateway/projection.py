@@ -29,6 +29,7 @@ from shared.reports import (
     RenditionReport,
     ThumbnailCompletedReport,
     ThumbnailFailedReport,
+    ThumbnailStartedReport,
     VideoReport,
     WebhookDisabledReport,
 )
@@ -75,6 +76,8 @@ async def _apply(conn: Conn, row: asyncpg.Record, report: VideoReport, links: Li
             await _rendition_completed(conn, row, report, links)
         case RenditionFailedReport():
             await _rendition_failed(conn, row, report, links)
+        case ThumbnailStartedReport():
+            await _thumbnail_started(conn, row)
         case ThumbnailCompletedReport():
             await _thumbnail_completed(conn, row, report, links)
         case ThumbnailFailedReport():
@@ -200,12 +203,21 @@ async def _video_event(
     )
 
 
+async def _thumbnail_started(conn: Conn, row: asyncpg.Record) -> None:
+    """Its status only (no public event: the poster is done within a second or two)."""
+    if row["thumbnail_status"] != "queued":  # a late report: it is done, failed or canceled
+        return
+    await repo.set_thumbnail(conn, row["id"], "processing", (), None)
+    await _start_processing(conn, row)
+
+
 async def _thumbnail_completed(
     conn: Conn, row: asyncpg.Record, report: ThumbnailCompletedReport, links: Links
 ) -> None:
     if row["thumbnail_status"] == "canceled":
         return
     await repo.set_thumbnail(conn, report.video_id, "ready", report.widths, None)
+    await _start_processing(conn, row)
     await _video_event(conn, report, links)
     await _maybe_ready(conn, report, links)
 

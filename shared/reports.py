@@ -57,6 +57,12 @@ class RenditionFailedReport(RenditionReport):
     attempts: int = 1
 
 
+class ThumbnailStartedReport(Report):
+    """The poster is being made: the thumbnail (and the video, if it was still queued) is processing."""
+
+    type: Literal["thumbnail.started"] = "thumbnail.started"
+
+
 class ThumbnailCompletedReport(Report):
     type: Literal["thumbnail.completed"] = "thumbnail.completed"
     widths: list[int]
@@ -83,6 +89,7 @@ VideoReport = Annotated[
     RenditionProgressReport
     | RenditionCompletedReport
     | RenditionFailedReport
+    | ThumbnailStartedReport
     | ThumbnailCompletedReport
     | ThumbnailFailedReport,
     Field(discriminator="type"),
@@ -91,6 +98,7 @@ AnyReport = Annotated[
     RenditionProgressReport
     | RenditionCompletedReport
     | RenditionFailedReport
+    | ThumbnailStartedReport
     | ThumbnailCompletedReport
     | ThumbnailFailedReport
     | WebhookDisabledReport,

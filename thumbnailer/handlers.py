@@ -12,7 +12,13 @@ from shared.errors import EncodeFailed, PipelineError, WorkCanceled
 from shared.events import VideoUploaded
 from shared.ids import event_id
 from shared.messaging.publisher import Publisher
-from shared.reports import Report, ThumbnailCompletedReport, ThumbnailFailedReport, publish_report
+from shared.reports import (
+    Report,
+    ThumbnailCompletedReport,
+    ThumbnailFailedReport,
+    ThumbnailStartedReport,
+    publish_report,
+)
 from shared.storage import Storage, source_key, thumbnail_key
 from thumbnailer import poster
 from thumbnailer.settings import ThumbnailerSettings
@@ -40,7 +46,7 @@ async def _report(deps: ThumbnailerDeps, item: Report) -> None:
 
 
 async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> None:
-    """Write the poster at each width (atomic, deterministic paths); publishes thumbnail.completed.
+    """Write the poster at each width (atomic, deterministic paths); reports its start and its end.
 
     Idempotent: a redelivery overwrites the same files and reports the same id.
     """
@@ -48,6 +54,10 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
     if not await deps.storage.exists(source_key(video.id)):
         raise WorkCanceled(f"the source of {video.id} is gone (video deleted)")
     sizes = poster.sizes(video.source.width, video.source.height)
+    started = ThumbnailStartedReport(
+        id=event_id(video.id, "thumbnail.started"), timestamp=datetime.now(UTC), video_id=video.id
+    )
+    await _report(deps, started)
     async with contextlib.AsyncExitStack() as stack:
         outputs = [
             (

@@ -34,6 +34,7 @@ from shared.reports import (
     RenditionFailedReport,
     RenditionProgressReport,
     ThumbnailCompletedReport,
+    ThumbnailStartedReport,
 )
 from shared.resources import Rendition
 from shared.settings import AdminSettings
@@ -241,6 +242,42 @@ async def test_a_report_of_an_older_job_is_ignored(
     video_id = await _upload(db, client)
     await handle_report(_completed(video_id, "360p", "job_0000000000000000000000000000"), deps)
     assert await _events(db, video_id) == [(1, "video.uploaded")]
+
+
+async def test_the_thumbnail_goes_through_processing_and_takes_the_video_with_it(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+
+    def started() -> ThumbnailStartedReport:
+        return ThumbnailStartedReport(
+            id=event_id(video_id, "thumbnail.started"), timestamp=datetime.now(UTC), video_id=video_id
+        )
+
+    await handle_report(started(), deps)
+    row = await db.fetchrow("SELECT status, thumbnail_status FROM videos WHERE id = $1", video_id)
+    assert row is not None
+    assert (row["status"], row["thumbnail_status"]) == ("processing", "processing")
+    assert await _events(db, video_id) == [(1, "video.uploaded")]  # a status, not an event
+
+    await handle_report(_thumbnail(video_id), deps)
+    assert (await db.fetchval("SELECT thumbnail_status FROM videos WHERE id = $1", video_id)) == "ready"
+
+
+async def test_a_thumbnail_done_before_any_rendition_starts_shows_the_video_processing(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    await handle_report(_thumbnail(video_id), deps)  # its start report not (yet) applied
+    late = ThumbnailStartedReport(id=new_id("evt"), timestamp=datetime.now(UTC), video_id=video_id)
+    await handle_report(late, deps)
+    body = await db.fetchval(
+        "SELECT body FROM video_events WHERE video_id = $1 AND type = 'thumbnail.completed'", video_id
+    )
+    assert (body["data"]["status"], body["data"]["thumbnail"]["status"]) == ("processing", "ready")
+    row = await db.fetchrow("SELECT status, thumbnail_status FROM videos WHERE id = $1", video_id)
+    assert row is not None
+    assert (row["status"], row["thumbnail_status"]) == ("processing", "ready")
 
 
 async def _renditions(db: asyncpg.Pool, client: Client, video_id: str) -> dict[str, Rendition]:

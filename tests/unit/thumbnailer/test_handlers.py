@@ -12,7 +12,7 @@ from shared.events import VideoUploaded
 from shared.ids import event_id
 from shared.messaging.memory import InMemoryPublisher
 from shared.messaging.topology import RESULTS
-from shared.reports import ThumbnailCompletedReport, ThumbnailFailedReport
+from shared.reports import ThumbnailCompletedReport, ThumbnailFailedReport, ThumbnailStartedReport
 from shared.storage import LocalStorage, source_key, thumbnail_key
 from tests.settings import make
 from tests.unit import factories
@@ -75,7 +75,9 @@ async def test_an_upload_gets_posters_at_each_width_and_a_completed_report(
 
     await handle_video_uploaded(event, deps)
 
-    [published] = publisher.published
+    started, published = publisher.published  # its start first: the gateway shows it processing
+    assert (started.exchange, started.routing_key) == (RESULTS, "thumbnail.started")
+    assert started.decode(ThumbnailStartedReport).id == event_id(event.data.id, "thumbnail.started")
     assert (published.exchange, published.routing_key) == (RESULTS, "thumbnail.completed")
     report = published.decode(ThumbnailCompletedReport)
     assert report.id == event_id(event.data.id, "thumbnail.completed")
@@ -97,7 +99,7 @@ async def test_a_small_source_gets_only_the_widths_that_fit(
 
     await handle_video_uploaded(event, deps)
 
-    assert publisher.published[0].decode(ThumbnailCompletedReport).widths == [200]
+    assert publisher.published[-1].decode(ThumbnailCompletedReport).widths == [200]
     assert storage.local_path(thumbnail_key(event.data.id, 200)).is_file()
     assert not storage.local_path(thumbnail_key(event.data.id, 320)).exists()
 
@@ -110,7 +112,8 @@ async def test_a_redelivered_upload_reports_the_same_id(
     await handle_video_uploaded(event, deps)
     await handle_video_uploaded(event, deps)
 
-    first, second = publisher.published
+    started, first, started_again, second = publisher.published
+    assert started.message.message_id == started_again.message.message_id
     assert first.message.message_id == second.message.message_id
 
 
@@ -135,7 +138,8 @@ async def test_no_frame_written_is_a_permanent_failure_that_leaves_no_files(
     with pytest.raises(EncodeFailed, match="no frame"):
         await handle_video_uploaded(event, deps)
 
-    assert publisher.published == []
+    # only its start: the consumer's failure path reports thumbnail.failed
+    assert [p.routing_key for p in publisher.published] == ["thumbnail.started"]
     assert not storage.local_path(thumbnail_key(event.data.id, 1280)).exists()
     assert list(storage.tmp.iterdir()) == []
     # every way tried: key frames, every frame, decoded from the start, from the first frame
@@ -164,7 +168,7 @@ async def test_a_video_with_no_key_frame_after_the_quarter_mark_is_looked_at_fra
     assert "-skip_frame" not in grabber.argvs[1]
     assert grabber.argvs[1][grabber.argvs[1].index("-ss") + 1] == "2.0"
     assert storage.local_path(thumbnail_key(event.data.id, 1280)).read_bytes().startswith(b"\xff\xd8")
-    assert publisher.published[0].routing_key == "thumbnail.completed"
+    assert [p.routing_key for p in publisher.published] == ["thumbnail.started", "thumbnail.completed"]
 
 
 async def test_on_failure_reports_thumbnail_failed_with_the_error(
