@@ -112,11 +112,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             topology = build(settings)
             await prepare_broker(connection, settings, topology)
             publisher = await AmqpPublisher.open(connection)
+            storage = LocalStorage(settings.storage_dir)
+            await storage.mark()  # the workers tell a deleted video from storage that is not this
             deps = GatewayDeps(
                 settings,
                 pool,
                 publisher,
-                LocalStorage(settings.storage_dir),
+                storage,
                 asyncio.Semaphore(settings.gateway_probe_concurrency),
                 key_ring,
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -19,7 +20,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
+from shared.errors import PipelineError, TransientError, WorkCanceled
+
 _VIDEO_ID = re.compile(r"^vid_[0-9a-f]{12,64}$")
+#: Written into the storage root by the gateway when it starts. A worker that finds a video's
+#: source missing tells a deleted video (the marker is there: the gateway removed the files) from
+#: storage that is not vidq's at all — a volume not mounted, a wrong ``VIDQ_STORAGE_DIR`` — where
+#: every job would otherwise be dropped as "deleted" without a word to anyone.
+MARKER = ".vidq-storage"
 _QUALITY = re.compile(r"^\d{3,4}p$")
 
 
@@ -50,6 +58,14 @@ def video_prefix(video_id: str) -> str:
 class Storage(Protocol):
     """What services need from media storage."""
 
+    async def mark(self) -> None:
+        """Make this storage vidq's (:data:`MARKER`); idempotent. The gateway does it at start."""
+        ...
+
+    async def marked(self) -> bool:
+        """Whether this is vidq's storage (the gateway marked it)."""
+        ...
+
     def local_path(self, key: str) -> Path:
         """A local file path for reading ``key`` (ffmpeg input, HTTP file response)."""
         ...
@@ -70,6 +86,15 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.tmp = self.root / "tmp"
+
+    async def mark(self) -> None:
+        if not (self.root / MARKER).is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            async with self.writer(MARKER) as temp:
+                temp.write_text("vidq media storage: videos/<id>/ holds each video's files\n")
+
+    async def marked(self) -> bool:
+        return (self.root / MARKER).is_file()
 
     def local_path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -106,3 +131,34 @@ class LocalStorage:
     async def delete_prefix(self, prefix: str) -> None:
         path = self.local_path(prefix)
         await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
+
+async def source_missing(storage: Storage, video_id: str) -> PipelineError:
+    """Why a job's source is not in ``storage``: its video was deleted, or the storage is not vidq's.
+
+    Deleted, the job is dropped (:class:`WorkCanceled`). Storage without the gateway's marker is
+    an operator's problem (a volume not mounted, another ``VIDQ_STORAGE_DIR``): the job is
+    retried on its schedule and, if that outlasts the retries, fails with this reason and waits
+    in its dead-letter queue to be replayed once the storage is back.
+    """
+    if await storage.marked():
+        return WorkCanceled(f"the source of {video_id} is gone (video deleted)")
+    return TransientError(
+        f"the source of {video_id} is not in storage, and the storage is not vidq's (no {MARKER}, "
+        "which the gateway writes when it starts): is the volume mounted, and VIDQ_STORAGE_DIR "
+        "the gateway's?"
+    )
+
+
+async def worker_storage(root: Path) -> LocalStorage:
+    """A worker's storage, with a loud word at start when it is not the gateway's."""
+    storage = LocalStorage(root)
+    if not await storage.marked():
+        logging.getLogger(__name__).error(
+            "%s is not vidq's storage (no %s, which the gateway writes when it starts): is the "
+            "volume mounted, and VIDQ_STORAGE_DIR the gateway's? Jobs whose source is missing are "
+            "retried, then dead-lettered, until it is",
+            storage.root,
+            MARKER,
+        )
+    return storage

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared import ffmpeg
-from shared.errors import EncodeFailed, PipelineError, WorkCanceled
+from shared.errors import EncodeFailed, PipelineError
 from shared.events import VideoUploaded
 from shared.ids import event_id
 from shared.messaging.publisher import Publisher
@@ -19,7 +19,7 @@ from shared.reports import (
     ThumbnailStartedReport,
     publish_report,
 )
-from shared.storage import Storage, source_key, thumbnail_key
+from shared.storage import Storage, source_key, source_missing, thumbnail_key
 from thumbnailer import poster
 from thumbnailer.settings import ThumbnailerSettings
 
@@ -52,7 +52,7 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
     """
     video = event.data
     if not await deps.storage.exists(source_key(video.id)):
-        raise WorkCanceled(f"the source of {video.id} is gone (video deleted)")
+        raise await source_missing(deps.storage, video.id)
     sizes = poster.sizes(video.source.width, video.source.height)
     started = ThumbnailStartedReport(
         id=event_id(video.id, "thumbnail.started"), timestamp=datetime.now(UTC), video_id=video.id

@@ -34,7 +34,7 @@ from shared.reports import (
     Report,
     publish_report,
 )
-from shared.storage import Storage, rendition_key, source_key
+from shared.storage import Storage, rendition_key, source_key, source_missing
 from transcoder import encode
 from transcoder.claims import Claims, Job
 from transcoder.metrics import FFMPEG_SPEED, RENDITION_QUEUE_WAIT
@@ -253,7 +253,7 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
     """
     first, settings = batch[0].command, deps.settings
     if not await deps.storage.exists(source_key(first.video_id)):
-        raise WorkCanceled(f"the source of {first.video_id} is gone (video deleted)")
+        raise await source_missing(deps.storage, first.video_id)
     source = str(deps.storage.local_path(source_key(first.video_id)))
     profile = encode.EncodeProfile(
         settings.transcoder_preset,

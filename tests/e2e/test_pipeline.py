@@ -153,6 +153,7 @@ async def test_an_upload_becomes_ready_and_is_pushed_by_sse_webhook_and_email(
         assert video["status"] == "queued"
         assert video["metadata"] == {"title": "Bunny"}
         assert all(r["queue_position"] >= 1 for r in video["renditions"])  # its place in its rung's queue
+        assert (running.storage / ".vidq-storage").is_file()  # the gateway made the storage its own
         assert (video["source"]["width"], video["source"]["height"]) == (1280, 720)
         planned = {r["quality"]: (r["width"], r["height"]) for r in video["renditions"]}
         assert planned == {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import EncodeFailed, PermanentError, WorkCanceled
+from shared.errors import EncodeFailed, PermanentError, TransientError, WorkCanceled
 from shared.events import VideoUploaded
 from shared.ids import event_id
 from shared.messaging.memory import InMemoryPublisher
@@ -120,9 +120,22 @@ async def test_a_redelivered_upload_reports_the_same_id(
 async def test_an_upload_whose_source_is_gone_is_canceled_and_publishes_nothing(
     deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher, grabber: FakeGrabber
 ) -> None:
+    await storage.mark()  # the gateway's storage: a missing source is a deleted video
     event = uploaded(storage, with_source=False)
 
     with pytest.raises(WorkCanceled, match=event.data.id):
+        await handle_video_uploaded(event, deps)
+
+    assert publisher.published == []
+    assert grabber.argvs == []
+
+
+async def test_a_missing_source_in_storage_that_is_not_vidqs_is_worth_a_retry(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher, grabber: FakeGrabber
+) -> None:
+    event = uploaded(storage, with_source=False)  # and no marker: a volume not mounted
+
+    with pytest.raises(TransientError, match="is the volume mounted"):
         await handle_video_uploaded(event, deps)
 
     assert publisher.published == []

@@ -285,12 +285,39 @@ async def test_a_job_whose_source_is_gone_is_canceled_and_publishes_nothing(
     claims: FakeClaims,
     storage: LocalStorage,
 ) -> None:
+    await storage.mark()  # the gateway's storage: a missing source is a deleted video
     storage.local_path(source_key(cmd.video_id)).unlink()
 
     await run_job(Job(cmd, 1), deps)
 
     assert claims.states[cmd.job_id] == "canceled"
     assert publisher.published == []
+    assert encoder.argvs == []
+
+
+async def test_a_missing_source_in_storage_that_is_not_vidqs_is_retried_then_fails_with_the_reason(
+    deps: TranscoderDeps,
+    cmd: TranscodeRendition,
+    publisher: InMemoryPublisher,
+    encoder: FakeEncoder,
+    claims: FakeClaims,
+    storage: LocalStorage,
+) -> None:
+    # a volume not mounted: no marker, no source; not a deletion to drop without a word
+    storage.local_path(source_key(cmd.video_id)).unlink()
+
+    await run_job(Job(cmd, 1), deps)
+
+    retry = only(publisher.published)
+    assert retry.exchange == RETRY
+    assert claims.states[cmd.job_id] == "retrying"
+    assert "storage is not vidq's" in (claims.errors[cmd.job_id] or "")
+
+    publisher.published.clear()
+    await run_job(Job(cmd, 3), deps)
+    failed = only(publisher.to(RESULTS, "rendition.failed")).decode(RenditionFailedReport)
+    assert "is the volume mounted" in failed.error
+    assert only(publisher.to(DLX)).message.headers[REASON_HEADER] == "retries-exhausted"
     assert encoder.argvs == []
 
 
