@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from shared.ids import VideoId
 from shared.ladder import Quality
 
 
@@ -38,7 +39,7 @@ class TranscodeRendition(Command):
     """
 
     job_id: str
-    video_id: str
+    video_id: VideoId
     quality: Quality
     width: int = Field(ge=2)
     height: int = Field(ge=2)

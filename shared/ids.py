@@ -11,10 +11,24 @@ consumers deduplicate on it.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
+from typing import Annotated
+
+from pydantic import StringConstraints
 
 PREFIXES = frozenset({"vid", "evt", "whk", "job", "cli", "key", "dlv", "msg", "upl", "tus"})
+
+#: What a video's id looks like. It names the video's folder in storage, so a message naming
+#: anything else is malformed.
+VIDEO_ID_PATTERN = r"^vid_[0-9a-f]{12,64}$"
+VideoId = Annotated[str, StringConstraints(pattern=VIDEO_ID_PATTERN)]
+_VIDEO_ID = re.compile(VIDEO_ID_PATTERN)
+
+
+def is_video_id(value: str) -> bool:
+    return _VIDEO_ID.fullmatch(value) is not None
 
 
 def new_id(prefix: str) -> str:

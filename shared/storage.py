@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.errors import PipelineError, TransientError, WorkCanceled
+from shared.ids import is_video_id
 
-_VIDEO_ID = re.compile(r"^vid_[0-9a-f]{12,64}$")
 #: Written into the storage root by the gateway when it starts. A worker that finds a video's
 #: source missing tells a deleted video (the marker is there: the gateway removed the files) from
 #: storage that is not vidq's at all — a volume not mounted, a wrong ``VIDQ_STORAGE_DIR`` — where
@@ -32,7 +32,7 @@ _QUALITY = re.compile(r"^\d{3,4}p$")
 
 
 def _video_dir(video_id: str) -> str:
-    if not _VIDEO_ID.match(video_id):
+    if not is_video_id(video_id):
         raise ValueError(f"not a video id: {video_id!r}")
     return f"videos/{video_id}"
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from shared.events import VideoUploaded
+from shared.ids import is_video_id
 from shared.logging import configure_logging
 from shared.messaging.consumer import Route
 from shared.messaging.prepare import prepare_broker
@@ -20,6 +21,11 @@ from thumbnailer.settings import ThumbnailerSettings
 log = logging.getLogger(__name__)
 
 
+def _not_a_video(event: VideoUploaded) -> str | None:
+    """An id that is no video's names no folder of storage: the message is malformed."""
+    return None if is_video_id(event.data.id) else f"not a video id: {event.data.id!r}"
+
+
 def routes(settings: ThumbnailerSettings, topology: Topology) -> tuple[Route[Any, ThumbnailerDeps], ...]:
     return (
         Route(
@@ -28,6 +34,7 @@ def routes(settings: ThumbnailerSettings, topology: Topology) -> tuple[Route[Any
             handle_video_uploaded,
             on_failure=report_thumbnail_failed,
             prefetch=settings.thumbnailer_concurrency,
+            misplaced=_not_a_video,
         ),
     )
 

@@ -158,7 +158,7 @@ def rotation_of(stream: dict[str, Any]) -> int:
 def command_for(planned: PlannedRendition, *, has_audio: bool, duration_s: float) -> TranscodeRendition:
     return TranscodeRendition(
         job_id="job_test",
-        video_id="vid_test",
+        video_id="vid_0123456789abcdef",
         quality=planned.quality,
         width=planned.width,
         height=planned.height,
@@ -496,7 +496,7 @@ async def test_run_on_garbage_input_raises_encode_failed_with_ffmpegs_reason(tmp
     garbage.write_bytes(random.Random(2).randbytes(20_000))
     cmd = TranscodeRendition(
         job_id="job_test",
-        video_id="vid_test",
+        video_id="vid_0123456789abcdef",
         quality=Quality.P144,
         width=256,
         height=144,

@@ -89,14 +89,19 @@ def test_decode_reads_a_union_through_a_type_adapter() -> None:
         (b"null", "body"),
         (b'{"job_id": "job_1"}', "video_id: Field required"),
         (
-            b'{"job_id": "j", "video_id": "v", "quality": "999p", "width": 2, "height": 2,'
+            b'{"job_id": "j", "video_id": "vid_0123456789ab", "quality": "999p", "width": 2, "height": 2,'
             b' "has_audio": false, "duration_s": 1}',
             "quality",
         ),
         (
-            b'{"job_id": "j", "video_id": "v", "quality": "720p", "width": 1, "height": 2,'
+            b'{"job_id": "j", "video_id": "vid_0123456789ab", "quality": "720p", "width": 1, "height": 2,'
             b' "has_audio": false, "duration_s": 1}',
             "width",
+        ),
+        (
+            b'{"job_id": "j", "video_id": "../../../../tmp", "quality": "720p", "width": 2, "height": 2,'
+            b' "has_audio": false, "duration_s": 1}',
+            "video_id",  # it would name a folder of storage
         ),
     ],
     ids=[
@@ -109,6 +114,7 @@ def test_decode_reads_a_union_through_a_type_adapter() -> None:
         "missing-field",
         "bad-enum",
         "too-small",
+        "not-a-video-id",
     ],
 )
 def test_decode_refuses_a_bad_body_saying_why(body: bytes, why: str) -> None:

@@ -11,11 +11,12 @@ from shared.errors import EncodeFailed, PermanentError, TransientError, WorkCanc
 from shared.events import VideoUploaded
 from shared.ids import event_id
 from shared.messaging.memory import InMemoryPublisher
-from shared.messaging.topology import RESULTS
+from shared.messaging.topology import RESULTS, build
 from shared.reports import ThumbnailCompletedReport, ThumbnailFailedReport, ThumbnailStartedReport
 from shared.storage import LocalStorage, source_key, thumbnail_key
 from tests.settings import make
 from tests.unit import factories
+from thumbnailer.app import routes
 from thumbnailer.handlers import FrameGrabber, ThumbnailerDeps, handle_video_uploaded, report_thumbnail_failed
 from thumbnailer.settings import ThumbnailerSettings
 
@@ -196,3 +197,12 @@ async def test_on_failure_reports_thumbnail_failed_with_the_error(
     report = published.decode(ThumbnailFailedReport)
     assert report.id == event_id(event.data.id, "thumbnail.failed")
     assert report.error == "the video has no decodable picture"
+
+
+def test_an_upload_whose_id_is_no_video_id_is_malformed_before_its_handler(storage: LocalStorage) -> None:
+    [route] = routes(make(ThumbnailerSettings), build(make(ThumbnailerSettings)))
+    assert route.misplaced is not None
+    good = uploaded(storage, with_source=False)
+    assert route.misplaced(good) is None
+    bad = good.model_copy(update={"data": good.data.model_copy(update={"id": "../../../../tmp"})})
+    assert route.misplaced(bad) == "not a video id: '../../../../tmp'"
