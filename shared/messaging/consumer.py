@@ -226,12 +226,10 @@ class _Policy(Generic[M, D]):
         try:
             message = decode(self.delivery.body, self.route.message)
         except MalformedMessage as exc:
-            log.warning("malformed message dead-lettered: %s", exc)
-            return await self._dead_letter("malformed", str(exc))
+            return await self._dead_letter("malformed", str(exc), what="malformed message")
         wrong_queue = self.route.misplaced(message) if self.route.misplaced is not None else None
         if wrong_queue is not None:
-            log.warning("misplaced message dead-lettered: %s", wrong_queue)
-            return await self._dead_letter("malformed", wrong_queue)
+            return await self._dead_letter("malformed", wrong_queue, what="misplaced message")
         token = _replayed.set(REPLAYED_HEADER in (self.delivery.headers or {}))
         try:
             await self.route.handler(message, self.deps)
@@ -300,7 +298,16 @@ class _Policy(Generic[M, D]):
                 return await self._requeue()
         return await self._dead_letter(reason, str(exc))
 
-    async def _dead_letter(self, reason: str, error: str) -> Outcome:
+    async def _dead_letter(self, reason: str, error: str, *, what: str = "") -> Outcome:
+        queue = self.route.queue
+        if queue.kind != "work":
+            # A process's own queue (cancellations, the live feed) has no dead-letter queue: a
+            # message that can never be handled there is dropped, and said so.
+            log.warning("%s dropped: %s (%s keeps no dead letters)", what or "message", error, queue.name)
+            await _settle(lambda: self.delivery.reject(requeue=False), "reject")
+            return Outcome.DEAD_LETTER
+        if what:
+            log.warning("%s dead-lettered: %s", what, error)
         try:
             await dead_letter(
                 self.publisher,

@@ -511,3 +511,20 @@ async def test_a_handler_that_counts_its_own_attempts_dead_letters_with_reason_r
     assert dead.message.headers[REASON_HEADER] == "retries-exhausted"
     assert "8 attempts" in dead.message.headers[ERROR_HEADER]
     assert len(deps.failures) == 1
+
+
+async def test_a_message_that_can_never_be_handled_on_a_queue_without_dlq_is_dropped_and_said_so(
+    deps: Deps, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a process's own queue (cancellations, the live feed): nothing to dead-letter into
+    own = Route(QueueSpec("vidq.test.cancels.host-1", kind="broadcast"), Ping, handle_ping)
+    incoming = delivery(b"not json")
+
+    with caplog.at_level("WARNING"):
+        assert await run(deps, incoming, own) == Outcome.DEAD_LETTER
+
+    assert deps.publisher.published == []
+    assert incoming.settled == ["reject"]
+    assert "malformed message dropped" in caplog.text
+    assert "keeps no dead letters" in caplog.text
+    assert "dead-lettered" not in caplog.text
