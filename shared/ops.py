@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -206,7 +207,26 @@ def main(argv: list[str] | None = None) -> None:
     purge = actions.add_parser("purge", help="delete the dead letters of a queue")
     purge.add_argument("queue")
     purge.add_argument("--yes", action="store_true")
-    sys.exit(asyncio.run(_run(parser.parse_args(argv))))
+    args = parser.parse_args(argv)
+    for library in ("aiormq", "aio_pika"):  # their failures are told below, once, in a line
+        logging.getLogger(library).setLevel(logging.CRITICAL)
+    try:
+        code = asyncio.run(_run(args))
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        queue = getattr(args, "queue", None) or ""
+        sys.stderr.write(
+            f"no queue {work_queue(queue)}.dlq on this broker's vhost; "
+            "`python -m shared.ops dlq ls` lists the dead-letter queues\n"
+        )
+        code = 3
+    except (aio_pika.exceptions.AMQPConnectionError, OSError) as exc:
+        # the URL without its password: the reason is the broker's or the network's
+        where = ServiceSettings().amqp_url
+        sys.stderr.write(
+            f"cannot reach the broker at {where.host}:{where.port} (vhost {where.path}): {exc}\n"
+        )
+        code = 69  # EX_UNAVAILABLE
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,18 @@ async def test_the_cli_lists_and_purges(broker: AdminSettings, connection: Abstr
     purged = cli("purge", THUMBNAILER_UPLOADS, "--yes")
     assert "purged 1 message(s)" in purged.stdout
     assert "0 dead letter(s)" in cli("ls", THUMBNAILER_UPLOADS).stdout
+
+    # a queue that is not there, a broker that cannot be reached: one line each, no traceback
+    for args in (("ls", "vidq.nonexistent"), ("replay", "vidq.nonexistent", "--all")):
+        missing = cli(*args)
+        assert missing.returncode == 3
+        assert missing.stderr == (
+            "no queue vidq.nonexistent.dlq on this broker's vhost; "
+            "`python -m shared.ops dlq ls` lists the dead-letter queues\n"
+        )
+    env["VIDQ_AMQP_URL"] = "amqp://guest:secret-word@127.0.0.1:1/vidq"
+    away = cli("ls")
+    assert away.returncode == 69
+    assert away.stderr.startswith("cannot reach the broker at 127.0.0.1:1 (vhost /vidq): ")
+    assert "Traceback" not in away.stderr
+    assert "secret-word" not in away.stderr
