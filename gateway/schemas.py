@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, UrlConstraints
+from pydantic import AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, UrlConstraints
 
 from shared.resources import Video
 
@@ -22,7 +23,20 @@ MAX_URL_LENGTH = 2048
 #: The most patterns one subscription may have (every event type is far fewer).
 MAX_PATTERNS = 50
 
-WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH)]
+#: Spaces and control characters have no place in a URL. URL parsers drop tabs and line breaks
+#: and encode spaces, so such a URL would be kept as another one than the client wrote.
+_NOT_IN_URLS = re.compile(r"[\x00-\x20\x7f]")
+NOT_IN_URLS = "has spaces or control characters; percent-encode them (a space is %20)"
+
+
+def printable_url(value: Any) -> Any:
+    """Refuse a URL with spaces or control characters in it (a ``BeforeValidator``)."""
+    if isinstance(value, str) and _NOT_IN_URLS.search(value):
+        raise ValueError(f"the URL {NOT_IN_URLS}")
+    return value
+
+
+WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH), BeforeValidator(printable_url)]
 
 
 class VideoImport(BaseModel):

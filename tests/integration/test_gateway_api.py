@@ -1344,6 +1344,22 @@ async def test_a_webhook_or_callback_url_to_a_private_address_is_refused_when_re
     await assert_nothing_left(db, storage)
 
 
+@pytest.mark.parametrize(
+    "url", ["https://example.com/\r\nX: y", "https://example.com/a b", "https://example.com/\thook"]
+)
+async def test_a_url_with_spaces_or_control_characters_is_refused_not_rewritten(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, storage: Path, url: str
+) -> None:
+    # URL parsers drop line breaks and tabs and encode spaces: it would be kept as another URL
+    assert_problem(await api.post("/v1/webhooks", json={"url": url}), 422, "percent-encode")
+    path = f"/v1/webhooks/{(await _new_webhook(api))['id']}"
+    assert_problem(await api.patch(path, json={"url": url}), 422, "percent-encode")
+    assert_problem(await upload(api, clips.tiny, callback_url=url), 422, "callback_url", "percent-encode")
+    assert_problem(await api.post("/v1/videos", json={"url": url}), 422, "percent-encode")
+    assert await db.fetchval("SELECT count(*) FROM webhooks") == 1
+    await assert_nothing_left(db, storage)
+
+
 async def test_an_allowlisted_private_address_may_be_registered(
     start: Start, alice: Caller, clips: Clips
 ) -> None:
