@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import re
 import secrets
@@ -148,17 +147,3 @@ async def source_missing(storage: Storage, video_id: str) -> PipelineError:
         "which the gateway writes when it starts): is the volume mounted, and VIDQ_STORAGE_DIR "
         "the gateway's?"
     )
-
-
-async def worker_storage(root: Path) -> LocalStorage:
-    """A worker's storage, with a loud word at start when it is not the gateway's."""
-    storage = LocalStorage(root)
-    if not await storage.marked():
-        logging.getLogger(__name__).error(
-            "%s is not vidq's storage (no %s, which the gateway writes when it starts): is the "
-            "volume mounted, and VIDQ_STORAGE_DIR the gateway's? Jobs whose source is missing are "
-            "retried, then dead-lettered, until it is",
-            storage.root,
-            MARKER,
-        )
-    return storage

@@ -14,7 +14,7 @@ from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import THUMBNAILER_UPLOADS, Topology, build
 from shared.metrics import serve_metrics
 from shared.runtime import Consumers, connect, run_until_stopped
-from shared.storage import worker_storage
+from shared.storage import LocalStorage
 from thumbnailer.handlers import FrameGrabber, ThumbnailerDeps, handle_video_uploaded, report_thumbnail_failed
 from thumbnailer.settings import ThumbnailerSettings
 
@@ -48,9 +48,7 @@ async def main() -> None:
     try:
         await prepare_broker(connection, settings, topology)
         publisher = await AmqpPublisher.open(connection)
-        deps = ThumbnailerDeps(
-            settings, publisher, await worker_storage(settings.storage_dir), FrameGrabber()
-        )
+        deps = ThumbnailerDeps(settings, publisher, LocalStorage(settings.storage_dir), FrameGrabber())
         consumers = Consumers(
             service="thumbnailer",
             connection=connection,

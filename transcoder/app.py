@@ -24,7 +24,7 @@ from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import TRANSCODER_CANCELS_PREFIX, Topology, broadcast_queue, build
 from shared.metrics import serve_metrics
 from shared.runtime import Consumers, connect, instance_name, run_until_stopped
-from shared.storage import worker_storage
+from shared.storage import LocalStorage
 from transcoder.claims import PgClaims
 from transcoder.handlers import (
     Encoder,
@@ -88,7 +88,7 @@ async def bootstrap(settings: TranscoderSettings) -> AsyncIterator[tuple[Transco
             settings,
             topology,
             publisher,
-            await worker_storage(settings.storage_dir),
+            LocalStorage(settings.storage_dir),
             claims,
             runner,
             Encoder(),

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import pytest
-
 from shared.errors import TransientError, WorkCanceled
-from shared.storage import MARKER, LocalStorage, source_missing, worker_storage
+from shared.storage import MARKER, LocalStorage, source_missing
 
 VIDEO = "vid_0123456789abcdef"
 
@@ -35,18 +32,3 @@ async def test_a_missing_source_is_a_deletion_only_in_vidqs_storage(tmp_path: Pa
     deleted = await source_missing(storage, VIDEO)
     assert isinstance(deleted, WorkCanceled)
     assert VIDEO in str(deleted)
-
-
-async def test_a_worker_says_at_start_when_its_storage_is_not_the_gateways(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.ERROR):
-        await worker_storage(tmp_path)
-    assert [r.levelno for r in caplog.records] == [logging.ERROR]
-    assert "VIDQ_STORAGE_DIR" in caplog.text
-
-    caplog.clear()
-    await LocalStorage(tmp_path).mark()
-    with caplog.at_level(logging.ERROR):
-        await worker_storage(tmp_path)
-    assert caplog.records == []
