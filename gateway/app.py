@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from gateway import errors
 from gateway.api import callbacks
@@ -160,7 +161,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             log.info("gateway ready on %s", settings.public_url)
             yield
 
-    app = FastAPI(title="vidq", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    # Swagger UI and ReDoc from the gateway's own files: /docs works where the CDN is not reachable
+    app = FastAPIOffline(
+        title="vidq", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, static_url="/docs/static"
+    )
     app.state.settings = settings
     app.state.connection = None
     errors.install(app)

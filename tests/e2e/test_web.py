@@ -434,3 +434,33 @@ async def test_a_page_of_another_origin_uploads_resumably_through_a_direct_uploa
         video = (await api.get(f"/v1/videos/{answer['videoId']}")).json()
         assert video["source"]["filename"] == "page.mp4"
         assert (await api.get(f"/v1/uploads/{upload['id']}")).json()["video_id"] == answer["videoId"]
+
+
+@pytest.mark.timeout(120)
+async def test_the_api_docs_render_from_the_gateway_alone(running: Running, browser: Browser) -> None:
+    """Swagger UI and ReDoc with every script and style from the gateway: no CDN is needed."""
+    page = browser.page
+    elsewhere: list[str] = []
+
+    def note(request: Any) -> None:
+        if not request.url.startswith((running.url, "data:", "blob:")):
+            elsewhere.append(request.url)
+
+    errors_before = len(browser.console_errors)
+    page.on("request", note)
+    try:
+        await page.goto(f"{running.url}/docs")
+        await page.wait_for_selector(".opblock", timeout=30_000)
+        operations = await page.locator(".opblock").count()
+        swagger_elsewhere, swagger_errors = list(elsewhere), browser.console_errors[errors_before:]
+        await page.goto(f"{running.url}/redoc")
+        await page.locator("h1", has_text="vidq").first.wait_for(timeout=30_000)
+    finally:
+        page.remove_listener("request", note)
+        # ReDoc's "API docs by Redocly" badge is an image on Redocly's CDN, which fails offline
+        del browser.console_errors[errors_before:]
+    assert operations >= 20
+    assert swagger_elsewhere == []
+    assert swagger_errors == []
+    # ReDoc renders from the gateway too: nothing else but that badge comes from elsewhere
+    assert [url for url in elsewhere if not url.startswith("https://cdn.redoc.ly/redoc/logo")] == []
