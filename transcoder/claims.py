@@ -83,11 +83,18 @@ class PgClaims:
         return None if attempt is None else Job(command, int(attempt))
 
     async def reopen(self, job_id: str) -> bool:
-        """Make a job that failed for good claimable again, with a fresh attempt count."""
+        """Make a job that failed for good claimable again, with a fresh attempt count.
+
+        Not when a later job of the same rendition exists (the client retried it through the
+        API): that job owns the rendition's file, which the old one must not overwrite.
+        """
         with map_asyncpg_errors():
             status = await self.pool.execute(
-                """UPDATE transcode_jobs SET state = 'retrying', attempt = 0, updated_at = now()
-                   WHERE job_id = $1 AND state = 'failed'""",
+                """UPDATE transcode_jobs j SET state = 'retrying', attempt = 0, updated_at = now()
+                   WHERE j.job_id = $1 AND j.state = 'failed'
+                     AND NOT EXISTS (SELECT 1 FROM transcode_jobs later
+                                      WHERE later.video_id = j.video_id AND later.quality = j.quality
+                                        AND later.created_at > j.created_at)""",
                 job_id,
             )
         return bool(status.endswith(" 1"))

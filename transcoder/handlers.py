@@ -125,7 +125,11 @@ async def handle_transcode_rendition(cmd: TranscodeRendition, deps: TranscoderDe
             log.info("job %s replayed from its dead-letter queue: running it again", cmd.job_id)
         job = await _claim(cmd, deps)
         if job is None:
-            log.info("job %s is done or held by a live transcoder; duplicate dropped", cmd.job_id)
+            log.info(
+                "job %s is done, held by a live transcoder or superseded by a later job of its "
+                "rendition; dropped",
+                cmd.job_id,
+            )
             return
         jobs = [job]
         for sibling in _batchable(cmd, deps):

@@ -86,3 +86,26 @@ async def test_only_a_job_that_failed_for_good_reopens_and_then_starts_from_its_
     assert await claims.reopen(command.job_id)
 
     assert await claims.claim(command) == Job(command, 1)
+
+
+async def test_a_failed_job_reopens_for_a_replay_unless_a_later_job_of_its_rendition_exists(
+    db: asyncpg.Pool,
+) -> None:
+    claims = PgClaims(db, "one", 60)
+    failed = factories.transcode()
+    await claims.claim(failed)
+    await claims.finish(failed.job_id, "failed", "gave up")
+    assert await claims.reopen(failed.job_id)  # an operator's replay runs it again
+    assert (await claims.claim(failed)) is not None
+    await claims.finish(failed.job_id, "failed", "gave up again")
+
+    # the client retried the rendition through the API: a later job now owns its file
+    later = failed.model_copy(update={"job_id": factories.transcode().job_id})
+    await claims.claim(later)
+    await claims.finish(later.job_id, "done")
+    assert not await claims.reopen(failed.job_id)
+    assert (await claims.claim(failed)) is None  # its replayed message is dropped
+    other_rung = factories.transcode(video_id=failed.video_id, quality="360p")
+    await claims.claim(other_rung)
+    await claims.finish(other_rung.job_id, "failed", "gave up")
+    assert await claims.reopen(other_rung.job_id)  # another rendition's job is not superseded
