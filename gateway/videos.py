@@ -54,15 +54,35 @@ def rendition_from_row(row: asyncpg.Record, links: Links) -> Rendition:
     )
 
 
+def _progress(renditions: list[Rendition]) -> float:
+    """The renditions' progress, weighted by their pixels (a ready one counts 100)."""
+    weights = [r.width * r.height for r in renditions]
+    if not renditions or not sum(weights):
+        return 0.0
+    done = sum(
+        w * (100.0 if r.status == "ready" else r.progress) for w, r in zip(weights, renditions, strict=True)
+    )
+    return round(done / sum(weights), 1)
+
+
+def _eta(renditions: list[Rendition]) -> float | None:
+    """The last expected end, when every rendition still to finish is encoding with one."""
+    left = [r for r in renditions if r.status in ("queued", "processing")]
+    if not left or any(r.eta_s is None for r in left):
+        return None
+    return max(r.eta_s for r in left if r.eta_s is not None)
+
+
 def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], links: Links) -> Video:
     widths = sorted(row["thumbnail_widths"] or [], reverse=True)
+    parts = [rendition_from_row(r, links) for r in renditions]
     return Video(
         id=row["id"],
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         source=Source.model_validate(row["source"]),
-        renditions=[rendition_from_row(r, links) for r in renditions],
+        renditions=parts,
         thumbnail=Thumbnail(
             status=row["thumbnail_status"],
             widths=widths,
@@ -74,6 +94,8 @@ def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], links
         metadata=row["metadata"] or {},
         callback_url=row["callback_url"],
         notify_email=row["notify_email"],
+        progress=_progress(parts),
+        eta_s=_eta(parts) if row["status"] == "processing" else None,
     )
 
 

@@ -86,3 +86,9 @@ class Video(Resource):
     metadata: dict[str, Any] = Field(default_factory=dict)
     callback_url: str | None = None
     notify_email: str | None = None
+    #: The share of its encoding done (0–100): the renditions' progress weighted by their pixels,
+    #: as the work of an encode grows with them (a 1080p rung is 55 of a 1080p ladder's 100).
+    progress: float = Field(default=0.0, ge=0, le=100)
+    #: While processing: the seconds until its last rendition should be done, when every
+    #: rendition not yet done is encoding at a known speed (``None`` while one still waits).
+    eta_s: float | None = Field(default=None, ge=0)

@@ -137,7 +137,12 @@ def video_view(video: Json) -> RenderableType:
     facts.add_column()
     facts.add_column(overflow="fold")
     facts.add_row("id", video.get("id", ""))
-    facts.add_row("status", status(video.get("status")))
+    state = status(video.get("status"))
+    if video.get("status") == "processing" and isinstance(video.get("progress"), int | float):
+        state.append(f"  {video['progress']:.0f} %", style="dim")
+        if isinstance(video.get("eta_s"), int | float):
+            state.append(f", about {seconds(video['eta_s'])} left", style="dim")
+    facts.add_row("status", state)
     if video.get("error"):
         facts.add_row("error", Text(video["error"], style="red"))
     facts.add_row("created", when(video.get("created_at")))

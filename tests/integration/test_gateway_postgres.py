@@ -36,7 +36,7 @@ from shared.reports import (
     ThumbnailCompletedReport,
     ThumbnailStartedReport,
 )
-from shared.resources import Rendition
+from shared.resources import Rendition, Video
 from shared.settings import AdminSettings
 from shared.storage import LocalStorage
 from tests.settings import make
@@ -452,3 +452,49 @@ async def test_an_unroutable_row_stays_in_the_outbox_and_is_retried(
     assert row is not None
     assert row["published_at"] is None
     assert row["attempts"] == 1
+
+
+async def test_a_video_tells_its_share_done_by_pixels_and_when_its_last_rendition_should_end(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client, duration_s=100.0)  # 640x360: 360p, 240p, 144p
+    jobs = await _jobs(db, video_id)
+
+    async def video() -> Video:
+        async with db.acquire() as conn:
+            return await get_video(conn, client, video_id, Links("http://vidq.test"))
+
+    def progress(quality: str, percent: float, speed: float) -> RenditionProgressReport:
+        return RenditionProgressReport(
+            id=new_id("evt"),
+            timestamp=datetime.now(UTC),
+            video_id=video_id,
+            job_id=jobs[quality],
+            quality=quality,
+            progress=percent,
+            speed=speed,
+        )
+
+    sizes = {r.quality: (r.width, r.height) for r in (await video()).renditions}
+
+    def completed(quality: str) -> RenditionCompletedReport:
+        width, height = sizes[quality]
+        return _completed(video_id, quality, jobs[quality]).model_copy(
+            update={"width": width, "height": height}
+        )
+
+    assert ((await video()).progress, (await video()).eta_s) == (0.0, None)
+    await handle_report(completed("144p"), deps)
+    # 256x144 of 640x360 + 426x240 + 256x144 pixels: a tenth of the work
+    assert ((await video()).progress, (await video()).eta_s) == (10.0, None)
+    await handle_report(progress("360p", 50.0, 1.0), deps)  # 50 s left
+    assert (await video()).progress == 41.2
+    assert (await video()).eta_s is None  # the 240p still waits in its queue
+    await handle_report(progress("240p", 20.0, 4.0), deps)  # 20 s left
+    eta = (await video()).eta_s
+    assert eta is not None
+    assert 48.0 < eta <= 50.0  # the last to end
+    for quality in ("360p", "240p"):
+        await handle_report(completed(quality), deps)
+    done = await video()
+    assert (done.progress, done.eta_s) == (100.0, None)

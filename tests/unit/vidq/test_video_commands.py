@@ -268,6 +268,17 @@ class TestReading:
         assert "640x360" in result.stdout
         assert "without a key" not in result.stdout  # a gateway without signed links
 
+    def test_show_tells_how_far_a_video_is_and_how_long_it_should_take(self) -> None:
+        busy = video(ID, status="processing") | {"progress": 41.2, "eta_s": 75.0}
+        busy["renditions"][0] |= {"status": "processing", "progress": 50.0, "eta_s": 75.0}
+        busy["renditions"][1] |= {"status": "queued", "queue_position": 2}
+        api = FakeApi().on("GET", f"/v1/videos/{ID}", ok(busy))
+        result = invoke(api, "show", ID)
+        assert result.exit_code == 0, result.output
+        assert "processing  41 %, about 1 min 15 s left" in result.stdout
+        assert "about 1 min 15 s left" in result.stdout.split("720p", 1)[1]
+        assert "2nd in line" in result.stdout
+
     def test_show_gives_the_signed_links_to_share(self) -> None:
         ready = video(ID, status="ready")
         for r in ready["renditions"]:
