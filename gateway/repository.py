@@ -664,17 +664,31 @@ async def renew_resumable_upload(conn: Conn, upload_id: str, writer: str, lease_
     return bool(done.endswith(" 1"))
 
 
-async def release_resumable_upload(conn: Conn, upload_id: str, writer: str, received: int) -> bool:
-    """Record how far the file is on disk and let the next PATCH in; ``False`` if not the writer."""
-    done = await conn.execute(
+async def release_resumable_upload(
+    conn: Conn, upload_id: str, writer: str, received: int, *, extend_s: float | None = None
+) -> datetime | None:
+    """Record how far the file is on disk and let the next PATCH in; the upload's expiry then.
+
+    ``None`` if this request is no longer the writer. With ``extend_s``, bytes that arrived
+    push the expiry to at least that far from now, so an upload expires after it goes quiet,
+    not while it is sent — except one made through a direct upload, whose signed ``Location``
+    carries its expiry.
+    """
+    expires: datetime | None = await conn.fetchval(
         """UPDATE resumable_uploads SET received = $3, writer = NULL, writer_until = NULL,
-                  updated_at = now()
-            WHERE id = $1 AND writer = $2 AND status = 'receiving'""",
+                  updated_at = now(),
+                  expires_at = CASE WHEN $4::float8 IS NOT NULL AND direct_upload_id IS NULL
+                                         AND $3 > received
+                                    THEN greatest(expires_at, now() + make_interval(secs => $4))
+                                    ELSE expires_at END
+            WHERE id = $1 AND writer = $2 AND status = 'receiving'
+        RETURNING expires_at""",
         upload_id,
         writer,
         received,
+        extend_s,
     )
-    return bool(done.endswith(" 1"))
+    return expires
 
 
 async def end_resumable_upload(

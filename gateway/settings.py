@@ -38,7 +38,8 @@ class GatewaySettings(ServiceSettings):
     #: An import's whole download, and the longest wait for its next bytes.
     import_timeout_s: float = Field(default=3600.0, gt=0)
     import_read_timeout_s: float = Field(default=60.0, gt=0)
-    #: A resumable (tus) upload not finished this long after it was made is removed.
+    #: A resumable (tus) upload that received nothing for this long is removed (its expiry is
+    #: pushed back by each PATCH that brings bytes).
     resumable_expiry_s: float = Field(default=24 * 3600.0, gt=0)
     #: Resumable uploads one client may have open (not finished) at once: each holds a partial
     #: file of up to ``max_upload_bytes`` until it finishes or expires.

@@ -23,6 +23,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -93,6 +94,14 @@ def _headers(row: asyncpg.Record) -> dict[str, str]:
     if row["status"] == "receiving":
         headers["Upload-Expires"] = resumable.http_date(row["expires_at"])
     return headers
+
+
+def _expiry(answer: dict[str, str], expires: datetime | None) -> None:
+    """The expiry after a PATCH: pushed back by the bytes it brought, none once the file is whole."""
+    if expires is None:
+        answer.pop("Upload-Expires", None)
+    else:
+        answer["Upload-Expires"] = resumable.http_date(expires)
 
 
 def _usable(row: asyncpg.Record | None, upload_id: str) -> asyncpg.Record:
@@ -312,8 +321,9 @@ async def create(
     answer = {"Location": location, **_headers(row), **(cors or {})}
     if _offset_type(headers.get("content-type")):
         with answering({"Location": location}):  # the upload is made: the client may resume it
-            received = await _receive(request, row, 0, client, deps, checksum)
+            received, expires = await _receive(request, row, 0, client, deps, checksum)
         answer["Upload-Offset"] = str(received)
+        _expiry(answer, expires)
     return Response(status_code=201, headers=answer)
 
 
@@ -368,7 +378,8 @@ async def append_to_resumable_upload(
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and offset + int(declared) > row["length"]:
             raise UploadTooLarge(f"the body goes past the upload's length ({row['length']} bytes)")
-        received = await _receive(request, row, offset, caller.client, deps, checksum)
+        received, expires = await _receive(request, row, offset, caller.client, deps, checksum)
+    _expiry(answer, expires)
     return Response(status_code=204, headers={"Upload-Offset": str(received), **answer})
 
 
@@ -414,15 +425,20 @@ async def _receive(
     client: Client,
     deps: GatewayDeps,
     checksum: tuple[str, bytes] | None = None,
-) -> int:
-    """Take the upload's lease, write the body at ``offset``; finish the file if it is whole."""
+) -> tuple[int, datetime | None]:
+    """Take the upload's lease, write the body at ``offset``; finish the file if it is whole.
+
+    Returns the offset now, and the upload's expiry (``None`` once it is whole: it has none).
+    """
     upload_id, length = str(row["id"]), int(row["length"])
     writer = await _take(deps, upload_id, offset, client)
 
-    async def release(received: int) -> bool:
+    async def release(received: int) -> datetime | None:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
-                return await repo.release_resumable_upload(conn, upload_id, writer, received)
+                return await repo.release_resumable_upload(
+                    conn, upload_id, writer, received, extend_s=deps.settings.resumable_expiry_s
+                )
 
     async def renew() -> bool:
         with map_asyncpg_errors():
@@ -458,16 +474,17 @@ async def _receive(
         if not await renew():  # a fresh lease for the probe and the recording
             raise await _why_lost(deps, upload_id, client)
         await _finish(row, writer, client, deps)
-        return length
-    if not await release(written.received):  # terminated, expired or taken over meanwhile
+        return length, None
+    expires = await release(written.received)
+    if expires is None:  # terminated, expired or taken over meanwhile
         raise await _why_lost(deps, upload_id, client)
     if written.stalled:
         raise RequestTimeout(
             f"the body sent nothing for {resumable.STALL_S:g} s; the {written.received} bytes before "
             "were kept: resume from there",
-            headers={"Upload-Offset": str(written.received)},
+            headers={"Upload-Offset": str(written.received), "Upload-Expires": resumable.http_date(expires)},
         )
-    return written.received
+    return written.received, expires
 
 
 async def _take(deps: GatewayDeps, upload_id: str, offset: int, client: Client) -> str:

@@ -16,7 +16,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -374,6 +374,35 @@ async def test_an_unfinished_upload_expires_and_its_bytes_go(
     assert (await api.head(location, headers=TUS)).status_code == 410
 
 
+async def test_bytes_that_arrive_push_the_expiry_back_so_only_a_quiet_upload_expires(
+    app: FastAPI, api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    upload_id = location.rsplit("/", 1)[-1]
+    # most of its day has gone by while a slow link sent it
+    await db.execute(
+        "UPDATE resumable_uploads SET expires_at = now() + interval '1 minute' WHERE id = $1", upload_id
+    )
+    sent = await patch(api, location, 0, data[:100])
+    assert sent.status_code == 204
+    pushed = parsedate_to_datetime(sent.headers["upload-expires"])
+    day = app.state.deps.settings.resumable_expiry_s
+    assert pushed > datetime.now(UTC) + timedelta(seconds=day - 60)  # a day from its last bytes
+    head = await api.head(location, headers=TUS)
+    assert parsedate_to_datetime(head.headers["upload-expires"]) == pushed
+    # an empty PATCH brings nothing: the expiry stays
+    await db.execute(
+        "UPDATE resumable_uploads SET expires_at = now() + interval '1 minute' WHERE id = $1", upload_id
+    )
+    idle = await patch(api, location, 100, b"")
+    assert parsedate_to_datetime(idle.headers["upload-expires"]) < datetime.now(UTC) + timedelta(minutes=2)
+    # the last byte makes the video: the upload has no expiry any more
+    done = await patch(api, location, 100, data[100:])
+    assert done.status_code == 204, done.text
+    assert "upload-expires" not in done.headers
+
+
 async def test_a_body_that_does_not_match_its_checksum_is_not_kept(
     api: httpx.AsyncClient, clips: Clips, storage: Path
 ) -> None:
@@ -529,6 +558,13 @@ async def test_a_resumable_upload_through_a_direct_upload_expires_with_its_url(
         assert made.headers["tus-resumable"] == "1.0.0"  # the creation is a tus answer too
     expires = parsedate_to_datetime(made.headers["upload-expires"])
     assert expires <= datetime.fromisoformat(upload["expires_at"])  # not a day: the URL's minute
+    # bytes do not push it back: its signed Location carries that expiry
+    async with connect(app) as page:
+        sent = await page.patch(
+            made.headers["location"], content=b"x" * 10, headers={**OCTETS, "Upload-Offset": "0"}
+        )
+        assert sent.status_code == 204, sent.text
+        assert parsedate_to_datetime(sent.headers["upload-expires"]) == expires
 
 
 async def test_a_signed_urls_expiry_in_other_digits_is_a_problem_not_a_crash(
