@@ -100,7 +100,7 @@ async def _start_processing(conn: Conn, row: asyncpg.Record) -> None:
 
 
 async def _rendition_event(conn: Conn, report: RenditionReport, links: Links) -> None:
-    video = await reload_video(conn, report.video_id, links)
+    video = await reload_video(conn, report.video_id, links, at=report.timestamp)
     data = next(r for r in video.renditions if r.quality == report.quality)
     await append_event(
         conn,
@@ -143,6 +143,8 @@ def _expected_end(row: asyncpg.Record, report: RenditionProgressReport, progress
     if not report.speed or report.speed <= 0:
         return None
     duration_s = float((row["source"] or {}).get("duration_s") or 0.0)
+    if duration_s <= 0:
+        return None
     left_s = duration_s * (100.0 - progress) / 100.0 / report.speed
     return report.timestamp + timedelta(seconds=left_s)
 
@@ -192,7 +194,7 @@ async def _video_event(
     conn: Conn, report: ThumbnailCompletedReport | ThumbnailFailedReport, links: Links
 ) -> None:
     """The public event of a report whose ``data`` is the whole video."""
-    video = await reload_video(conn, report.video_id, links)
+    video = await reload_video(conn, report.video_id, links, at=report.timestamp)
     await append_event(
         conn,
         video_id=video.id,
@@ -238,7 +240,7 @@ async def _fail_video(
     if (await reload_video(conn, report.video_id, links)).status in ("failed", "canceled"):
         return
     await repo.set_video_status(conn, report.video_id, "failed", error)
-    video = await reload_video(conn, report.video_id, links)
+    video = await reload_video(conn, report.video_id, links, at=report.timestamp)
     await append_event(
         conn, video_id=video.id, type_="video.failed", data=video, occurred_at=report.timestamp
     )
@@ -247,11 +249,11 @@ async def _fail_video(
 async def _maybe_ready(
     conn: Conn, report: RenditionCompletedReport | ThumbnailCompletedReport, links: Links
 ) -> None:
-    video = await reload_video(conn, report.video_id, links)
+    video = await reload_video(conn, report.video_id, links, at=report.timestamp)
     if video.status in ("ready", "canceled"):
         return
     if video.thumbnail.status != "ready" or any(r.status != "ready" for r in video.renditions):
         return
     await repo.set_video_status(conn, video.id, "ready", None)
-    video = await reload_video(conn, video.id, links)
+    video = await reload_video(conn, video.id, links, at=report.timestamp)
     await append_event(conn, video_id=video.id, type_="video.ready", data=video, occurred_at=report.timestamp)

@@ -140,18 +140,28 @@ async def video_row_any(conn: Conn, video_id: str) -> asyncpg.Record | None:
 
 
 #: A queued rendition's place in its rung's queue: 1 + the renditions of its quality queued before
-#: it and still waiting (the order their messages wait in ``vidq.transcode.<quality>``).
-_RENDITIONS = """SELECT r.*,
-       CASE WHEN r.status = 'queued' THEN 1 + (
-           SELECT count(*) FROM renditions q
-            WHERE q.status = 'queued' AND q.quality = r.quality
-              AND (q.queued_at, q.video_id) < (r.queued_at, r.video_id)
-       ) END AS queue_position
-  FROM renditions r WHERE r.video_id = ANY($1::text[]) ORDER BY r.video_id, r.position"""
+#: it and still waiting (the order their messages wait in ``vidq.transcode.<quality>``). The count
+#: reads the index up to the rendition's place, so it is asked for only where a client reads one
+#: video (its GET, its upload's answer), never in the projection's path.
+_PLACE = """CASE WHEN r.status = 'queued' THEN 1 + (
+               SELECT count(*) FROM renditions q
+                WHERE q.status = 'queued' AND q.quality = r.quality
+                  AND (q.queued_at, q.video_id) < (r.queued_at, r.video_id)
+           ) END"""
 
 
-async def rendition_rows(conn: Conn, video_ids: Sequence[str]) -> list[asyncpg.Record]:
-    return list(await conn.fetch(_RENDITIONS, list(video_ids)))
+async def rendition_rows(
+    conn: Conn, video_ids: Sequence[str], *, places: bool = False
+) -> list[asyncpg.Record]:
+    """The videos' renditions; with ``places``, each queued one's ``queue_position`` (else null)."""
+    place = _PLACE if places else "NULL::bigint"
+    return list(
+        await conn.fetch(
+            f"""SELECT r.*, {place} AS queue_position FROM renditions r
+                 WHERE r.video_id = ANY($1::text[]) ORDER BY r.video_id, r.position""",  # noqa: S608 - ours
+            list(video_ids),
+        )
+    )
 
 
 async def list_video_rows(
@@ -194,6 +204,19 @@ async def set_thumbnail(
         status,
         list(widths),
         error,
+    )
+
+
+async def requeue_rendition(conn: Conn, video_id: str, quality: str, job_id: str) -> None:
+    """A rendition dispatched again under ``job_id``: queued from 0 %, at the end of its rung's queue."""
+    await conn.execute(
+        """UPDATE renditions SET status = 'queued', progress = 0, error = NULL, job_id = $3,
+                  attempts = 0, queued_at = now(), eta_at = NULL, encode_seconds = NULL,
+                  updated_at = now()
+            WHERE video_id = $1 AND quality = $2""",
+        video_id,
+        quality,
+        job_id,
     )
 
 
@@ -652,14 +675,24 @@ async def take_resumable_upload(
     )
 
 
-async def renew_resumable_upload(conn: Conn, upload_id: str, writer: str, lease_s: float) -> bool:
-    """Extend the writer's lease; ``False`` if it lost the upload (expired, ended, taken over)."""
+async def renew_resumable_upload(
+    conn: Conn, upload_id: str, writer: str, lease_s: float, *, extend_s: float | None = None
+) -> bool:
+    """Extend the writer's lease; ``False`` if it lost the upload (expired, ended, taken over).
+
+    With ``extend_s``, the bytes coming push the expiry back as :func:`release_resumable_upload`
+    does, so one long PATCH is not cut off by the expiry it started near.
+    """
     done = await conn.execute(
-        """UPDATE resumable_uploads SET writer_until = now() + make_interval(secs => $3)
+        """UPDATE resumable_uploads SET writer_until = now() + make_interval(secs => $3),
+                  expires_at = CASE WHEN $4::float8 IS NOT NULL AND direct_upload_id IS NULL
+                                    THEN greatest(expires_at, now() + make_interval(secs => $4))
+                                    ELSE expires_at END
             WHERE id = $1 AND writer = $2 AND status = 'receiving' AND expires_at > now()""",
         upload_id,
         writer,
         lease_s,
+        extend_s,
     )
     return bool(done.endswith(" 1"))
 
@@ -727,7 +760,9 @@ async def expire_resumable_uploads(conn: Conn, limit: int = 500) -> list[str]:
         """UPDATE resumable_uploads SET status = 'expired', writer = NULL, writer_until = NULL,
                   updated_at = now()
             WHERE id IN (SELECT id FROM resumable_uploads
-                          WHERE status = 'receiving' AND expires_at <= now() LIMIT $1)
+                          WHERE status = 'receiving' AND expires_at <= now()
+                            AND (writer IS NULL OR writer_until < now())  -- not while it is sent
+                          LIMIT $1)
         RETURNING id""",
         limit,
     )

@@ -28,12 +28,13 @@ from shared.messaging.topology import TRANSCODE
 from shared.resources import TERMINAL_STATUSES, Rendition, Source, Thumbnail, Video
 
 
-def rendition_from_row(row: asyncpg.Record, links: Links) -> Rendition:
+def rendition_from_row(row: asyncpg.Record, links: Links, at: datetime | None = None) -> Rendition:
+    """The resource as of ``at`` (an event's time; now when read), which ``eta_s`` counts from."""
     ready = row["status"] == "ready"
     eta_s = None
     if row["status"] == "processing" and row["eta_at"] is not None:
         # counted down from the last progress report; unknown once that time has passed
-        left = (row["eta_at"] - datetime.now(UTC)).total_seconds()
+        left = (row["eta_at"] - (at or datetime.now(UTC))).total_seconds()
         eta_s = round(left, 1) if left >= 0 else None
     return Rendition(
         video_id=row["video_id"],
@@ -73,9 +74,11 @@ def _eta(renditions: list[Rendition]) -> float | None:
     return max(r.eta_s for r in left if r.eta_s is not None)
 
 
-def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], links: Links) -> Video:
+def video_from_rows(
+    row: asyncpg.Record, renditions: list[asyncpg.Record], links: Links, at: datetime | None = None
+) -> Video:
     widths = sorted(row["thumbnail_widths"] or [], reverse=True)
-    parts = [rendition_from_row(r, links) for r in renditions]
+    parts = [rendition_from_row(r, links, at) for r in renditions]
     return Video(
         id=row["id"],
         status=row["status"],
@@ -99,14 +102,20 @@ def video_from_rows(row: asyncpg.Record, renditions: list[asyncpg.Record], links
     )
 
 
-async def load_video(conn: Conn, row: asyncpg.Record, links: Links) -> Video:
-    return video_from_rows(row, await repo.rendition_rows(conn, [row["id"]]), links)
+async def load_video(
+    conn: Conn, row: asyncpg.Record, links: Links, *, places: bool = False, at: datetime | None = None
+) -> Video:
+    """The video; with ``places``, its queued renditions' ``queue_position``; as of ``at``."""
+    renditions = await repo.rendition_rows(conn, [row["id"]], places=places)
+    return video_from_rows(row, renditions, links, at)
 
 
-async def reload_video(conn: Conn, video_id: str, links: Links) -> Video:
+async def reload_video(
+    conn: Conn, video_id: str, links: Links, *, places: bool = False, at: datetime | None = None
+) -> Video:
     row = await repo.video_row_any(conn, video_id)
     assert row is not None  # noqa: S101 - the caller holds the row lock
-    return await load_video(conn, row, links)
+    return await load_video(conn, row, links, places=places, at=at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +200,7 @@ async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, l
                 height=planned.height,
                 job_id=job_id,
             )
-        video = await reload_video(conn, upload.video_id, links)
+        video = await reload_video(conn, upload.video_id, links, places=True)
         await append_event(conn, video_id=video.id, type_="video.uploaded", data=video)
         # The lowest rung goes first: it finishes soonest, so the video is playable early.
         siblings = [Sibling(job_id=j, quality=p.quality, width=p.width, height=p.height) for p, j in jobs]
@@ -203,12 +212,14 @@ async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, l
     return video
 
 
-async def get_video(conn: Conn, client: Client | None, video_id: str, links: Links) -> Video:
+async def get_video(
+    conn: Conn, client: Client | None, video_id: str, links: Links, *, places: bool = False
+) -> Video:
     """The client's video; any client's with ``None`` (a signed link, checked by the caller)."""
     row = await repo.video_row(conn, video_id, client_id=client.id if client else None)
     if row is None:
         raise NotFound(f"no video {video_id!r}")
-    return await load_video(conn, row, links)
+    return await load_video(conn, row, links, places=places)
 
 
 def encode_cursor(created_at: datetime, video_id: str) -> str:
@@ -245,8 +256,9 @@ async def delete_video(conn: Conn, client: Client, video_id: str, links: Links) 
         row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
         if row is None:
             raise NotFound(f"no video {video_id!r}")
+        # A failed video may still have parts waiting: they end with it, so no queue counts them.
+        await repo.cancel_open_parts(conn, video_id)
         if row["status"] not in TERMINAL_STATUSES:
-            await repo.cancel_open_parts(conn, video_id)
             await repo.set_video_status(conn, video_id, "canceled", "canceled by the client")
             video = await reload_video(conn, video_id, links)
             await append_event(conn, video_id=video_id, type_="video.canceled", data=video)
@@ -270,22 +282,10 @@ async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: st
         if current.status != "failed":
             raise Conflict(f"rendition {quality} is {current.status}; only a failed rendition can be retried")
         job_id = new_id("job")
-        await repo.update_rendition(
-            conn,
-            video_id,
-            quality,
-            status="queued",
-            progress=0.0,
-            error=None,
-            job_id=job_id,
-            attempts=0,
-            queued_at=datetime.now(UTC),  # at the end of its rung's queue, as its new message
-            eta_at=None,
-            encode_seconds=None,
-        )
+        await repo.requeue_rendition(conn, video_id, quality, job_id)
         others_failed = any(r.status == "failed" for r in video.renditions if r.quality != quality)
         if not others_failed and video.thumbnail.status != "failed":
             await repo.set_video_status(conn, video_id, "processing", None)
         planned = PlannedRendition(Quality(quality), current.width, current.height)
         await _enqueue_transcode(conn, transcode_command(video_id, planned, video.source, job_id))
-        return await reload_video(conn, video_id, links)
+        return await reload_video(conn, video_id, links, places=True)

@@ -11,7 +11,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 MESSAGES = Counter(
     "vidq_messages_total",
-    "Messages consumed, by queue and outcome (ack, retry, dead-letter, canceled, requeue).",
+    "Messages consumed by queue and outcome (ack, retry, dead-letter, dropped, canceled, deferred, requeue).",
     ["queue", "outcome"],
 )
 HANDLER_SECONDS = Histogram(

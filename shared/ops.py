@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             "`python -m shared.ops dlq ls` lists the dead-letter queues\n"
         )
         code = 3
-    except (aio_pika.exceptions.AMQPConnectionError, OSError) as exc:
+    except (aio_pika.exceptions.AMQPConnectionError, ConnectionError, socket.gaierror) as exc:
         # the URL without its password: the reason is the broker's or the network's
         where = ServiceSettings().amqp_url
         sys.stderr.write(

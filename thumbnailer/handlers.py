@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared import ffmpeg
-from shared.errors import EncodeFailed, PipelineError
+from shared.errors import EncodeFailed, PipelineError, TransientError
 from shared.events import VideoUploaded
 from shared.ids import event_id
 from shared.messaging.publisher import Publisher
@@ -57,7 +57,10 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
     started = ThumbnailStartedReport(
         id=event_id(video.id, "thumbnail.started"), timestamp=datetime.now(UTC), video_id=video.id
     )
-    await _report(deps, started)
+    try:
+        await _report(deps, started)
+    except TransientError as exc:  # its status only: the poster goes on without it
+        log.debug("thumbnail.started not published: %s", exc)
     async with contextlib.AsyncExitStack() as stack:
         outputs = [
             (

@@ -106,8 +106,8 @@ class CountingFile(io.FileIO):
 
 def _note(state: Json) -> Text:
     text = views.status(state.get("status"))
-    if views.timing(state):
-        text.append(f"  {views.timing(state)}", style="dim")
+    if told := views.timing(state, place=False):  # bars move with events, which know no place
+        text.append(f"  {told}", style="dim")
     if state.get("error"):
         text.append(f": {state['error']}")
     elif state.get("status") == "ready" and state.get("size_bytes"):

@@ -67,11 +67,15 @@ def seconds(value: float) -> str:
     return f"{whole // _MINUTE} min {whole % _MINUTE} s"
 
 
-def timing(rendition: Json) -> str:
-    """Its wait, its work left or the work it took (``3rd in line``, ``about 12.0 s left``)."""
-    state, place = rendition.get("status"), rendition.get("queue_position")
-    if state == "queued" and isinstance(place, int) and place > 0:
-        return "next in line" if place == 1 else f"{_ordinal(place)} in line"
+def timing(rendition: Json, *, place: bool = True) -> str:
+    """Its wait, its work left or the work it took (``3rd in line``, ``about 12.0 s left``).
+
+    ``place=False`` leaves out its place in the queue: an event's copy tells where it was when
+    the video was uploaded, not where it is now.
+    """
+    state, position = rendition.get("status"), rendition.get("queue_position")
+    if place and state == "queued" and isinstance(position, int) and position > 0:
+        return "next in line" if position == 1 else f"{_ordinal(position)} in line"
     eta, took = rendition.get("eta_s"), rendition.get("encode_seconds")
     if state == "processing" and isinstance(eta, int | float):
         return f"about {seconds(eta)} left"
@@ -116,8 +120,8 @@ def renditions_table(renditions: list[Json]) -> Table:
     table = Table("QUALITY", "STATUS", "PROGRESS", "RESOLUTION", "SIZE", box=None, pad_edge=False)
     for r in renditions:
         status_cell = status(r.get("status"))
-        if timing(r):
-            status_cell.append(f" ({timing(r)})", style="dim")
+        if told := timing(r):
+            status_cell.append(f" ({told})", style="dim")
         if r.get("error"):
             status_cell.append(f" ({r['error']})")
         table.add_row(

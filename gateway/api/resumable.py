@@ -443,7 +443,9 @@ async def _receive(
     async def renew() -> bool:
         with map_asyncpg_errors():
             async with deps.pool.acquire() as conn:
-                return await repo.renew_resumable_upload(conn, upload_id, writer, resumable.LEASE_S)
+                return await repo.renew_resumable_upload(
+                    conn, upload_id, writer, resumable.LEASE_S, extend_s=deps.settings.resumable_expiry_s
+                )
 
     path = deps.storage.local_path(resumable.partial_key(upload_id))
     try:

@@ -305,9 +305,9 @@ async def list_videos(
 
 @router.get("/{video_id}", response_model=Video, responses=_PROBLEMS)
 async def read_video(video_id: str, client: ClientDep, deps: DepsDep) -> Video:
-    """One video with its renditions, thumbnail and status."""
+    """One video with its renditions, thumbnail and status (and each queued rendition's place)."""
     async with deps.pool.acquire() as conn:
-        return await videos.get_video(conn, client, video_id, deps.links)
+        return await videos.get_video(conn, client, video_id, deps.links, places=True)
 
 
 @router.get(

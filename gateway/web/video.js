@@ -21,6 +21,8 @@ import {
 const AUTOLOAD_MAX_BYTES = 64 * 1000 * 1000;
 // Events older than this when they arrive are history being replayed: shown, not announced.
 const ANNOUNCE_WINDOW_MS = 5000;
+// How often a video with a rendition still queued is read again, for the rendition's place.
+const PLACES_EVERY_MS = 10000;
 
 /** Its wait, its work left or the work it took: "3rd in line", "about 12.0 s left", "encoded in 4.2 s". */
 export function timing(rendition) {
@@ -80,7 +82,7 @@ function shownStatus(video, renditions) {
  */
 export function videoPanel(video, { level = 2, signal }) {
   const id = video.id;
-  const state = { video, renditions: new Map(), last: 0, following: false, seen: new Set() };
+  const state = { video, renditions: new Map(), last: 0, following: false, refreshing: false, seen: new Set() };
   const blobs = new Map();
   signal.addEventListener("abort", () => blobs.forEach((url) => URL.revokeObjectURL(url)), { once: true });
 
@@ -201,6 +203,9 @@ export function videoPanel(video, { level = 2, signal }) {
   function showRendition(rendition) {
     state.renditions.set(rendition.quality, rendition);
     const row = renditionRow(rendition.quality);
+    // a queued rendition's place as the video was last read: an event's copy tells the place it
+    // had at upload (events come when this video changes, not when others ahead of it start)
+    rendition = { ...rendition, queue_position: places.get(rendition.quality) ?? null };
     const percent = rendition.status === "ready" ? 100 : Math.floor(rendition.progress ?? 0);
     row.bar.value = percent;
     row.percent.textContent = `${percent} %`;
@@ -228,6 +233,33 @@ export function videoPanel(video, { level = 2, signal }) {
     statusBadge.dataset.status = status;
     errorLine.hidden = !state.video.error;
     errorLine.textContent = state.video.error ?? "";
+  }
+
+  const places = new Map();
+  function notePlaces(read) {
+    places.clear();
+    for (const r of read.renditions ?? []) if (r.queue_position) places.set(r.quality, r.queue_position);
+  }
+
+  /** While a rendition waits, read the video now and then: the only way to learn its new place. */
+  async function refreshPlaces() {
+    if (state.refreshing) return;
+    state.refreshing = true;
+    try {
+      while (!signal.aborted && [...state.renditions.values()].some((r) => r.status === "queued")) {
+        await new Promise((resolve) => setTimeout(resolve, PLACES_EVERY_MS));
+        if (signal.aborted) return;
+        try {
+          notePlaces(await request(videoPath(id), { signal }));
+        } catch (error) {
+          if (isAbort(error)) return;
+          continue; // the next turn tries again; the places shown stay as they were
+        }
+        for (const rendition of state.renditions.values()) if (rendition.status === "queued") showRendition(rendition);
+      }
+    } finally {
+      state.refreshing = false;
+    }
   }
 
   function showVideo(next) {
@@ -395,16 +427,23 @@ export function videoPanel(video, { level = 2, signal }) {
 
   async function retryRendition(quality) {
     try {
-      showVideo(await request(`${videoPath(id, "renditions", quality)}/retry`, { method: "POST", signal }));
+      const read = await request(`${videoPath(id, "renditions", quality)}/retry`, { method: "POST", signal });
+      notePlaces(read);
+      showVideo(read);
       announce(`${quality} queued again.`);
       startFollowing();
+      refreshPlaces();
     } catch (error) {
       if (!isAbort(error)) announce(errorBox(error).textContent, { error: true });
     }
   }
 
+  notePlaces(video);
   showVideo(video);
-  if (apiKey.get()) startFollowing();
+  if (apiKey.get()) {
+    startFollowing();
+    refreshPlaces();
+  }
   return panel;
 }
 

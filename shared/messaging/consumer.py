@@ -92,6 +92,8 @@ class Outcome(StrEnum):
     CANCELED = "canceled"
     DEFERRED = "deferred"
     REQUEUE = "requeue"
+    #: can never be handled, on a queue that keeps no dead letters (a process's own)
+    DROPPED = "dropped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +307,7 @@ class _Policy(Generic[M, D]):
             # message that can never be handled there is dropped, and said so.
             log.warning("%s dropped: %s (%s keeps no dead letters)", what or "message", error, queue.name)
             await _settle(lambda: self.delivery.reject(requeue=False), "reject")
-            return Outcome.DEAD_LETTER
+            return Outcome.DROPPED
         if what:
             log.warning("%s dead-lettered: %s", what, error)
         try:

@@ -467,7 +467,7 @@ async def test_a_filename_with_path_parts_is_only_data(
     video = await uploaded(api, clips.tiny, filename=filename)
     assert video["source"]["filename"] == "passwd.mp4"
     source = storage / "videos" / video["id"] / "source"
-    assert files_under(storage) == [source]
+    assert files_under(storage) == [storage / ".vidq-storage", source]  # the gateway's mark, the file
     assert source.read_bytes() == clips.tiny.read_bytes()
 
 

@@ -282,7 +282,7 @@ async def test_a_thumbnail_done_before_any_rendition_starts_shows_the_video_proc
 
 async def _renditions(db: asyncpg.Pool, client: Client, video_id: str) -> dict[str, Rendition]:
     async with db.acquire() as conn:
-        video = await get_video(conn, client, video_id, Links("http://vidq.test"))
+        video = await get_video(conn, client, video_id, Links("http://vidq.test"), places=True)
     return {r.quality: r for r in video.renditions}
 
 
@@ -327,7 +327,8 @@ async def test_a_queued_rendition_knows_its_place_in_its_rungs_queue(
         3,
     ]
 
-    # a deleted video's renditions leave every queue
+    # a deleted video's renditions leave every queue, a failed one's too
+    await handle_report(_failed(second, "360p", (await _jobs(db, second))["360p"], "boom"), deps)
     async with db.acquire() as conn:
         await delete_video(conn, client, second, Links("http://vidq.test"))
     assert [(await _renditions(db, client, v))["240p"].queue_position for v in (third, first)] == [1, 2]
@@ -340,7 +341,10 @@ async def test_a_processing_rendition_tells_when_it_should_end_and_a_ready_one_w
     video_id = await _upload(db, client, duration_s=100.0)
     job = (await _jobs(db, video_id))["360p"]
 
-    async def progress(percent: float, speed: float | None, *, seconds_ago: float = 0.0) -> float | None:
+    async def progress(
+        percent: float, speed: float | None, *, seconds_ago: float = 0.0
+    ) -> tuple[float | None, float | None]:
+        """The estimate read now, and the one its event carries (as of the report's time)."""
         report = RenditionProgressReport(
             id=new_id("evt"),
             timestamp=datetime.now(UTC) - timedelta(seconds=seconds_ago),
@@ -352,22 +356,22 @@ async def test_a_processing_rendition_tells_when_it_should_end_and_a_ready_one_w
         )
         await handle_report(report, deps)
         eta = (await _renditions(db, client, video_id))["360p"].eta_s
-        # the event carries the estimate as it was when the event was made
         sent = (await db.fetchval("SELECT body FROM video_events WHERE id = $1", report.id))["data"]["eta_s"]
-        assert (sent is None) == (eta is None)
-        assert eta is None or 0 <= sent - eta < 1
-        return eta
+        return eta, sent
 
-    # 50 s of source left at twice real time: 25 s
-    eta = await progress(50.0, 2.0)
+    # 50 s of source left at twice real time: 25 s, in the event and when read
+    eta, sent = await progress(50.0, 2.0)
+    assert sent == 25.0
     assert eta is not None
     assert 23.0 < eta <= 25.0
-    # a report made 30 s ago at 60 %, real time: 40 s left then, 10 s now
-    eta = await progress(60.0, 1.0, seconds_ago=30.0)
+    # a report made 30 s ago at 60 %, real time: 40 s left then (its event says so), 10 s now
+    eta, sent = await progress(60.0, 1.0, seconds_ago=30.0)
+    assert sent == 40.0
     assert eta is not None
     assert 8.0 < eta <= 10.0
-    assert await progress(70.0, None) is None  # ffmpeg did not know its speed yet
-    assert await progress(80.0, 1.0, seconds_ago=60.0) is None  # the expected end has passed
+    assert await progress(70.0, None) == (None, None)  # ffmpeg did not know its speed yet
+    # the expected end has passed: unknown now, though its event still told it as it was
+    assert await progress(80.0, 1.0, seconds_ago=60.0) == (None, 20.0)
     queued = await _renditions(db, client, video_id)
     assert (queued["240p"].eta_s, queued["240p"].encode_seconds) == (None, None)
 

@@ -403,6 +403,48 @@ async def test_bytes_that_arrive_push_the_expiry_back_so_only_a_quiet_upload_exp
     assert "upload-expires" not in done.headers
 
 
+async def test_a_long_patch_pushes_the_expiry_back_while_it_streams_and_the_sweep_leaves_it(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resumable, "RENEW_EVERY_S", 0.1)
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    upload_id = location.rsplit("/", 1)[-1]
+    await db.execute(
+        "UPDATE resumable_uploads SET expires_at = now() + interval '2 seconds' WHERE id = $1", upload_id
+    )
+
+    async def slowly() -> AsyncIterator[bytes]:  # one PATCH for the whole file, as tus-js-client sends
+        for at in range(0, 600, 100):
+            yield data[at : at + 100]
+            await asyncio.sleep(0.5)
+
+    sending = asyncio.create_task(
+        api.patch(location, content=slowly(), headers={**OCTETS, "Upload-Offset": "0"})
+    )
+    await asyncio.sleep(2.5)  # past the expiry it started with, in the middle of its body
+    assert not sending.done()
+    expires = await db.fetchval("SELECT expires_at FROM resumable_uploads WHERE id = $1", upload_id)
+    assert expires > datetime.now(UTC) + timedelta(hours=23)
+    sent = await sending
+    assert sent.status_code == 204, sent.text
+    assert await offset_of(api, location) == 600
+
+    # the sweep leaves an upload while a request holds it, even past its expiry
+    async with db.acquire() as conn:
+        assert await repo.take_resumable_upload(conn, upload_id, 600, "other", 30.0) is not None
+    await db.execute(
+        "UPDATE resumable_uploads SET expires_at = now() - interval '1 second' WHERE id = $1", upload_id
+    )
+    async with db.acquire() as conn:
+        assert await repo.expire_resumable_uploads(conn) == []
+    await db.execute(
+        "UPDATE resumable_uploads SET writer_until = now() - interval '1 second' WHERE id = $1", upload_id
+    )
+    async with db.acquire() as conn:
+        assert await repo.expire_resumable_uploads(conn) == [upload_id]
+
+
 async def test_a_body_that_does_not_match_its_checksum_is_not_kept(
     api: httpx.AsyncClient, clips: Clips, storage: Path
 ) -> None:

@@ -521,7 +521,7 @@ async def test_a_message_that_can_never_be_handled_on_a_queue_without_dlq_is_dro
     incoming = delivery(b"not json")
 
     with caplog.at_level("WARNING"):
-        assert await run(deps, incoming, own) == Outcome.DEAD_LETTER
+        assert await run(deps, incoming, own) == Outcome.DROPPED
 
     assert deps.publisher.published == []
     assert incoming.settled == ["reject"]
