@@ -99,7 +99,7 @@ def commands(duration: float) -> list[TranscodeRendition]:
     return [
         TranscodeRendition(
             job_id=f"job_{r.quality.value}",
-            video_id="vid_bench",
+            video_id="vid_00000000bec0",  # one of the shape a video id has (not a real one)
             quality=r.quality,
             width=r.width,
             height=r.height,
