@@ -110,7 +110,8 @@ def videos_table(videos: list[Json]) -> Table:
             v.get("id", ""),
             status(v.get("status")),
             when(v.get("created_at")),
-            rungs(v.get("renditions") or []),
+            rungs(v.get("renditions") or [])
+            + (f", {v['progress']:.0f} %" if v.get("status") == "processing" and "progress" in v else ""),
             f"{source.get('filename', '')} ({source.get('duration_s', 0):.1f}s)",
         )
     return table

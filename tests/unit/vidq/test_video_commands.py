@@ -260,6 +260,11 @@ class TestReading:
         assert ID in result.stdout
         assert "2/2 ready" in result.stdout
 
+    def test_ls_shows_how_far_a_processing_video_is(self) -> None:
+        busy = video(ID, status="processing") | {"progress": 41.2}
+        api = FakeApi().on("GET", "/v1/videos", ok({"data": [busy], "next_cursor": None}))
+        assert "0/2 ready, 41 %" in invoke(api, "ls").stdout
+
     def test_show_lists_the_renditions(self) -> None:
         api = FakeApi().on("GET", f"/v1/videos/{ID}", ok(video(ID, status="ready")))
         result = invoke(api, "show", ID)
