@@ -230,6 +230,7 @@ async def _thumbnail_failed(
     if row["thumbnail_status"] in ("ready", "canceled"):
         return
     await repo.set_thumbnail(conn, report.video_id, "failed", (), report.error)
+    await _start_processing(conn, row)  # its event shows the video at work; video.failed follows
     await _video_event(conn, report, links)
     await _fail_video(conn, report, f"thumbnail failed: {report.error}", links)
 

@@ -106,12 +106,23 @@ async def insert_video(
     )
 
 
+#: Held while renditions join the queues, to the end of the transaction: the places counted for an
+#: upload's answer then include every rendition queued before it, committed (one transaction
+#: at a time takes the next places, as a bank's ticket machine gives one number at a time).
+_PLACES_LOCK = 0x706C6163  # "plac"
+
+
+async def take_queue_places(conn: Conn) -> None:
+    """Queue renditions one transaction at a time (see :data:`_PLACES_LOCK`); in a transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _PLACES_LOCK)
+
+
 async def insert_rendition(
     conn: Conn, *, video_id: str, quality: str, position: int, width: int, height: int, job_id: str
 ) -> None:
     await conn.execute(
-        """INSERT INTO renditions (video_id, quality, position, width, height, job_id)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
+        """INSERT INTO renditions (video_id, quality, position, width, height, job_id, queued_at)
+           VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())""",
         video_id,
         quality,
         position,
@@ -211,7 +222,7 @@ async def requeue_rendition(conn: Conn, video_id: str, quality: str, job_id: str
     """A rendition dispatched again under ``job_id``: queued from 0 %, at the end of its rung's queue."""
     await conn.execute(
         """UPDATE renditions SET status = 'queued', progress = 0, error = NULL, job_id = $3,
-                  attempts = 0, queued_at = now(), eta_at = NULL, encode_seconds = NULL,
+                  attempts = 0, queued_at = clock_timestamp(), eta_at = NULL, encode_seconds = NULL,
                   updated_at = now()
             WHERE video_id = $1 AND quality = $2""",
         video_id,

@@ -40,7 +40,8 @@ class GatewaySettings(ServiceSettings):
     import_read_timeout_s: float = Field(default=60.0, gt=0)
     #: A resumable (tus) upload that received nothing for this long is removed (its expiry is
     #: pushed back by each PATCH that brings bytes).
-    resumable_expiry_s: float = Field(default=24 * 3600.0, gt=0)
+    #: At least two minutes: longer than a PATCH's body may stay silent (60 s) before it ends.
+    resumable_expiry_s: float = Field(default=24 * 3600.0, ge=120)
     #: Resumable uploads one client may have open (not finished) at once: each holds a partial
     #: file of up to ``max_upload_bytes`` until it finishes or expires.
     max_open_resumable_uploads: int = Field(default=100, ge=1)

@@ -188,6 +188,7 @@ async def record_upload(conn: Conn, client: Client, upload: AcceptedUpload, *, l
             notify_email=upload.notify_email,
         )
         jobs: list[tuple[PlannedRendition, str]] = []
+        await repo.take_queue_places(conn)  # the places in the answer are then the real ones
         for position, planned in enumerate(upload.plan):
             job_id = new_id("job")
             jobs.append((planned, job_id))
@@ -282,6 +283,7 @@ async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: st
         if current.status != "failed":
             raise Conflict(f"rendition {quality} is {current.status}; only a failed rendition can be retried")
         job_id = new_id("job")
+        await repo.take_queue_places(conn)
         await repo.requeue_rendition(conn, video_id, quality, job_id)
         others_failed = any(r.status == "failed" for r in video.renditions if r.quality != quality)
         if not others_failed and video.thumbnail.status != "failed":

@@ -34,6 +34,7 @@ from shared.reports import (
     RenditionFailedReport,
     RenditionProgressReport,
     ThumbnailCompletedReport,
+    ThumbnailFailedReport,
     ThumbnailStartedReport,
 )
 from shared.resources import Rendition, Video
@@ -58,6 +59,11 @@ def deps(db: asyncpg.Pool, tmp_path: Path) -> GatewayDeps:
 
 
 async def _upload(db: asyncpg.Pool, client: Client, **probe: Any) -> str:
+    return (await _recorded(db, client, **probe)).id
+
+
+async def _recorded(db: asyncpg.Pool, client: Client, **probe: Any) -> Video:
+    """An upload recorded as the API records one; the video its answer carries."""
     source = dataclasses.replace(PROBE, **probe)
     accepted = AcceptedUpload(
         video_id=new_id("vid"),
@@ -70,8 +76,7 @@ async def _upload(db: asyncpg.Pool, client: Client, **probe: Any) -> str:
         notify_email=None,
     )
     async with db.acquire() as conn:
-        video = await record_upload(conn, client, accepted, links=Links("http://vidq.test"))
-    return video.id
+        return await record_upload(conn, client, accepted, links=Links("http://vidq.test"))
 
 
 async def _jobs(db: asyncpg.Pool, video_id: str) -> dict[str, str]:
@@ -280,6 +285,25 @@ async def test_a_thumbnail_done_before_any_rendition_starts_shows_the_video_proc
     assert (row["status"], row["thumbnail_status"]) == ("processing", "ready")
 
 
+async def test_a_thumbnail_that_fails_first_shows_the_video_at_work_then_failed(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    failed = ThumbnailFailedReport(
+        id=event_id(video_id, "thumbnail.failed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        error="no frame",
+    )
+    await handle_report(failed, deps)
+    bodies = await db.fetch("SELECT body FROM video_events WHERE video_id = $1 ORDER BY sequence", video_id)
+    assert [(b["body"]["type"], b["body"]["data"]["status"]) for b in bodies] == [
+        ("video.uploaded", "queued"),
+        ("thumbnail.failed", "processing"),
+        ("video.failed", "failed"),
+    ]
+
+
 async def _renditions(db: asyncpg.Pool, client: Client, video_id: str) -> dict[str, Rendition]:
     async with db.acquire() as conn:
         video = await get_video(conn, client, video_id, Links("http://vidq.test"), places=True)
@@ -333,6 +357,16 @@ async def test_a_queued_rendition_knows_its_place_in_its_rungs_queue(
         await delete_video(conn, client, second, Links("http://vidq.test"))
     assert [(await _renditions(db, client, v))["240p"].queue_position for v in (third, first)] == [1, 2]
     assert [(await _renditions(db, client, v))["144p"].queue_position for v in (first, third)] == [1, 2]
+
+
+async def test_uploads_recorded_together_are_each_told_their_own_place(
+    db: asyncpg.Pool, client: Client
+) -> None:
+    answers = await asyncio.gather(*(_recorded(db, client) for _ in range(8)))
+    told = {v.id: {r.quality: r.queue_position for r in v.renditions} for v in answers}
+    assert sorted(places["360p"] or 0 for places in told.values()) == list(range(1, 9))  # no place twice
+    for video_id, places in told.items():  # and the places read afterwards are the ones told
+        assert {q: r.queue_position for q, r in (await _renditions(db, client, video_id)).items()} == places
 
 
 async def test_a_processing_rendition_tells_when_it_should_end_and_a_ready_one_what_it_took(
