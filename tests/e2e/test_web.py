@@ -464,3 +464,40 @@ async def test_the_api_docs_render_from_the_gateway_alone(running: Running, brow
     assert swagger_errors == []
     # ReDoc renders from the gateway too: nothing else but that badge comes from elsewhere
     assert [url for url in elsewhere if not url.startswith("https://cdn.redoc.ly/redoc/logo")] == []
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if n % 100 // 10 == 1 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+@pytest.mark.timeout(180)
+async def test_a_waiting_rendition_shows_its_place_and_moves_up_with_the_queue(
+    running: Running, browser: Browser, tmp_path: Path
+) -> None:
+    """No event tells a new place: the page reads the video again while a rendition waits."""
+    page = browser.page
+    clip = make_clip(tmp_path / "waiting.mp4", width=320, height=240, duration=1.0).read_bytes()
+    await running.stack.stop("transcoder")  # a queue that does not move, until the first video goes
+    try:
+        async with running.client() as api:
+            made = [
+                await api.post("/v1/videos", files={"file": ("w.mp4", clip, "video/mp4")}) for _ in range(2)
+            ]
+            assert [m.status_code for m in made] == [202, 202]
+            ahead, waiting = (m.json() for m in made)
+            place = next(r["queue_position"] for r in waiting["renditions"] if r["quality"] == "144p")
+            assert place >= 2  # behind the first, and whatever else waits in the stack
+            await browser.go(f"{running.url}/")
+            await _save_key(browser, running.api_key)
+            await page.goto(f"{running.url}/#/videos/{waiting['id']}")
+            shown = (
+                "(text) => document.querySelector(\"tr[data-quality='144p'] .timing\")"
+                "?.textContent.trim() === text"
+            )
+            await browser.until(shown, f"{_ordinal(place)} in line", timeout=30)
+            assert (await api.delete(f"/v1/videos/{ahead['id']}")).status_code == 204
+            await browser.until(
+                shown, "next in line" if place == 2 else f"{_ordinal(place - 1)} in line", timeout=30
+            )
+    finally:
+        await running.stack.start_service("transcoder")
