@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import asyncpg
 from fastapi import FastAPI
@@ -93,6 +94,26 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
+#: No step of a gateway's stop holds it up longer than this: a stuck one is logged and left.
+STOP_STEP_S = 10.0
+
+
+async def _bounded(what: str, step: Callable[[], Awaitable[object]], limit_s: float = STOP_STEP_S) -> None:
+    try:
+        await asyncio.wait_for(step(), limit_s)
+    except TimeoutError:
+        log.warning("stopping: %s took over %.0f s; going on without it", what, limit_s)
+
+
+async def close_pool(pool: asyncpg.Pool, limit_s: float = STOP_STEP_S) -> None:
+    """Close the pool, waiting at most ``limit_s`` for connections still in use, then cut them."""
+    try:
+        await asyncio.wait_for(pool.close(), limit_s)
+    except TimeoutError:
+        log.warning("stopping: database connections still in use after %.0f s; closing them", limit_s)
+        pool.terminate()
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the gateway. Settings come from ``VIDQ_*`` variables unless given."""
     settings = settings or GatewaySettings()
@@ -103,13 +124,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as opened:
             await migrate_all(settings, ("gateway",))
             pool = await create_pool(settings)
-            opened.push_async_callback(pool.close)
+            opened.push_async_callback(close_pool, pool)
             key_ring = KeyRing()
             await refresh_link_keys(pool, key_ring, settings.media_link_ttl_s)
             connection = await connect(
                 str(settings.amqp_url), "gateway", management=settings.management_api()
             )
-            opened.push_async_callback(connection.close)
+            opened.push_async_callback(_bounded, "closing the broker connection", connection.close)
             topology = build(settings)
             await prepare_broker(connection, settings, topology)
             publisher = await AmqpPublisher.open(connection)
@@ -149,9 +170,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     ).run()
                 ),
             ]
-            opened.push_async_callback(_cancel, tasks)
+            opened.push_async_callback(_bounded, "ending the background tasks", partial(_cancel, tasks))
             await consumers.start()
-            opened.push_async_callback(consumers.stop, settings.shutdown_grace_s)
+            opened.push_async_callback(
+                _bounded,
+                "stopping the consumers",
+                partial(consumers.stop, settings.shutdown_grace_s),
+                settings.shutdown_grace_s + STOP_STEP_S,
+            )
             app.state.settings, app.state.deps, app.state.hub, app.state.connection = (
                 settings,
                 deps,
