@@ -686,6 +686,16 @@ async def take_resumable_upload(
     )
 
 
+def _pushed_back(when: str = "") -> str:
+    """An upload's expiry, pushed back to ``$4`` seconds from now when ``when`` also holds.
+
+    Not for one made through a direct upload: its signed ``Location`` carries its expiry.
+    """
+    return f"""CASE WHEN $4::float8 IS NOT NULL AND direct_upload_id IS NULL {when}
+                    THEN greatest(expires_at, now() + make_interval(secs => $4))
+                    ELSE expires_at END"""
+
+
 async def renew_resumable_upload(
     conn: Conn, upload_id: str, writer: str, lease_s: float, *, extend_s: float | None = None
 ) -> bool:
@@ -695,11 +705,9 @@ async def renew_resumable_upload(
     does, so one long PATCH is not cut off by the expiry it started near.
     """
     done = await conn.execute(
-        """UPDATE resumable_uploads SET writer_until = now() + make_interval(secs => $3),
-                  expires_at = CASE WHEN $4::float8 IS NOT NULL AND direct_upload_id IS NULL
-                                    THEN greatest(expires_at, now() + make_interval(secs => $4))
-                                    ELSE expires_at END
-            WHERE id = $1 AND writer = $2 AND status = 'receiving' AND expires_at > now()""",
+        f"""UPDATE resumable_uploads SET writer_until = now() + make_interval(secs => $3),
+                   expires_at = {_pushed_back()}
+             WHERE id = $1 AND writer = $2 AND status = 'receiving' AND expires_at > now()""",  # noqa: S608 - ours
         upload_id,
         writer,
         lease_s,
@@ -719,14 +727,10 @@ async def release_resumable_upload(
     carries its expiry.
     """
     expires: datetime | None = await conn.fetchval(
-        """UPDATE resumable_uploads SET received = $3, writer = NULL, writer_until = NULL,
-                  updated_at = now(),
-                  expires_at = CASE WHEN $4::float8 IS NOT NULL AND direct_upload_id IS NULL
-                                         AND $3 > received
-                                    THEN greatest(expires_at, now() + make_interval(secs => $4))
-                                    ELSE expires_at END
-            WHERE id = $1 AND writer = $2 AND status = 'receiving'
-        RETURNING expires_at""",
+        f"""UPDATE resumable_uploads SET received = $3, writer = NULL, writer_until = NULL,
+                   updated_at = now(), expires_at = {_pushed_back("AND $3 > received")}
+             WHERE id = $1 AND writer = $2 AND status = 'receiving'
+         RETURNING expires_at""",  # noqa: S608 - ours
         upload_id,
         writer,
         received,
