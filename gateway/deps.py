@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import asyncpg
 from fastapi import Depends, Request
 
+from gateway.imports import ImportSlots
 from gateway.links import KeyRing, Links
 from gateway.settings import GatewaySettings
 from shared.messaging.publisher import Publisher
@@ -29,6 +30,12 @@ class GatewayDeps:
     probes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(os.cpu_count() or 2))
     #: The keys of signed media links (``signing_keys``, refreshed); none: no signed links.
     key_ring: KeyRing = field(default_factory=KeyRing)
+    #: Imports downloading at once (``VIDQ_MAX_IMPORTS``, ``VIDQ_MAX_IMPORTS_PER_CLIENT``).
+    imports: ImportSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        slots = ImportSlots(self.settings.max_imports, self.settings.max_imports_per_client)
+        object.__setattr__(self, "imports", slots)  # frozen: set once, here
 
     @property
     def base_url(self) -> str:

@@ -19,7 +19,7 @@ import contextlib
 import email.message
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,7 +27,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from gateway.errors import ApiError, InvalidRequest, NotAVideo, UploadTooLarge
+from gateway.errors import ApiError, InvalidRequest, NotAVideo, TooManyOpen, Unavailable, UploadTooLarge
 from gateway.settings import GatewaySettings
 from gateway.uploads import display_name
 from shared.destinations import DestinationGuard
@@ -42,11 +42,62 @@ _CHUNK = 1024 * 1024
 #: The largest JSON body of an import: a URL, the options and 4 KiB of metadata fit well.
 MAX_BODY_BYTES = 16 * 1024
 
+#: Seconds a client refused for want of an import slot is asked to wait (``Retry-After``).
+RETRY_AFTER_S = 10
+
 
 class DownloadFailed(ApiError):
     """The URL could not be downloaded: it answered an error, or could not be reached."""
 
     status, slug, title = 422, "download-failed", "Could not download the video"
+
+
+class ImportSlots:
+    """The imports one gateway process downloads at once: ``total`` in all, ``per_client`` each.
+
+    An import holds its request, a connection out and a growing file for as long as its
+    download lasts (up to ``VIDQ_IMPORT_TIMEOUT_S``); unbounded, one client could start
+    thousands and fill the storage or use up the gateway's sockets for everyone. One more is
+    refused at once, never queued: a client over its share gets a ``429``, any client while the
+    gateway is full a ``503``, both with ``Retry-After`` (a retry under the same
+    ``Idempotency-Key`` is safe). Counted per process: each gateway replica has its own slots.
+    A plain counter, written here: an ``asyncio.Semaphore`` would queue where this must refuse.
+    """
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self._by_client: dict[str, int] = {}
+
+    @property
+    def in_use(self) -> int:
+        return sum(self._by_client.values())
+
+    @contextlib.contextmanager
+    def take(self, client_id: str) -> Iterator[None]:
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
+        held = self._by_client.get(client_id, 0)
+        if held >= self.per_client:
+            raise TooManyOpen(
+                f"this client already has {held} imports downloading (at most {self.per_client} "
+                "at once, VIDQ_MAX_IMPORTS_PER_CLIENT); retry once one has finished",
+                headers=retry,
+            )
+        if self.in_use >= self.total:
+            raise Unavailable(
+                f"this gateway is downloading {self.total} imports, its most at once "
+                "(VIDQ_MAX_IMPORTS); retry shortly",
+                headers=retry,
+            )
+        self._by_client[client_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._by_client[client_id] - 1
+            if left:
+                self._by_client[client_id] = left
+            else:
+                del self._by_client[client_id]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,10 @@ class GatewaySettings(ServiceSettings):
     #: An import's whole download, and the longest wait for its next bytes.
     import_timeout_s: float = Field(default=3600.0, gt=0)
     import_read_timeout_s: float = Field(default=60.0, gt=0)
+    #: Imports one gateway process downloads at once, in all and for one client; one more is
+    #: refused (``503`` / ``429`` with ``Retry-After``), not queued (``gateway/imports.py``).
+    max_imports: int = Field(default=32, ge=1)
+    max_imports_per_client: int = Field(default=4, ge=1)
     #: A resumable (tus) upload that received nothing for this long is removed (its expiry is
     #: pushed back by each PATCH that brings bytes).
     #: At least two minutes: longer than a PATCH's body may stay silent (60 s) before it ends.

@@ -11,6 +11,7 @@ import http.server
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 #: (status, headers, body)
 Answer = tuple[int, Mapping[str, str], bytes]
@@ -25,8 +26,17 @@ class Site:
 
 
 @contextlib.contextmanager
-def site(routes: Mapping[str, Answer], *, fallback: Answer = NOT_FOUND) -> Iterator[Site]:
-    """Serve ``routes`` (a path → its answer; any other path → ``fallback``)."""
+def site(
+    routes: Mapping[str, Answer],
+    *,
+    fallback: Answer = NOT_FOUND,
+    hold: Mapping[str, threading.Event] = MappingProxyType({}),
+) -> Iterator[Site]:
+    """Serve ``routes`` (a path → its answer; any other path → ``fallback``).
+
+    A path in ``hold`` sends its status and headers, then waits for its event (at most 30 s)
+    before the body: a download in progress for as long as a test needs one.
+    """
     served = Site("")
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -37,6 +47,9 @@ def site(routes: Mapping[str, Answer], *, fallback: Answer = NOT_FOUND) -> Itera
             for name, value in {"content-length": str(len(body)), **headers}.items():
                 self.send_header(name, value)
             self.end_headers()
+            if self.path in hold:
+                self.wfile.flush()
+                hold[self.path].wait(timeout=30)
             self.wfile.write(body)
 
         def log_message(self, *_: object) -> None:

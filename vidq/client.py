@@ -34,6 +34,8 @@ _UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=300.0)
 #: An import answers when the gateway has downloaded and checked the file: up to its
 #: VIDQ_IMPORT_TIMEOUT_S (an hour by default) with nothing sent meanwhile.
 _IMPORT_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=3700.0)
+#: Times an import refused for want of a slot (an answer with ``Retry-After``) is asked again.
+_IMPORT_WAITS = 30
 #: A resumable upload's PATCH: a broken connection costs at most this much sent again.
 RESUMABLE_CHUNK = 8 * 1024 * 1024
 _PIECE = 256 * 1024
@@ -75,7 +77,17 @@ def raise_for_problem(response: httpx.Response) -> None:
     if isinstance(body, dict):
         title = str(body.get("title") or title)
         detail = str(body.get("detail") or "")
-    raise ApiError(response.status_code, title, detail)
+    raise ApiError(
+        response.status_code, title, detail, retry_after=_seconds(response.headers.get("retry-after"))
+    )
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the form vidq sends); an HTTP date or nonsense: none."""
+    try:
+        return max(0.0, float(retry_after)) if retry_after else None
+    except ValueError:
+        return None
 
 
 def _retryable(exc: VidqError) -> bool:
@@ -253,13 +265,23 @@ class VidqClient:
                 body["metadata"] = json.loads(fields["metadata"])
             except ValueError as exc:
                 raise UsageProblem(f"--metadata is not valid JSON: {exc}") from None
-        return self._json(
-            "POST",
-            "/v1/videos",
-            json=body,
-            headers={"idempotency-key": idempotency_key} if idempotency_key else {},
-            timeout=_IMPORT_TIMEOUT,
-        )
+        waits = 0
+        while True:
+            try:
+                return self._json(
+                    "POST",
+                    "/v1/videos",
+                    json=body,
+                    headers={"idempotency-key": idempotency_key} if idempotency_key else {},
+                    timeout=_IMPORT_TIMEOUT,
+                )
+            except ApiError as exc:
+                # the gateway's import slots are full (429: this client's share, 503: all of
+                # them): nothing was recorded, so asking again is safe, after the wait it names
+                if exc.retry_after is None or waits >= _IMPORT_WAITS:
+                    raise
+                waits += 1
+                self._pause(min(exc.retry_after, 60.0))
 
     def videos(self, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> Json:
         params = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v}

@@ -69,9 +69,11 @@ def exit_code_for(status: int) -> ExitCode:
 class ApiError(VidqError):
     """An error answer of the API: its status, the problem's ``title`` and human ``detail``."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(self, status: int, title: str, detail: str, *, retry_after: float | None = None) -> None:
         kind = title[:1].lower() + title[1:] if title else f"HTTP {status}"
         super().__init__(f"{kind}: {detail}" if detail else kind, exit_code_for(status))
         self.status = status
         self.title = title
         self.detail = detail
+        #: Seconds the answer's ``Retry-After`` asked to wait, if it gave a number.
+        self.retry_after = retry_after

@@ -121,9 +121,10 @@ async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) ->
     )
     options = uploads.parse_options(fields, settings)  # refused before any download
     video_id = new_id("vid")
-    async with deps.storage.writer(source_key(video_id)) as temp:
-        downloaded = await imports.download(str(body.url), temp, settings)
-        probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
+    with deps.imports.take(client.id):
+        async with deps.storage.writer(source_key(video_id)) as temp:
+            downloaded = await imports.download(str(body.url), temp, settings)
+            probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
     accepted = accepted_upload(video_id, downloaded.filename, downloaded.size_bytes, probe, planned, options)
     return await record_video(accepted, client, deps)
 
@@ -192,7 +193,26 @@ async def _replay(
     return JSONResponse(earlier.body, earlier.status_code, headers=headers, media_type=media)
 
 
-@router.post("", status_code=202, response_model=Video, openapi_extra=_UPLOAD_BODY, responses=_PROBLEMS)
+_IMPORT_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    429: {
+        "content": {PROBLEM_JSON: {}},
+        "description": "An import while this client's are at VIDQ_MAX_IMPORTS_PER_CLIENT (Retry-After)",
+    },
+    503: {
+        "content": {PROBLEM_JSON: {}},
+        "description": "Database or broker unavailable, or an import while the gateway's are at "
+        "VIDQ_MAX_IMPORTS (Retry-After); retry later",
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Video,
+    openapi_extra=_UPLOAD_BODY,
+    responses={**_PROBLEMS, **_IMPORT_PROBLEMS},
+)
 async def create_video(
     request: Request,
     client: ClientDep,

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -679,6 +680,53 @@ async def test_an_import_retried_under_its_idempotency_key_gets_the_first_answer
     other = await importer.post("/v1/videos", json={**body, "qualities": "144p,"}, headers=headers)
     assert_problem(other, 422)
     assert await db.fetchval("SELECT count(*) FROM videos") == 1
+
+
+async def test_imports_over_a_clients_share_or_the_gateways_are_refused_at_once_then_taken_again(
+    start: Start, alice: Caller, bob: Caller, clips: Clips, db: asyncpg.Pool, storage: Path
+) -> None:
+    carol = await _caller(db, "carol")
+    release = threading.Event()
+    clip = (200, {"content-type": "video/mp4"}, clips.tiny.read_bytes())
+    routes = {"/slow.mp4": clip, "/clip.mp4": clip}
+    with site(routes, hold={"/slow.mp4": release}) as files:
+        slow, quick = {"url": f"{files.url}/slow.mp4"}, {"url": f"{files.url}/clip.mp4"}
+        async with (
+            start(import_allow_hosts="127.0.0.1", max_imports=2, max_imports_per_client=1) as running,
+            connect(running, alice) as alices,
+            connect(running, bob) as bobs,
+            connect(running, carol) as carols,
+        ):
+            try:
+                alices_first = asyncio.create_task(alices.post("/v1/videos", json=slow))
+                await _until(lambda: len(files.requests) == 1)  # downloading: alice's one slot
+                over_share = await alices.post("/v1/videos", json=quick)
+                assert_problem(over_share, 429, "VIDQ_MAX_IMPORTS_PER_CLIENT", "1")
+                assert over_share.headers["retry-after"] == "10"
+                # an upload is not an import: it takes no slot
+                assert (await upload(alices, clips.tiny)).status_code == 202
+
+                bobs_first = asyncio.create_task(bobs.post("/v1/videos", json=slow))
+                await _until(lambda: len(files.requests) == 2)  # the gateway's last slot
+                full = await carols.post("/v1/videos", json=quick)
+                assert_problem(full, 503, "VIDQ_MAX_IMPORTS")
+                assert full.headers["retry-after"] == "10"
+            finally:
+                release.set()
+            assert (await alices_first).status_code == (await bobs_first).status_code == 202
+            # the slots are free again, for the clients refused before
+            assert (await carols.post("/v1/videos", json=quick)).status_code == 202
+            assert (await alices.post("/v1/videos", json=quick)).status_code == 202
+    # refused imports downloaded nothing and left nothing: five videos, five sources
+    assert [path for path, _ in files.requests].count("/clip.mp4") == 2
+    assert await db.fetchval("SELECT count(*) FROM videos") == 5
+    assert len(files_under(storage / "videos")) == 5
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
 
 
 # -- the accepted upload --------------------------------------------------------------------------------

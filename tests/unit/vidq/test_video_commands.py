@@ -5,6 +5,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from shared.events import (
     RenditionCompleted,
@@ -16,6 +17,7 @@ from shared.events import (
 )
 from shared.resources import Video
 from tests.unit.vidq.fakeapi import FakeApi, event, invoke, ok, problem, rendition, sse, video
+from vidq.__main__ import app
 
 ID = "vid_1"
 EVENTS = f"/v1/videos/{ID}/events"
@@ -202,6 +204,39 @@ class TestUpload:
         result = invoke(api, "upload", "https://media.example.com/a.mp4")
         assert result.exit_code == 1
         assert "answered 404 Not Found" in result.stderr
+
+    def test_an_import_refused_for_want_of_a_slot_is_asked_again_after_the_wait_it_names(self) -> None:
+        busy = problem(429, "this client already has 4 imports downloading", "Limit reached")
+        busy.headers["retry-after"] = "10"
+        full = problem(503, "this gateway is downloading 32 imports", "Service unavailable")
+        full.headers["retry-after"] = "7"
+        api = FakeApi().on("POST", "/v1/videos", busy, full, ok(video(ID), 202))
+        waited: list[float] = []
+        session = api.session()
+        session.pause = waited.append
+        result = CliRunner().invoke(
+            app,
+            ["upload", "https://media.example.com/a.mp4", "--idempotency-key", "k", "--json"],
+            obj=session,
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["id"] == ID
+        assert waited == [10.0, 7.0]
+        assert [r.headers["idempotency-key"] for r in api.requests] == ["k", "k", "k"]
+
+    def test_an_import_still_refused_after_its_waits_exits_with_the_detail(self) -> None:
+        busy = problem(429, "this client already has 4 imports downloading", "Limit reached")
+        busy.headers["retry-after"] = "10"
+        api = FakeApi().on("POST", "/v1/videos", busy)
+        result = invoke(api, "upload", "https://media.example.com/a.mp4")
+        assert result.exit_code == 1
+        assert result.stderr == "vidq: limit reached: this client already has 4 imports downloading\n"
+        assert len(api.requests) == 31  # the first and thirty more
+
+    def test_a_refusal_without_retry_after_is_not_asked_again(self) -> None:
+        api = FakeApi().on("POST", "/v1/videos", problem(429, "too many", "Limit reached"))
+        assert invoke(api, "upload", "https://media.example.com/a.mp4").exit_code == 1
+        assert len(api.requests) == 1
 
 
 class TestWatch:
