@@ -5,15 +5,16 @@ the stored answer (the same status and body, ``Idempotent-Replayed: true``), or 
 first request is still running, as the IETF draft "The Idempotency-Key HTTP Header Field" and
 Stripe do. Answers are kept for ``VIDQ_IDEMPOTENCY_TTL_S`` (24 h).
 
-Only an accepted upload is kept. A refused one (4xx: not a video, a bad field, too large), a 5xx
-or a crash releases the key, so the client can fix the request and send it again under the same
-key. A request is known by its fingerprint (a SHA-256 of the file, its name and the text
-fields): the same key with a different request is refused with 422 rather than answered with
-the first request's video, which would hide the client's bug.
+Only an accepted upload is kept, with the video in one transaction. A refused one (4xx: not a
+video, a bad field, too large), a 5xx or a crash releases the key, so the client can fix the
+request and send it again under the same key. A request is known by its fingerprint (a SHA-256
+of the file, its name and the text fields): the same key with a different request is refused
+with 422 rather than answered with the first request's video, which would hide the client's bug.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ import asyncpg
 from gateway import repository as repo
 from gateway.errors import ApiError, Conflict
 from gateway.repository import Client, Conn
+from shared.resources import Video
 
 
 class KeyReused(ApiError):
@@ -54,17 +56,19 @@ async def claim(conn: Conn, client: Client, key: str, ttl_s: int) -> Replay | No
     return Replay(row["status_code"], row["response"], row["video_id"], row["fingerprint"])
 
 
-async def remember(
-    pool: asyncpg.Pool,
-    client: Client,
-    key: str,
-    status: int,
-    body: dict[str, Any],
-    video_id: str | None,
-    fingerprint: str,
-) -> None:
-    async with pool.acquire() as conn:
-        await repo.store_idempotent_response(conn, client.id, key, status, body, video_id, fingerprint)
+def remembering(client: Client, key: str, fingerprint: str) -> Callable[[Conn, Video], Awaitable[None]]:
+    """Keep the ``202`` for ``key``, in the transaction that records the video.
+
+    The key's answer and the video commit together: a request that fails after the commit
+    (cancelled, a connection lost) leaves the answer for its retry, never a key released to make a
+    second video nor one held "in progress" until it expires.
+    """
+
+    async def remember(conn: Conn, video: Video) -> None:
+        body = video.model_dump(mode="json")
+        await repo.store_idempotent_response(conn, client.id, key, 202, body, video.id, fingerprint)
+
+    return remember
 
 
 async def forget(pool: asyncpg.Pool, client: Client, key: str) -> None:

@@ -394,16 +394,21 @@ async def claim_idempotency_key(conn: Conn, client_id: str, key: str, ttl_s: int
         key,
         ttl_s,
     )
-    status = await conn.execute(
-        "INSERT INTO idempotency_keys (client_id, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        client_id,
-        key,
-    )
-    if status.endswith(" 1"):
-        return None
-    return await conn.fetchrow(
-        "SELECT * FROM idempotency_keys WHERE client_id = $1 AND key = $2", client_id, key
-    )
+    while True:
+        status = await conn.execute(
+            "INSERT INTO idempotency_keys (client_id, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            client_id,
+            key,
+        )
+        if status.endswith(" 1"):
+            return None
+        row = await conn.fetchrow(
+            "SELECT * FROM idempotency_keys WHERE client_id = $1 AND key = $2", client_id, key
+        )
+        if row is not None:
+            return row
+        # released (a refused request) between the two statements: take it again, or meet the
+        # request that did; reading None as "taken by us" let two requests run under one key
 
 
 async def store_idempotent_response(
@@ -541,11 +546,15 @@ async def disable_webhook(conn: Conn, webhook_id: str, reason: str) -> None:
     )
 
 
-async def delete_webhook(conn: Conn, webhook_id: str) -> None:
-    await conn.execute(
-        "UPDATE webhooks SET deleted_at = now(), enabled = false, updated_at = now() WHERE id = $1",
+async def delete_webhook(conn: Conn, webhook_id: str, client_id: str) -> bool:
+    """Whether the client's subscription was there to delete (not deleted already)."""
+    status = await conn.execute(
+        """UPDATE webhooks SET deleted_at = now(), enabled = false, updated_at = now()
+           WHERE id = $1 AND client_id = $2 AND deleted_at IS NULL""",
         webhook_id,
+        client_id,
     )
+    return bool(status.endswith(" 1"))
 
 
 # -- direct uploads -------------------------------------------------------------------------------

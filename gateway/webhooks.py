@@ -140,13 +140,15 @@ async def update_webhook(
     if not fields:
         return await get_webhook(conn, client, webhook_id)
     row = await repo.update_webhook(conn, webhook_id, **fields)
-    assert row is not None  # noqa: S101 - checked above
+    if row is None:  # deleted by a request that ran meanwhile
+        raise NotFound(f"no webhook {webhook_id!r}")
     return _public(row)
 
 
 async def delete_webhook(conn: Conn, client: Client, webhook_id: str) -> None:
-    await _owned(conn, client, webhook_id)
-    await repo.delete_webhook(conn, webhook_id)
+    """One statement: of two deletions at once, one answers 204 and the other 404."""
+    if not await repo.delete_webhook(conn, webhook_id, client.id):
+        raise NotFound(f"no webhook {webhook_id!r}")
 
 
 async def rotate_secret(conn: Conn, client: Client, webhook_id: str, grace: timedelta) -> WebhookWithSecret:

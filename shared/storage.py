@@ -147,3 +147,33 @@ async def source_missing(storage: Storage, video_id: str) -> PipelineError:
         "which the gateway writes when it starts): is the volume mounted, and VIDQ_STORAGE_DIR "
         "the gateway's?"
     )
+
+
+@contextlib.asynccontextmanager
+async def source_in_place(storage: Storage, video_id: str) -> AsyncIterator[str]:
+    """The local path of a video's source, for work that reads it and writes the video's files.
+
+    Missing at the start, the work does not start (:func:`source_missing`'s error). Removed while
+    the work ran — the video deleted meanwhile — the work ends the same way whatever it met: an
+    ffmpeg that failed on the vanished file is the deletion's doing, not a permanent media error
+    for the dead-letter queue; and files the work put in place after the deletion removed the
+    video's folder are removed again, so a deleted video leaves nothing behind.
+    """
+    key = source_key(video_id)
+    if not await storage.exists(key):
+        raise await source_missing(storage, video_id)
+    try:
+        yield str(storage.local_path(key))
+    except PipelineError as exc:
+        if await storage.exists(key):
+            raise
+        raise await _gone_meanwhile(storage, video_id) from exc
+    if not await storage.exists(key):
+        raise await _gone_meanwhile(storage, video_id)
+
+
+async def _gone_meanwhile(storage: Storage, video_id: str) -> PipelineError:
+    error = await source_missing(storage, video_id)
+    if isinstance(error, WorkCanceled):  # deleted: what the work wrote since goes too
+        await storage.delete_prefix(video_prefix(video_id))
+    return error

@@ -19,7 +19,8 @@ from shared.reports import (
     ThumbnailStartedReport,
     publish_report,
 )
-from shared.storage import Storage, source_key, source_missing, thumbnail_key
+from shared.resources import Video
+from shared.storage import Storage, source_in_place, thumbnail_key
 from thumbnailer import poster
 from thumbnailer.settings import ThumbnailerSettings
 
@@ -51,8 +52,21 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
     Idempotent: a redelivery overwrites the same files and reports the same id.
     """
     video = event.data
-    if not await deps.storage.exists(source_key(video.id)):
-        raise await source_missing(deps.storage, video.id)
+    async with source_in_place(deps.storage, video.id) as source:
+        widths = await _make_posters(video, source, deps)
+    await _report(
+        deps,
+        ThumbnailCompletedReport(
+            id=event_id(video.id, "thumbnail.completed"),
+            timestamp=datetime.now(UTC),
+            video_id=video.id,
+            widths=widths,
+        ),
+    )
+
+
+async def _make_posters(video: Video, source: str, deps: ThumbnailerDeps) -> list[int]:
+    """Report the start, then write the poster at each width; returns the widths."""
     sizes = poster.sizes(video.source.width, video.source.height)
     started = ThumbnailStartedReport(
         id=event_id(video.id, "thumbnail.started"), timestamp=datetime.now(UTC), video_id=video.id
@@ -72,7 +86,6 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
             )
             for w, h in sizes
         ]
-        source = str(deps.storage.local_path(source_key(video.id)))
         looks = poster.attempts(video.source.duration_s, video.source.width, video.source.height)
         for look in looks:
             await deps.grabber.run(
@@ -84,15 +97,7 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
                 break
         else:
             raise EncodeFailed("ffmpeg wrote no frame (the video may have no decodable picture)")
-    await _report(
-        deps,
-        ThumbnailCompletedReport(
-            id=event_id(video.id, "thumbnail.completed"),
-            timestamp=datetime.now(UTC),
-            video_id=video.id,
-            widths=[w for w, _ in sizes],
-        ),
-    )
+    return [w for w, _ in sizes]
 
 
 async def report_thumbnail_failed(event: VideoUploaded, error: PipelineError, deps: ThumbnailerDeps) -> None:

@@ -34,7 +34,7 @@ from shared.reports import (
     Report,
     publish_report,
 )
-from shared.storage import Storage, rendition_key, source_key, source_missing
+from shared.storage import Storage, rendition_key, source_in_place
 from transcoder import encode
 from transcoder.claims import Claims, Job
 from transcoder.metrics import FFMPEG_SPEED, RENDITION_QUEUE_WAIT
@@ -255,10 +255,13 @@ async def encode_batch(batch: Sequence[Job], deps: TranscoderDeps) -> list[Rendi
 
     Returns the ``rendition.completed`` reports, one per job, for the caller to publish.
     """
+    first = batch[0].command
+    async with source_in_place(deps.storage, first.video_id) as source:
+        return await _encode(batch, source, deps)
+
+
+async def _encode(batch: Sequence[Job], source: str, deps: TranscoderDeps) -> list[RenditionCompletedReport]:
     first, settings = batch[0].command, deps.settings
-    if not await deps.storage.exists(source_key(first.video_id)):
-        raise await source_missing(deps.storage, first.video_id)
-    source = str(deps.storage.local_path(source_key(first.video_id)))
     profile = encode.EncodeProfile(
         settings.transcoder_preset,
         settings.transcoder_crf,

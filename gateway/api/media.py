@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 
 import anyio
@@ -23,17 +25,44 @@ from gateway.errors import problem_response
 
 
 class MediaFile(FileResponse):
+    """The file is opened before the answer starts and served from that descriptor.
+
+    A DELETE of the video may remove the file at any moment; opened first, the file is either
+    gone (a ``404`` problem) or served whole from the open descriptor, whose size and dates are
+    the ones the headers give. Opened by path once the ``200`` is sent, as ``FileResponse``
+    does, a file removed in between cut the answer off after its headers.
+    """
+
+    _opened: anyio.AsyncFile[bytes] | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.stat_result is None:
-            try:
-                self.stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
-            except FileNotFoundError:  # deleted since the video was read (a DELETE racing this)
-                gone = problem_response(
-                    404, "not-found", "Not found", "the file is gone: the video was deleted"
-                )
-                await gone(scope, receive, send)
-                return
-            self.set_stat_headers(self.stat_result)
+        try:
+            file = await anyio.open_file(self.path, mode="rb")
+        except FileNotFoundError:  # deleted since the video was read (a DELETE racing this)
+            gone = problem_response(404, "not-found", "Not found", "the file is gone: the video was deleted")
+            await gone(scope, receive, send)
+            return
+        try:
+            self._opened = file
+            stat = await anyio.to_thread.run_sync(os.fstat, file.wrapped.fileno())
+            self.stat_result = stat
+            self.set_stat_headers(stat)
+            await self._answer(scope, receive, send, stat.st_size)
+        finally:
+            self._opened = None
+            with anyio.CancelScope(shield=True):
+                await file.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        """The file opened in ``__call__`` (``FileResponse`` reads through this, by path)."""
+        if self._opened is None:
+            async with super()._open_file() as file:
+                yield file
+        else:
+            yield self._opened
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         headers = Headers(scope=scope)
         if self._not_modified(headers):
             kept = {k: v for k, v in self.headers.items() if k in {"etag", "last-modified", "cache-control"}}
@@ -41,7 +70,6 @@ class MediaFile(FileResponse):
             return
         http_range = headers.get("range")
         if http_range is not None:
-            size = self.stat_result.st_size
             try:
                 # FileResponse's own parser, so that what passes here is what it serves
                 self._parse_range_header(http_range, size)

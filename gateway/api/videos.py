@@ -86,19 +86,19 @@ async def accept_upload(
     client: Client,
     deps: GatewayDeps,
     *,
-    digest: bool = False,
     fields: dict[str, str] | None = None,
     on_recorded: OnRecorded | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[Video, ReceivedUpload]:
     """Stream, probe and record an upload for ``client``.
 
     ``fields``: the options set beforehand (a direct upload's), in place of the form's text
-    fields, which are then refused.
+    fields, which are then refused. ``idempotency_key``: its answer is kept with the video.
     """
     settings = deps.settings
     video_id = new_id("vid")
     async with deps.storage.writer(source_key(video_id)) as temp:
-        received = await uploads.receive(request, temp, settings, digest=digest)
+        received = await uploads.receive(request, temp, settings, digest=bool(idempotency_key))
         if fields is not None and received.fields:
             raise InvalidRequest(
                 f"this upload URL takes only the file: its options were set when it was made "
@@ -107,10 +107,23 @@ async def accept_upload(
         options = uploads.parse_options(received.fields if fields is None else fields, settings)
         probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
     accepted = accepted_upload(video_id, received.filename, received.size_bytes, probe, planned, options)
+    if idempotency_key:
+        remember = idempotency.remembering(client, idempotency_key, received.fingerprint())
+        on_recorded = remember if on_recorded is None else _both(on_recorded, remember)
     return await record_video(accepted, client, deps, on_recorded), received
 
 
-async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) -> Video:
+def _both(first: OnRecorded, then: OnRecorded) -> OnRecorded:
+    async def both(conn: Conn, video: Video) -> None:
+        await first(conn, video)
+        await then(conn, video)
+
+    return both
+
+
+async def accept_import(
+    body: VideoImport, client: Client, deps: GatewayDeps, idempotency_key: str | None = None
+) -> Video:
     """Download, probe and record the video at ``body.url`` for ``client`` (as an upload)."""
     settings = deps.settings
     fields = uploads.as_form(
@@ -126,7 +139,11 @@ async def accept_import(body: VideoImport, client: Client, deps: GatewayDeps) ->
             downloaded = await imports.download(str(body.url), temp, settings)
             probe, planned = await uploads.inspect(temp, options, settings, deps.probes)
     accepted = accepted_upload(video_id, downloaded.filename, downloaded.size_bytes, probe, planned, options)
-    return await record_video(accepted, client, deps)
+    remember = None
+    if idempotency_key:
+        fingerprint = imports.fingerprint(body.model_dump(mode="json"))
+        remember = idempotency.remembering(client, idempotency_key, fingerprint)
+    return await record_video(accepted, client, deps, remember)
 
 
 def accepted_upload(
@@ -237,18 +254,16 @@ async def create_video(
             return await _replay(request, deps, earlier, imported)
     try:
         if imported is not None:
-            video = await _unless_disconnected(request, accept_import(imported, client, deps))
-            fingerprint = imports.fingerprint(imported.model_dump(mode="json"))
+            video = await _unless_disconnected(
+                request, accept_import(imported, client, deps, idempotency_key)
+            )
         else:
-            video, received = await accept_upload(request, client, deps, digest=bool(idempotency_key))
-            fingerprint = received.fingerprint() if idempotency_key else ""
+            video, _ = await accept_upload(request, client, deps, idempotency_key=idempotency_key)
     except BaseException:
-        if idempotency_key:  # a refused or failed request does not hold the key
+        if idempotency_key:  # a refused or failed request does not hold the key (a kept answer stays)
             await idempotency.forget(deps.pool, client, idempotency_key)
         raise
     body = video.model_dump(mode="json")
-    if idempotency_key:
-        await idempotency.remember(deps.pool, client, idempotency_key, 202, body, video.id, fingerprint)
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/videos/{video.id}"})
 
 

@@ -1249,6 +1249,27 @@ async def test_a_client_has_at_most_its_limit_of_webhooks_even_when_created_at_o
             assert (await other.post("/v1/webhooks", json=body)).status_code == 201
 
 
+async def test_a_webhook_changed_or_deleted_while_it_is_deleted_is_404_never_500(
+    api: httpx.AsyncClient,
+) -> None:
+    changes = [{"description": "x"}, {"enabled": False}, {"url": "https://example.com/other"}]
+    for round_ in range(24):
+        made = (await _new_webhook(api))["id"]
+        changed, deleted = await asyncio.gather(
+            api.patch(f"/v1/webhooks/{made}", json=changes[round_ % 3]),
+            api.delete(f"/v1/webhooks/{made}"),
+        )
+        assert changed.status_code in (200, 404), changed.text
+        assert deleted.status_code == 204, deleted.text
+        if changed.status_code == 404:
+            assert_problem(changed, 404, made)
+        # two deletions at once: one did it
+        again = (await _new_webhook(api))["id"]
+        twice = await asyncio.gather(*(api.delete(f"/v1/webhooks/{again}") for _ in range(2)))
+        assert sorted(a.status_code for a in twice) == [204, 404]
+    assert (await api.get("/v1/webhooks")).json()["data"] == []
+
+
 async def test_webhooks_are_created_listed_read_changed_rotated_and_deleted(api: httpx.AsyncClient) -> None:
     made = await _new_webhook(api, description="mine")
     assert made["id"].startswith("whk_")

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import asyncpg
@@ -21,7 +21,7 @@ from gateway.deps import GatewayDeps
 from gateway.links import Links
 from gateway.outbox import OutboxRelay
 from gateway.projection import handle_report
-from gateway.repository import Client
+from gateway.repository import Client, Conn, claim_idempotency_key, release_idempotency_key
 from gateway.settings import GatewaySettings
 from gateway.videos import AcceptedUpload, delete_video, get_video, record_upload, retry_rendition
 from shared.ffmpeg import ProbeResult
@@ -536,3 +536,40 @@ async def test_a_video_tells_its_share_done_by_pixels_and_when_its_last_renditio
         await handle_report(completed(quality), deps)
     done = await video()
     assert (done.progress, done.eta_s) == (100.0, None)
+
+
+# -- Idempotency-Key ------------------------------------------------------------------------------
+
+
+class _ReleasedBetween:
+    """A connection on which a refused request's release of the key commits between the claim's
+    INSERT (which met the key) and its SELECT (which then finds nothing): the race, made certain."""
+
+    def __init__(self, conn: Conn, db: asyncpg.Pool, client: Client, key: str) -> None:
+        self.conn, self.db, self.client, self.key = conn, db, client, key
+        self.released = False
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return str(await self.conn.execute(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        if not self.released:
+            self.released = True
+            async with self.db.acquire() as other:
+                await release_idempotency_key(other, self.client.id, self.key)
+        return await self.conn.fetchrow(query, *args)
+
+
+async def test_a_key_released_while_it_is_claimed_is_taken_not_assumed(
+    db: asyncpg.Pool, client: Client
+) -> None:
+    async with db.acquire() as conn:
+        assert await claim_idempotency_key(conn, client.id, "k", 3600) is None  # a first request's
+        racing = _ReleasedBetween(conn, db, client, "k")
+        # a second request meets the key, which the first (refused) releases before it is read
+        assert await claim_idempotency_key(cast("Conn", racing), client.id, "k", 3600) is None
+        assert racing.released
+        # ... and the second now holds it: a third request is told it is in progress
+        held = await claim_idempotency_key(conn, client.id, "k", 3600)
+    assert held is not None
+    assert held["status_code"] is None

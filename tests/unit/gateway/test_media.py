@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -89,3 +90,60 @@ async def test_a_file_deleted_meanwhile_is_404_problem(http: httpx.AsyncClient, 
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert "deleted" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "range_", [None, "bytes=100-199", "bytes=0-9,20-29"], ids=["whole", "one range", "two ranges"]
+)
+async def test_a_file_deleted_once_its_answer_has_begun_is_still_sent_whole(
+    tmp_path: Path, range_: str | None
+) -> None:
+    """A DELETE of the video racing a download: the file goes after the headers went out."""
+    path = tmp_path / "r.mp4"
+    path.write_bytes(BODY)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/f",
+        "headers": [(b"range", range_.encode())] if range_ else [],
+        "asgi": {"spec_version": "2.4"},
+    }
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            path.unlink()  # the DELETE's rmtree, right after the status and headers
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:  # pragma: no cover - spec 2.4: never asked
+        return {"type": "http.disconnect"}
+
+    await MediaFile(path, media_type="video/mp4")(scope, receive, send)
+
+    start, *bodies = sent
+    assert start["status"] == (206 if range_ else 200)
+    body = b"".join(m.get("body", b"") for m in bodies)
+    length = int(dict(start["headers"])[b"content-length"])
+    assert len(body) == length
+    if range_ is None:
+        assert body == BODY
+    elif range_ == "bytes=100-199":
+        assert body == BODY[100:200]
+    else:
+        assert BODY[0:10] in body
+        assert BODY[20:30] in body
+
+
+async def test_a_file_deleted_before_its_answer_began_is_a_404_problem(tmp_path: Path) -> None:
+    scope = {"type": "http", "method": "GET", "path": "/f", "headers": [], "asgi": {"spec_version": "2.4"}}
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:  # pragma: no cover - never asked
+        return {"type": "http.disconnect"}
+
+    await MediaFile(tmp_path / "gone.mp4", media_type="video/mp4")(scope, receive, send)
+    assert sent[0]["status"] == 404
+    assert b"the video was deleted" in b"".join(m.get("body", b"") for m in sent[1:])

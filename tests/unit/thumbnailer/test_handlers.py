@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from shared.ids import event_id
 from shared.messaging.memory import InMemoryPublisher
 from shared.messaging.topology import RESULTS, build
 from shared.reports import ThumbnailCompletedReport, ThumbnailFailedReport, ThumbnailStartedReport
-from shared.storage import LocalStorage, source_key, thumbnail_key
+from shared.storage import LocalStorage, source_key, thumbnail_key, video_prefix
 from tests.settings import make
 from tests.unit import factories
 from thumbnailer.app import routes
@@ -129,6 +130,36 @@ async def test_an_upload_whose_source_is_gone_is_canceled_and_publishes_nothing(
 
     assert publisher.published == []
     assert grabber.argvs == []
+
+
+class DeletingGrabber(FakeGrabber):
+    """The video is deleted (its folder removed) while ffmpeg runs; ffmpeg then fails, or not."""
+
+    def __init__(self, storage: LocalStorage, video_id: str, *, fails: bool) -> None:
+        super().__init__()
+        self.storage, self.video_id, self.fails = storage, video_id, fails
+
+    async def run(self, argv: list[str], *, timeout: float, stall_timeout: float) -> None:
+        await self.storage.delete_prefix(video_prefix(self.video_id))
+        if self.fails:
+            raise EncodeFailed("ffmpeg exited with status 1: source: No such file or directory")
+        await super().run(argv, timeout=timeout, stall_timeout=stall_timeout)
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["ffmpeg fails", "ffmpeg finishes"])
+async def test_a_video_deleted_while_its_poster_is_made_is_canceled_and_leaves_no_file(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher, fails: bool
+) -> None:
+    await storage.mark()
+    event = uploaded(storage)
+    grabber = DeletingGrabber(storage, event.data.id, fails=fails)
+
+    with pytest.raises(WorkCanceled, match="video deleted"):  # not a media error for the DLQ
+        await handle_video_uploaded(event, dataclasses.replace(deps, grabber=grabber))
+
+    assert [p.routing_key for p in publisher.published] == ["thumbnail.started"]
+    assert not storage.local_path(video_prefix(event.data.id)).exists()
+    assert list(storage.tmp.iterdir()) == []
 
 
 async def test_a_missing_source_in_storage_that_is_not_vidqs_is_worth_a_retry(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import ffmpeg
 from shared.commands import Sibling, TranscodeRendition
 from shared.errors import EncodeFailed, TransientError
 from shared.events import VideoDeleted
@@ -21,7 +22,7 @@ from shared.messaging.consumer import REASON_HEADER
 from shared.messaging.memory import InMemoryPublisher, Published
 from shared.messaging.topology import DLX, REQUEUE, RESULTS, RETRY, build
 from shared.reports import RenditionCompletedReport, RenditionFailedReport, RenditionProgressReport
-from shared.storage import LocalStorage, rendition_key, source_key
+from shared.storage import LocalStorage, rendition_key, source_key, video_prefix
 from tests.settings import make
 from tests.unit import factories
 from tests.unit.transcoder.fakes import FakeClaims, FakeEncoder
@@ -293,6 +294,44 @@ async def test_a_job_whose_source_is_gone_is_canceled_and_publishes_nothing(
     assert claims.states[cmd.job_id] == "canceled"
     assert publisher.published == []
     assert encoder.argvs == []
+
+
+class DeletingEncoder(FakeEncoder):
+    """The video is deleted (its folder removed) while ffmpeg runs; ffmpeg then fails, or not."""
+
+    def __init__(self, storage: LocalStorage, video_id: str, *, fails: bool) -> None:
+        super().__init__(MADE)
+        self.storage, self.video_id, self.fails = storage, video_id, fails
+
+    async def run(
+        self, argv: list[str], *, timeout: float, stall_timeout: float, on_progress: ffmpeg.OnProgress
+    ) -> list[str]:
+        await self.storage.delete_prefix(video_prefix(self.video_id))
+        if self.fails:
+            raise EncodeFailed("ffmpeg exited with status 1: source: No such file or directory")
+        return await super().run(argv, timeout=timeout, stall_timeout=stall_timeout, on_progress=on_progress)
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["ffmpeg fails", "ffmpeg finishes"])
+async def test_a_job_whose_video_is_deleted_while_it_encodes_is_canceled_and_leaves_no_file(
+    deps: TranscoderDeps,
+    cmd: TranscodeRendition,
+    publisher: InMemoryPublisher,
+    claims: FakeClaims,
+    storage: LocalStorage,
+    fails: bool,
+) -> None:
+    await storage.mark()
+    encoder = DeletingEncoder(storage, cmd.video_id, fails=fails)
+
+    await run_job(Job(cmd, 1), dataclasses.replace(deps, encoder=encoder))
+
+    assert claims.states[cmd.job_id] == "canceled"  # not failed, nothing in the DLQ
+    assert publisher.to(RESULTS, "rendition.failed") == []
+    assert publisher.to(RESULTS, "rendition.completed") == []
+    assert publisher.to(DLX) == []
+    assert not storage.local_path(video_prefix(cmd.video_id)).exists()
+    assert list(storage.tmp.iterdir()) == []
 
 
 async def test_a_missing_source_in_storage_that_is_not_vidqs_is_retried_then_fails_with_the_reason(
