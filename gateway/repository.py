@@ -49,6 +49,24 @@ async def insert_api_key(conn: Conn, key_id: str, client_id: str, name: str, api
     )
 
 
+async def api_key_rows(conn: Conn, *, revoked: bool = False) -> list[asyncpg.Record]:
+    """Every API key (the key itself is not stored), oldest first; ``revoked`` ones too if asked."""
+    return list(
+        await conn.fetch(
+            """SELECT k.id, k.prefix, k.client_id, c.name AS client_name, k.name, k.created_at,
+                      k.revoked_at
+               FROM api_keys k JOIN clients c ON c.id = k.client_id
+               WHERE $1 OR k.revoked_at IS NULL
+               ORDER BY k.created_at, k.id""",
+            revoked,
+        )
+    )
+
+
+async def revoke_api_key(conn: Conn, key_id: str) -> None:
+    await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id)
+
+
 async def client_by_key(conn: Conn, api_key: str) -> Client | None:
     row = await conn.fetchrow(
         """SELECT c.id, c.name, c.callback_secret, c.notify_emails FROM api_keys k

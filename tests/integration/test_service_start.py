@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+import asyncpg
 import pytest
 
 from shared.db import DatabaseRefused, connect_creating_database
@@ -131,3 +132,54 @@ async def test_a_service_exports_only_the_metrics_it_measures(
     names = output.decode().split()
     assert own in names
     assert not [n for n in names if n.startswith(others)], names
+
+
+async def test_api_keys_are_created_listed_rotated_and_revoked_from_the_command_line(
+    tmp_path: Path, database_url: str, db: asyncpg.Pool
+) -> None:
+    env = _bare_env(VIDQ_DATABASE_URL=database_url)
+    name = urlparse(database_url).path.lstrip("/")
+
+    async def keys(*args: str) -> tuple[int | None, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "keys", *args, cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        return process.returncode, out.decode(), err.decode()
+
+    status, first, said = await keys("create", "--name", "shop")
+    assert status == 0, said
+    assert said.startswith(f"database {name} at ")  # where it acted, first
+    client = said.split("client ", 1)[1].split(" ", 1)[0]
+    status, second, said = await keys("create", "--name", "shop, rotated", "--client", client)
+    assert status == 0, said
+    assert f"client {client} (shop)" in said
+    assert first.strip() != second.strip()
+    assert await db.fetchval("SELECT count(*) FROM clients") == 1  # one client, two keys
+
+    status, listing, _ = await keys("ls")
+    assert status == 0
+    header, *rows = listing.splitlines()
+    assert header.split()[:2] == ["KEY", "ID"]
+    assert len(rows) == 2
+    assert all(client in row for row in rows)
+    assert first.strip()[:12] in listing
+    assert first.strip() not in listing  # never the key itself
+
+    status, _, said = await keys("revoke", first.strip()[:12])
+    assert status == 0, said
+    assert "is revoked" in said
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL") == 1
+    status, listing, _ = await keys("ls")
+    assert len(listing.splitlines()) == 2  # the header and the second key
+    status, listing, _ = await keys("ls", "--all")
+    assert len(listing.splitlines()) == 3
+
+    status, _, said = await keys("revoke", "key_nope")
+    assert status == EX_CONFIG
+    assert "no API key 'key_nope'" in said
+    assert "Traceback" not in said
+    status, _, said = await keys("create", "--name", "x", "--client", "cli_nope")
+    assert status == EX_CONFIG
+    assert "no client 'cli_nope'" in said
