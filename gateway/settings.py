@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from shared.destinations import AllowHosts
-from shared.settings import ServiceSettings
-
-#: Where the gateway listens when neither ``VIDQ_GATEWAY_PORT`` nor a local public URL says.
-DEFAULT_PORT = 8000
+from shared.settings import ServiceSettings, gateway_listen_port
 
 
 class GatewaySettings(ServiceSettings):
@@ -82,18 +77,4 @@ class GatewaySettings(ServiceSettings):
     @property
     def listen_port(self) -> int:
         """The port the HTTP server binds (see ``gateway_port``)."""
-        if self.gateway_port is not None:
-            return self.gateway_port
-        public = urlsplit(str(self.public_url))
-        if public.port is not None and _loopback(public.hostname or ""):
-            return public.port
-        return DEFAULT_PORT
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return gateway_listen_port(str(self.public_url), self.gateway_port)

@@ -21,9 +21,11 @@ import logging
 import aio_pika
 
 from shared.db import migrate_all
+from shared.errors import StartupError
 from shared.logging import configure_logging
 from shared.messaging.management import Management, split_amqp
 from shared.messaging.topology import MONITORING_PERMISSIONS, SERVICE_PERMISSIONS, Topology, build, declare
+from shared.runtime import EX_CONFIG
 from shared.settings import AdminSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,14 @@ async def bootstrap_broker(settings: AdminSettings, topology: Topology | None = 
     """Vhost, user, permissions and policies, then the whole topology."""
     topology = topology or build(settings)
     vhost, user, password = split_amqp(str(settings.amqp_url))
+    for service, url in settings.service_amqp_urls().items():
+        own_vhost = split_amqp(url)[0]
+        if own_vhost != vhost:  # its user would get rights on VIDQ_AMQP_URL's vhost, not its own
+            raise StartupError(
+                f"VIDQ_{service.upper()}_AMQP_URL names vhost {own_vhost!r} but VIDQ_AMQP_URL "
+                f"names {vhost!r}: every service of one stack shares one vhost; change both (.env "
+                "has all five URLs)"
+            )
     async with Management(str(settings.broker_admin_url)) as api:
         await api.ensure_vhost(vhost)
         await api.grant(vhost, api.admin_user)
@@ -80,7 +90,11 @@ def main() -> None:
     ).parse_args()
     settings = AdminSettings()
     configure_logging("bootstrap", settings.log_level, "text")
-    asyncio.run(bootstrap(settings))
+    try:
+        asyncio.run(bootstrap(settings))
+    except StartupError as exc:
+        log.critical("cannot bootstrap: %s", exc)
+        raise SystemExit(EX_CONFIG) from None
 
 
 if __name__ == "__main__":

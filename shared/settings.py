@@ -9,9 +9,11 @@ nothing reads the environment at import time. Every variable is listed in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AmqpDsn, BeforeValidator, Field, HttpUrl, PostgresDsn, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -112,3 +114,31 @@ class AdminSettings(ServiceSettings):
             "notifier": self.notifier_amqp_url,
         }
         return {service: str(url) for service, url in urls.items() if url is not None}
+
+
+#: The gateway's port when neither ``VIDQ_GATEWAY_PORT`` nor ``VIDQ_PUBLIC_URL`` gives one.
+DEFAULT_GATEWAY_PORT = 8000
+
+
+def gateway_listen_port(public_url: str, gateway_port: int | None) -> int:
+    """The port the gateway binds.
+
+    ``VIDQ_GATEWAY_PORT``; else the port of ``VIDQ_PUBLIC_URL`` when that URL is this machine's
+    loopback with a port of its own; else 8000. The devstack asks too, to find the port taken
+    before it starts anything.
+    """
+    if gateway_port is not None:
+        return gateway_port
+    public = urlsplit(public_url)
+    if public.port is not None and _loopback(public.hostname or ""):
+        return public.port
+    return DEFAULT_GATEWAY_PORT
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
