@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from shared.messaging.codec import ATTEMPT_HEADER, OutgoingMessage
@@ -40,6 +41,7 @@ from shared.messaging.consumer import (
     REASON_HEADER,
     REPLAYED_HEADER,
 )
+from shared.messaging.prepare import BrokerRefused, VhostClosed
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import REQUEUE, build
 from shared.settings import ServiceSettings
@@ -185,8 +187,14 @@ async def _run(args: argparse.Namespace) -> int:
                 return 2
             publisher = await AmqpPublisher.open(connection)
             done = await replay(channel, publisher, args.queue, None if args.all else args.id)
+            if not done and not args.all:
+                sys.stderr.write(
+                    f"no dead letter {args.id!r} in {work_queue(args.queue)}.dlq; "
+                    f"`python -m shared.ops dlq ls {work_queue(args.queue)}` lists them\n"
+                )
+                return 3
             sys.stdout.write(f"replayed {done} message(s) to {work_queue(args.queue)}\n")
-            return 0 if done or args.all else 1
+            return 0
         if not args.yes:
             sys.stderr.write("purging deletes the dead letters for good; add --yes\n")
             return 2
@@ -220,6 +228,15 @@ def main(argv: list[str] | None = None) -> None:
             "`python -m shared.ops dlq ls` lists the dead-letter queues\n"
         )
         code = 3
+    except (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.AuthenticationError):
+        sys.stderr.write(f"{BrokerRefused(str(ServiceSettings().amqp_url))}\n")
+        code = 77  # EX_NOPERM
+    except aiormq.exceptions.InvalidFrameError as exc:
+        if "Connection.Close" not in str(exc):
+            raise
+        where = ServiceSettings().amqp_url
+        sys.stderr.write(f"{VhostClosed(str(where))} (the broker at {where.host}:{where.port})\n")
+        code = 77  # EX_NOPERM
     except (aio_pika.exceptions.AMQPConnectionError, ConnectionError, socket.gaierror) as exc:
         # the URL without its password: the reason is the broker's or the network's
         where = ServiceSettings().amqp_url

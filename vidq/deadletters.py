@@ -15,11 +15,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
+import aiormq
 import pydantic
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 
 from shared import ops
+from shared.messaging.prepare import BrokerRefused, VhostClosed
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import build
 from shared.settings import ServiceSettings
@@ -44,6 +46,10 @@ async def _broker(settings: ServiceSettings) -> AsyncIterator[tuple[AbstractConn
         logger.handlers[:] = [logging.NullHandler()]
     try:
         connection = await aio_pika.connect(str(settings.amqp_url))
+    except (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.AuthenticationError) as exc:
+        raise VidqError(f"refused: {BrokerRefused(str(settings.amqp_url))}", ExitCode.AUTH) from exc
+    except aiormq.exceptions.InvalidFrameError as exc:  # closed as it opened: the vhost refused
+        raise VidqError(f"refused: {VhostClosed(str(settings.amqp_url))}", ExitCode.AUTH) from exc
     except (OSError, AMQPConnectionError) as exc:
         host = settings.amqp_url.host
         raise Unreachable(f"unavailable: cannot connect to the broker at {host} ({exc})") from exc

@@ -147,6 +147,18 @@ class BrokerRefused(StartupError):
         )
 
 
+class VhostClosed(StartupError):
+    """The broker closed the connection as it opened: ``VIDQ_AMQP_URL``'s vhost refused its user."""
+
+    def __init__(self, amqp_url: str) -> None:
+        vhost, user, _ = split_amqp(amqp_url)
+        super().__init__(
+            f"the broker closed the connection as it opened: vhost {vhost!r} does not exist or user "
+            f"{user!r} has no rights on it; check VIDQ_AMQP_URL (run this where the stack's .env is, "
+            "or set it)"
+        )
+
+
 class MissingVhost(StartupError):
     """The broker refused the vhost of ``VIDQ_AMQP_URL`` and this user may not create it."""
 

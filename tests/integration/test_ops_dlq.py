@@ -20,6 +20,7 @@ from shared.messaging.topology import THUMBNAILER_UPLOADS, UPLOADS, build
 from shared.ops import depth, list_dead_letters, replay
 from shared.runtime import Consumers, connect
 from shared.settings import AdminSettings
+from tests.realdeps import amqp_url_for, unique
 from tests.settings import ROOT
 
 
@@ -128,6 +129,10 @@ async def test_the_cli_lists_and_purges(broker: AdminSettings, connection: Abstr
     purged = cli("purge", THUMBNAILER_UPLOADS, "--yes")
     assert "purged 1 message(s)" in purged.stdout
     assert "0 dead letter(s)" in cli("ls", THUMBNAILER_UPLOADS).stdout
+    unknown = cli("replay", THUMBNAILER_UPLOADS, "--id", "nope")
+    assert unknown.returncode == 3
+    assert unknown.stderr.startswith(f"no dead letter 'nope' in {THUMBNAILER_UPLOADS}.dlq; ")
+    assert unknown.stdout == ""
 
     # a queue that is not there, a broker that cannot be reached: one line each, no traceback
     for args in (("ls", "vidq.nonexistent"), ("replay", "vidq.nonexistent", "--all")):
@@ -143,3 +148,19 @@ async def test_the_cli_lists_and_purges(broker: AdminSettings, connection: Abstr
     assert away.stderr.startswith("cannot reach the broker at 127.0.0.1:1 (vhost /vidq): ")
     assert "Traceback" not in away.stderr
     assert "secret-word" not in away.stderr
+    # a user the broker refuses, a vhost it closes the door on: one line each, exit 77
+    env["VIDQ_AMQP_URL"] = "amqp://nobody:secret-word@127.0.0.1:5672/vidq"
+    refused = cli("ls")
+    assert (refused.returncode, refused.stderr.count("\n")) == (77, 1), refused.stderr
+    assert refused.stderr.startswith("the broker refused user 'nobody'")
+    env["VIDQ_AMQP_URL"] = amqp_url_for(unique("vidq-no-such-vhost-"))
+    closed = cli("ls")
+    assert (closed.returncode, closed.stderr.count("\n")) == (77, 1), closed.stderr
+    assert "does not exist or user" in closed.stderr
+    assert "Traceback" not in refused.stderr + closed.stderr
+    # vidq dlq says the same, as the CLI's "no or wrong credentials" (exit 4)
+    argv = [sys.executable, "-m", "vidq", "dlq", "ls"]
+    through_cli = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert through_cli.returncode == 4, through_cli.stderr
+    assert through_cli.stderr.startswith("vidq: refused: the broker closed the connection as it opened")
+    assert through_cli.stderr.count("\n") == 1
