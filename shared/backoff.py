@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from shared.errors import StartupError, Unreachable
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -26,7 +28,8 @@ async def until_reachable(
 ) -> T:
     """Call ``attempt`` until it succeeds, waiting 0.25 s, 0.5 s … 5 s between tries.
 
-    Raises the last error once ``give_up_after`` seconds have passed.
+    Once ``give_up_after`` seconds have passed, raises :class:`Unreachable` from the last error
+    (or that error itself if it is a :class:`StartupError`: waiting did not cure it).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + give_up_after
@@ -36,7 +39,9 @@ async def until_reachable(
             return await attempt()
         except errors as exc:
             if loop.time() + delay > deadline:
-                raise
+                if isinstance(exc, StartupError):
+                    raise
+                raise Unreachable(f"the {what} was not reachable within {give_up_after:g} s: {exc}") from exc
             log.warning("%s not reachable yet (%s); retrying in %.1f s", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -74,5 +74,9 @@ class ForbiddenDestination(PermanentError):
     """A webhook URL that resolves to an address vidq refuses to call."""
 
 
+class Unreachable(RuntimeError):
+    """A broker or database that did not answer within the start's patience (worth a restart)."""
+
+
 class StartupError(RuntimeError):
     """The service cannot start as configured; the message says what to do."""

@@ -33,7 +33,7 @@ from aio_pika.abc import (
 )
 
 from shared.backoff import until_reachable
-from shared.errors import StartupError
+from shared.errors import StartupError, Unreachable
 from shared.messaging.acks import CoalescedAcks
 from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
 from shared.messaging.consumer import Route, process
@@ -48,6 +48,9 @@ CONSUME_TIMEOUT_S = 10.0
 _CONNECT_ERRORS = (ConnectionError, OSError, aiormq.exceptions.AMQPConnectionError, asyncio.TimeoutError)
 _CONSUME_ERRORS = (*_CONNECT_ERRORS, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, RuntimeError)
 
+
+#: The exit status of a service whose broker or database did not answer in time (sysexits.h).
+EX_UNAVAILABLE = 69
 
 #: The exit status of a service that cannot start as configured (``EX_CONFIG`` of sysexits.h).
 EX_CONFIG = 78
@@ -75,6 +78,9 @@ def run_service(
     except StartupError as exc:
         log.critical("cannot start: %s", exc)
         raise SystemExit(EX_CONFIG) from None
+    except Unreachable as exc:  # a supervisor restarts it; the line says what it waited for
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(EX_UNAVAILABLE) from None
     except KeyboardInterrupt:  # Ctrl-C while it waits for a broker or database
         raise SystemExit(130) from None
 

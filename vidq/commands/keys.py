@@ -22,7 +22,7 @@ from vidq.session import session
 app = typer.Typer(help="API keys (run where the gateway's database settings are).", no_args_is_help=True)
 
 _CLIENT_LINE = re.compile(r"^client (\S+) \(.*\); callback_url events are signed with (\S+)$")
-_UNREACHABLE = ("Connection refused", "Connect call failed", "could not connect", "timeout")
+_UNREACHABLE = ("Connection refused", "Connect call failed", "could not connect", "timeout", "not reachable")
 _TIMEOUT_S = 120
 
 
