@@ -123,7 +123,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # what is opened is closed again, in reverse, also when a later step fails
         async with contextlib.AsyncExitStack() as opened:
             await migrate_all(settings, ("gateway",))
-            pool = await create_pool(settings)
+            pool = await create_pool(settings, "gateway")
             opened.push_async_callback(close_pool, pool)
             key_ring = KeyRing()
             await refresh_link_keys(pool, key_ring, settings.media_link_ttl_s)

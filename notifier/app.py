@@ -74,10 +74,14 @@ async def main() -> None:
     serve_metrics(settings.metrics_port, settings.metrics_host)
     await migrate_all(settings, ("notifier",))
     # the notifier never changes session state, so a released connection needs no reset
-    pool = await create_pool(settings, reset_sessions=False)
+    pool = await create_pool(settings, "notifier", reset_sessions=False)
     # claims commit without waiting for the WAL flush (see DeliveryLog); one batch at a time
     claim_pool = await create_pool(
-        settings, reset_sessions=False, max_size=2, server_settings={"synchronous_commit": "off"}
+        settings,
+        "notifier-claims",
+        reset_sessions=False,
+        max_size=2,
+        server_settings={"synchronous_commit": "off"},
     )
     connection = await connect(str(settings.amqp_url), "notifier", management=settings.management_api())
     client = guarded_client(settings)

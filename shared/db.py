@@ -53,6 +53,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def create_pool(
     settings: ServiceSettings,
+    service: str,
     *,
     give_up_after: float = 60.0,
     reset_sessions: bool = True,
@@ -64,7 +65,8 @@ async def create_pool(
     By default a connection's session is reset on release (``UNLISTEN *``, ``RESET ALL``,
     advisory locks released), which is one more round trip per use. A service that never
     changes session state (no LISTEN, SET or advisory lock on pooled connections) passes
-    ``reset_sessions=False`` and saves it.
+    ``reset_sessions=False`` and saves it. Its sessions are named after the ``service``
+    (``application_name`` ``vidq-notifier``: how ops tell them apart in ``pg_stat_activity``).
     """
 
     async def attempt() -> asyncpg.Pool:
@@ -73,7 +75,7 @@ async def create_pool(
             str(settings.database_url),
             min_size=min(settings.db_pool_min, size),
             max_size=size,
-            server_settings=server_settings,
+            server_settings={"application_name": f"vidq-{service}", **(server_settings or {})},
             command_timeout=settings.db_command_timeout_s,
             init=_init_connection,
             reset=None if reset_sessions else _keep_session,

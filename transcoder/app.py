@@ -72,7 +72,7 @@ def _misplaced(quality: Quality, cmd: TranscodeRendition) -> str | None:
 @contextlib.asynccontextmanager
 async def bootstrap(settings: TranscoderSettings) -> AsyncIterator[tuple[TranscoderDeps, Any]]:
     await migrate_all(settings, ("transcoder",))
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, "transcoder")
     connection = await connect(str(settings.amqp_url), "transcoder", management=settings.management_api())
     try:
         topology = build(settings)

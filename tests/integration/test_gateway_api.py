@@ -266,6 +266,14 @@ async def test_readyz_reports_the_database_and_the_broker_ok(api: httpx.AsyncCli
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 
 
+async def test_the_gateways_database_sessions_carry_its_name(
+    api: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    assert (await api.get("/readyz")).status_code == 200  # a pooled connection in use once
+    names = await db.fetch("SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")
+    assert "vidq-gateway" in {row["application_name"] for row in names}
+
+
 async def test_readyz_is_503_while_the_broker_connection_is_being_restored(
     app: FastAPI, api: httpx.AsyncClient
 ) -> None:
