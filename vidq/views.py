@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.filesize import decimal
 from rich.table import Column, Table
 from rich.text import Text
@@ -166,17 +166,24 @@ def video_view(video: Json) -> RenderableType:
     parts: list[RenderableType] = [facts, Text(""), renditions_table(video.get("renditions") or [])]
     if any(r.get("status") == "ready" for r in video.get("renditions") or []):
         parts.append(Text(f"\nget one: vidq download {video.get('id')} --quality QUALITY", style="dim"))
+    return Group(*parts)
+
+
+def print_video(console: Console, video: Json) -> None:
+    """The video (:func:`video_view`), then its signed links, one line each and never broken.
+
+    A link cut in two by a narrow terminal or a pipe (80 columns) is not a link once copied:
+    printed with ``soft_wrap``, the terminal wraps it for the eye only.
+    """
+    console.print(video_view(video))
     signed = [
         (r.get("quality", ""), r["signed_url"]) for r in video.get("renditions") or [] if r.get("signed_url")
     ]
     if signed:
-        links = Table.grid(padding=(0, 2))
-        links.add_column()
-        links.add_column(overflow="fold")
+        console.print(Text("\nlinks that play without a key, until they expire:", style="dim"))
+        width = max(len(quality) for quality, _ in signed)
         for quality, link in signed:
-            links.add_row(quality, link)
-        parts += [Text("\nlinks that play without a key, until they expire:", style="dim"), links]
-    return Group(*parts)
+            console.print(f"{quality:<{width}}  {link}", soft_wrap=True, markup=False)
 
 
 def webhooks_table(hooks: list[Json]) -> Table:

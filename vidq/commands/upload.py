@@ -45,7 +45,7 @@ def _follow(api: VidqClient, video_id: str, board: RenditionBoard, as_json: bool
 
 def _finish(s: Session, video_id: str, ending: str, video: Json, as_json: bool) -> None:
     if not as_json:
-        s.out.print(views.video_view(video))
+        views.print_video(s.out, video)
     if ending == "failed":
         raise VidqError(f"video {video_id} failed: {video.get('error') or 'see vidq show ' + video_id}")
     if ending != "ready":

@@ -58,7 +58,7 @@ def show(
     if as_json:
         views.emit_json(video)
     else:
-        s.out.print(views.video_view(video))
+        views.print_video(s.out, video)
 
 
 def _best(api: VidqClient, video_id: str) -> str:
