@@ -108,7 +108,7 @@ async def run() -> int:
         await stack.start_all()
         url = str(settings.public_url).rstrip("/")
         await stack.wait_ready(url)
-        key = await stack.create_key("dev")
+        key, new = await stack.dev_key(url, Path("var/dev-api-key"))
         admin = urlparse(str(settings.broker_admin_url))
         metrics_lines = "".join(
             f"\n    metrics      http://{settings.metrics_host}:{port}/metrics   ({worker})"
@@ -117,7 +117,7 @@ async def run() -> int:
         banner = f"""
   vidq is running.
     gateway      {url}        (OpenAPI: {url}/docs)
-    API key      {key}
+    API key      {key}   ({"new, kept in" if new else "from"} var/dev-api-key)
     management   http://{admin.hostname}:{admin.port or 15672}/   (user {admin.username}, password in .env)
     mail         {mail_dir}/*.eml{metrics_lines}
   Try:

@@ -97,6 +97,23 @@ class Stack:
                     raise TimeoutError(f"the gateway at {url} was not ready within {timeout:.0f} s")
                 await asyncio.sleep(0.2)
 
+    async def dev_key(self, url: str, kept: Path) -> tuple[str, bool]:
+        """The development key: the one kept in ``kept``, or a new one; and whether it is new.
+
+        One key across restarts, so the videos and webhooks made with it stay visible. A kept key
+        the gateway at ``url`` refuses (another database, a revoked key) is replaced, and the new
+        one kept for the next start.
+        """
+        key = _read_kept(kept)
+        if key:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                answer = await client.get(f"{url}/v1/account", headers={"authorization": f"Bearer {key}"})
+            if answer.status_code == 200:  # noqa: PLR2004
+                return key, False
+        key = await self.create_key("dev")
+        _keep(kept, key)
+        return key, True
+
     async def create_key(self, name: str) -> str:
         """A new API key from ``python -m gateway keys create`` (the documented way)."""
         proc = await asyncio.create_subprocess_exec(
@@ -145,3 +162,15 @@ async def _prefix(name: str, stream: asyncio.StreamReader) -> None:
     async for line in stream:
         sys.stdout.write(f"{name:>11} | {line.decode(errors='replace')}")
         sys.stdout.flush()
+
+
+def _read_kept(kept: Path) -> str | None:
+    return kept.read_text().strip() if kept.is_file() else None
+
+
+def _keep(kept: Path, key: str) -> None:
+    """Write the key readable by its owner only (it is a credential)."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.touch(mode=0o600)
+    kept.chmod(0o600)
+    kept.write_text(key + "\n")

@@ -63,6 +63,21 @@ async def _open_mailed_links_without_a_key(mailbox: Any, *, expected: int) -> No
             assert opened.headers["content-type"] in ("video/mp4", "image/jpeg")
 
 
+async def _a_kept_development_key_is_reused_and_a_refused_one_replaced(
+    stack: Stack, url: str, kept: Path
+) -> str:
+    """make run's development key (``var/dev-api-key``): the same across restarts. Returns it."""
+    kept.parent.mkdir()
+    kept.write_text("vidq_of-another-database\n")
+    dev, new = await stack.dev_key(url, kept)
+    assert new
+    assert dev.startswith("vidq_")
+    assert kept.read_text() == dev + "\n"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert await stack.dev_key(url, kept) == (dev, False)  # reused
+    return dev
+
+
 async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job(
     tmp_path: Path, missing_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,7 +108,9 @@ async def test_services_started_bare_declare_what_they_need_and_do_the_whole_job
                     for service in ("notifier", "thumbnailer", "transcoder", "gateway"):
                         await stack.start_service(service)
                     await stack.wait_ready(env["VIDQ_PUBLIC_URL"])
-                    key = await stack.create_key("bare")
+                    key = await _a_kept_development_key_is_reused_and_a_refused_one_replaced(
+                        stack, env["VIDQ_PUBLIC_URL"], tmp_path / "var" / "dev-api-key"
+                    )
                     headers = {"authorization": f"Bearer {key}"}
                     async with httpx.AsyncClient(base_url=env["VIDQ_PUBLIC_URL"], headers=headers) as client:
                         hook = await client.post(
