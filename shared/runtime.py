@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any
 
 import aio_pika
@@ -89,6 +89,21 @@ class _StuckChannel(Exception):
     """A route's channel that never finished its restore although its connection is back."""
 
 
+_AIORMQ_CONNECTION = logging.getLogger("aiormq.connection")
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Nothing from ``logger`` meanwhile: a first connection's failure is told once, by the caller."""
+    drop = logging.Filter("\0")  # a name no record has: every record is dropped
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def instance_name(service: str) -> str:
     """``gateway@host-1234``: how connections and consumers appear in the management UI."""
     return f"{service}@{socket.gethostname()}-{os.getpid()}"
@@ -105,9 +120,10 @@ async def connect(
 
     async def attempt() -> AbstractRobustConnection:
         try:
-            return await aio_pika.connect_robust(
-                url, client_properties={"connection_name": instance_name(service)}, reconnect_interval=1.0
-            )
+            with _quiet(_AIORMQ_CONNECTION):  # the one failure is this log's warning, not also aiormq's error
+                return await aio_pika.connect_robust(
+                    url, client_properties={"connection_name": instance_name(service)}, reconnect_interval=1.0
+                )
         except aiormq.exceptions.InvalidFrameError as exc:
             if "Connection.Close" not in str(exc):  # closed as it opened: the vhost was refused
                 raise

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import pytest
 
 from shared import db
 from shared.errors import StartupError, Unreachable
-from shared.runtime import run_service
+from shared.runtime import connect, run_service
 from shared.settings import ServiceSettings
 from tests.settings import make
 
@@ -49,3 +51,15 @@ def test_a_service_that_cannot_start_says_why_in_one_line_and_exits_with_a_statu
     [record] = [r for r in caplog.records if r.levelname == "CRITICAL"]
     assert record.getMessage() == f"cannot start: {error}"
     assert record.exc_info is None  # no traceback
+
+
+async def test_a_broker_not_up_yet_is_one_warning_a_try_and_not_also_aiormqs_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with pytest.raises(Unreachable, match=r"the broker was not reachable within 0\.6 s"):
+        await connect("amqp://guest:guest@127.0.0.1:9/vidq", "test", give_up_after=0.6)  # nothing on port 9
+    assert [r for r in caplog.records if r.name.startswith("aiormq")] == []
+    tries = [r for r in caplog.records if "broker not reachable yet" in r.getMessage()]
+    assert len(tries) >= 1
+    assert {r.levelname for r in tries} == {"WARNING"}
