@@ -8,6 +8,7 @@ transport=httpx.MockTransport(handler)))``) to reach a fake API.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ from vidq.client import VidqClient
 from vidq.config import Config, default_path, resolve
 from vidq.errors import NoCredentials
 
+#: Columns of output that is not a terminal (a pipe, a file): wide, so that tables are never
+#: squeezed into 80 columns and lines never broken for a reader that is a program.
+PIPED_WIDTH = 1000
+
+
+def _width() -> int | None:
+    """``None`` (the terminal's own width) on a terminal; :data:`PIPED_WIDTH` otherwise."""
+    return None if sys.stdout.isatty() else PIPED_WIDTH
+
 
 @dataclass
 class Session:
@@ -29,7 +39,7 @@ class Session:
     config_file: Path | None = None
     transport: httpx.BaseTransport | None = None
     pause: Callable[[float], None] = time.sleep
-    out: Console = field(default_factory=lambda: Console(highlight=False))
+    out: Console = field(default_factory=lambda: Console(highlight=False, width=_width()))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
 
     def config(self) -> Config:

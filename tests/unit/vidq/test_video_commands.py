@@ -295,6 +295,16 @@ class TestReading:
         assert ID in result.stdout
         assert "2/2 ready" in result.stdout
 
+    def test_ls_piped_keeps_each_video_on_one_line_however_long_its_filename(self) -> None:
+        listed = video(ID, status="ready")
+        name = "a-rather-long-name-for-a-holiday-video-from-the-mountains-in-the-summer-of-2026-cut-3.mp4"
+        listed["source"]["filename"] = name
+        api = FakeApi().on("GET", "/v1/videos", ok({"data": [listed], "next_cursor": None}))
+        result = invoke(api, "ls")  # not a terminal: a program reads it
+        [row] = [line for line in result.stdout.splitlines() if line.startswith(ID)]
+        assert "2/2 ready" in row
+        assert name in row
+
     def test_ls_shows_how_far_a_processing_video_is(self) -> None:
         busy = video(ID, status="processing") | {"progress": 41.2}
         api = FakeApi().on("GET", "/v1/videos", ok({"data": [busy], "next_cursor": None}))
