@@ -73,6 +73,41 @@ def test_keys_create_failures_are_one_line(run: FakeRun, stderr: str, code: int,
     assert result.stderr.count("\n") == 1
 
 
+def test_keys_ls_and_revoke_run_the_gateway_command_and_say_which_database(run: FakeRun) -> None:
+    run.result = subprocess.CompletedProcess(
+        [], 0, "KEY ID  PREFIX\nkey_1   vidq_abcdefg\n", "database vidq at 127.0.0.1:5432 (user vidq)\n"
+    )
+    listed = invoke(FakeApi(), "keys", "ls", "--all")
+    assert listed.exit_code == 0, listed.output
+    assert run.argv[1:] == ["-m", "gateway", "keys", "ls", "--all"]
+    assert listed.stdout == "KEY ID  PREFIX\nkey_1   vidq_abcdefg\n"
+    assert "database vidq at 127.0.0.1:5432" in listed.stderr
+
+    run.result = subprocess.CompletedProcess(
+        [],
+        0,
+        "",
+        "database vidq at 127.0.0.1:5432\nkey key_1 (vidq_abcdefg…) of client cli_9 (a) is revoked\n",
+    )
+    revoked = invoke(FakeApi(), "keys", "revoke", "vidq_abcdefg")
+    assert revoked.exit_code == 0, revoked.output
+    assert run.argv[1:] == ["-m", "gateway", "keys", "revoke", "vidq_abcdefg"]
+    assert "is revoked" in revoked.stderr
+
+
+def test_keys_revoke_of_an_unknown_key_is_not_found(run: FakeRun) -> None:
+    critical = '{"level": "CRITICAL", "message": "cannot start: no API key \'nope\' (give a key id …)"}\n'
+    run.result = subprocess.CompletedProcess([], 78, "", "database vidq at 127.0.0.1:5432\n" + critical)
+    result = invoke(FakeApi(), "keys", "revoke", "nope")
+    assert result.exit_code == 3
+    assert result.stderr == "vidq: not found: no API key 'nope' (give a key id …)\n"
+
+
+def test_keys_create_for_an_existing_client_passes_it_on(run: FakeRun) -> None:
+    assert invoke(FakeApi(), "keys", "create", "--name", "b", "--client", "cli_9").exit_code == 0
+    assert run.argv[1:] == ["-m", "gateway", "keys", "create", "--name", "b", "--client", "cli_9"]
+
+
 def test_dlq_ls_json(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [{"queue": "vidq.transcode.720p.dlq", "work_queue": "vidq.transcode.720p", "messages": 2}]
 
