@@ -143,7 +143,7 @@ async def test_download_writes_a_playable_144p_mp4(
     assert video_stream(ffprobe(saved))["height"] == 144
 
     again = await vidq(running, "download", uploaded.video_id, "--quality", "144p", cwd=tmp_path)
-    assert again.code == 1
+    assert again.code == 2
     assert again.stderr == f"vidq: {saved.name} exists; add --force to overwrite it\n"
 
 

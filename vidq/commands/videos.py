@@ -11,7 +11,7 @@ import typer
 
 from vidq import views
 from vidq.client import Json, VidqClient
-from vidq.errors import VidqError
+from vidq.errors import UsageProblem, VidqError
 from vidq.options import JsonOutput
 from vidq.progress import bars
 from vidq.session import Session, session
@@ -106,7 +106,7 @@ def download(
             return
         target = output / name if output is not None and output.is_dir() else output or Path(name)
         if target.exists() and not force:
-            raise VidqError(f"{target} exists; add --force to overwrite it")
+            raise UsageProblem(f"{target} exists; add --force to overwrite it")
         partial = target.with_name(f".{target.name}.part")
         try:
             with partial.open("wb") as sink:

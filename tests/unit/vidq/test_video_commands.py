@@ -366,7 +366,7 @@ class TestDownload:
         target = tmp_path / "out.mp4"
         target.write_bytes(b"mine")
         result = invoke(self._api(), "download", ID, "-q", "360p", "-o", str(target))
-        assert result.exit_code == 1
+        assert result.exit_code == 2  # a usage error: the command as given would overwrite a file
         assert result.stderr == f"vidq: {target} exists; add --force to overwrite it\n"
         assert target.read_bytes() == b"mine"
         assert invoke(self._api(), "download", ID, "-q", "360p", "-o", str(target), "--force").exit_code == 0
