@@ -283,6 +283,12 @@ async def cancel_open_parts(conn: Conn, video_id: str) -> None:
 # -- events and outbox --------------------------------------------------------------------------
 
 
+async def last_event_sequence(conn: Conn, video_id: str) -> int:
+    """The sequence of the video's newest event (0 before its first)."""
+    value = await conn.fetchval("SELECT last_sequence FROM videos WHERE id = $1", video_id)
+    return int(value or 0)
+
+
 async def next_sequence(conn: Conn, video_id: str) -> int:
     value = await conn.fetchval(
         "UPDATE videos SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
@@ -729,12 +735,14 @@ async def renew_resumable_upload(
     """Extend the writer's lease; ``False`` if it lost the upload (expired, ended, taken over).
 
     With ``extend_s``, the bytes coming push the expiry back as :func:`release_resumable_upload`
-    does, so one long PATCH is not cut off by the expiry it started near.
+    does, so one long PATCH is not cut off by the expiry it started near: while the request
+    holds its lease, an expiry that passed since it took the upload does not end it.
     """
     done = await conn.execute(
         f"""UPDATE resumable_uploads SET writer_until = now() + make_interval(secs => $3),
                    expires_at = {_pushed_back()}
-             WHERE id = $1 AND writer = $2 AND status = 'receiving' AND expires_at > now()""",  # noqa: S608 - ours
+             WHERE id = $1 AND writer = $2 AND status = 'receiving'
+               AND (expires_at > now() OR writer_until > now())""",  # noqa: S608 - ours
         upload_id,
         writer,
         lease_s,

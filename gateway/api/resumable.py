@@ -294,13 +294,15 @@ async def create(
     with map_asyncpg_errors():
         async with deps.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"vidq.tus.{client.id}")
+            # a new creation through a direct upload's URL (a reload) ends the earlier ones first:
+            # it takes their place, and is not refused for the places they held
+            replaced = await repo.end_resumable_uploads_of(conn, direct_id) if direct_id else []
             open_now = await repo.count_open_resumable_uploads(conn, client.id)
             if open_now >= settings.max_open_resumable_uploads:
                 raise TooManyOpen(
                     f"this client has {settings.max_open_resumable_uploads} resumable uploads open, "
                     "the most it may: finish or DELETE one first"
                 )
-            replaced = await repo.end_resumable_uploads_of(conn, direct_id) if direct_id else []
             row = await repo.insert_resumable_upload(
                 conn,
                 upload_id=new_id("tus"),
@@ -572,6 +574,7 @@ async def _finish(row: asyncpg.Record, writer: str, client: Client, deps: Gatewa
         if exc.status >= 500:  # noqa: PLR2004
             await hold_back()
             raise
+        await _unless_ended(upload_id, deps)  # a DELETE removed the file under the probe: its 410
         await _fail(upload_id, writer, exc.detail, deps)
         raise
     except Exception:
@@ -606,6 +609,15 @@ async def _finish(row: asyncpg.Record, writer: str, client: Client, deps: Gatewa
     except (Conflict, Gone) as exc:  # for good: the upload or its direct upload ended meanwhile
         await _fail(upload_id, None, exc.detail, deps)
         raise
+
+
+async def _unless_ended(upload_id: str, deps: GatewayDeps) -> None:
+    """Raise the 410 of an upload ended meanwhile (terminated, its direct upload settled)."""
+    with map_asyncpg_errors():
+        async with deps.pool.acquire() as conn:
+            fresh = await repo.resumable_upload_row(conn, upload_id)
+    if fresh is None or fresh["status"] != "receiving" or fresh["direct_status"] not in (None, "waiting"):
+        _usable(fresh, upload_id)
 
 
 def _direct_upload_settled(status: str | None, video_id: str | None = None) -> str:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from gateway import idempotency, imports, uploads, videos
+from gateway import repository as repo
 from gateway.api.media import MediaFile
 from gateway.auth import ClientDep, ViewerDep
 from gateway.deps import DepsDep, GatewayDeps, HubDep
@@ -362,13 +363,35 @@ async def stream_video_events(
     """Server-sent events of this video as they happen, ending after a terminal event."""
     async with deps.pool.acquire() as conn:
         await videos.get_video(conn, client, video_id, deps.links)
-    resume = (last_event_id or "").strip()
-    if after is None and resume.isdigit() and int(resume) > MAX_SEQUENCE:
-        raise InvalidRequest(f"Last-Event-ID is past any event's sequence (at most {MAX_SEQUENCE})")
-    start = after if after is not None else int(resume) if resume.isdigit() else 0
+    start = resume_position(after, last_event_id)
+    if start:  # a position no stream of this video gave: it would wait for ever, past its end
+        async with deps.pool.acquire() as conn:
+            newest = await repo.last_event_sequence(conn, video_id)
+        if start > newest:
+            where = "?after=" if after is not None else "Last-Event-ID"
+            raise InvalidRequest(
+                f"{where} {start} is past this video's last event (sequence {newest}); "
+                "resume from an id its stream gave, or from 0"
+            )
     return EventSourceResponse(
         event_stream(deps.pool, hub, video_id, after=start), ping=int(deps.settings.sse_keepalive_s)
     )
+
+
+def resume_position(after: int | None, last_event_id: str | None) -> int:
+    """Where a stream resumes: ``?after=``, else a ``Last-Event-ID`` of ASCII digits, else 0.
+
+    Anything else in ``Last-Event-ID`` replays the whole history, as a browser's first
+    connection does (``str.isdigit`` alone would pass "²", which ``int`` refuses).
+    """
+    if after is not None:
+        return after
+    resume = (last_event_id or "").strip()
+    if not (resume.isascii() and resume.isdigit()):
+        return 0
+    if int(resume) > MAX_SEQUENCE:
+        raise InvalidRequest(f"Last-Event-ID is past any event's sequence (at most {MAX_SEQUENCE})")
+    return int(resume)
 
 
 #: What a file download answers besides 200 (``gateway/api/media.py``).

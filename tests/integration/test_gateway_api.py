@@ -1677,6 +1677,9 @@ async def test_what_no_client_could_mean_gets_422_not_500(api: httpx.AsyncClient
     path = f"/v1/videos/{video['id']}/events"
     assert_problem(await api.get(path, params={"after": 2**31}), 422, "after")
     assert_problem(await api.get(path, headers={"last-event-id": "99999999999"}), 422, "Last-Event-ID")
+    # past the video's own last event (video.uploaded, 1): no stream gave it, and it would wait for ever
+    assert_problem(await api.get(path, params={"after": 5}), 422, "?after= 5", "last event (sequence 1)")
+    assert_problem(await api.get(path, headers={"last-event-id": "2"}), 422, "Last-Event-ID 2")
 
     replay = f"/v1/webhooks/{twice['id']}/replay"
     assert (await api.post(replay, params={"since": "0001-01-01T00:00:00Z"})).status_code == 202

@@ -27,7 +27,7 @@ import pytest
 from fastapi import FastAPI
 
 from gateway import repository as repo
-from gateway import resumable, videos
+from gateway import resumable, uploads, videos
 from gateway.scheduler import expire_resumable_uploads
 from shared.storage import source_key
 from tests.integration.test_gateway_api import (  # noqa: F401 - pytest fixtures
@@ -348,6 +348,20 @@ async def test_open_uploads_per_client_are_capped(start: Start, alice: Caller) -
         await created(api, 1000)
 
 
+async def test_a_page_reloaded_at_the_cap_starts_its_upload_again_in_the_place_of_its_last(
+    start: Start, alice: Caller
+) -> None:
+    creation = {**TUS, "Upload-Length": "1000"}
+    async with start(max_open_resumable_uploads=2) as app, connect(app, alice) as api:
+        await created(api, 1000)
+        upload = await direct_upload(api)
+        async with connect(app) as page:
+            assert (await page.post(upload["url"], headers=creation)).status_code == 201  # at the cap now
+            again = await page.post(upload["url"], headers=creation)  # a reload: it replaces the first
+            assert again.status_code == 201, again.text
+        assert_problem(await create(api, 1000), 429, "2 resumable uploads")
+
+
 async def test_an_unfinished_upload_expires_and_its_bytes_go(
     app: FastAPI, api: httpx.AsyncClient, clips: Clips, storage: Path, db: asyncpg.Pool
 ) -> None:
@@ -443,6 +457,50 @@ async def test_a_long_patch_pushes_the_expiry_back_while_it_streams_and_the_swee
     )
     async with db.acquire() as conn:
         assert await repo.expire_resumable_uploads(conn) == [upload_id]
+
+
+async def test_a_patch_begun_just_before_the_expiry_is_not_cut_off_by_it(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resumable, "RENEW_EVERY_S", 1.0)  # its first renewal comes after the expiry
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    upload_id = location.rsplit("/", 1)[-1]
+    await db.execute(
+        "UPDATE resumable_uploads SET expires_at = now() + interval '0.5 seconds' WHERE id = $1", upload_id
+    )
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for at in range(0, len(data), len(data) // 4 + 1):
+            yield data[at : at + len(data) // 4 + 1]
+            await asyncio.sleep(0.7)
+
+    sent = await api.patch(location, content=slowly(), headers={**OCTETS, "Upload-Offset": "0"})
+    assert sent.status_code == 204, sent.text  # the whole file: a video, not a 410
+    video_id = sent.headers["vidq-video-id"]
+    assert (await api.get(f"/v1/videos/{video_id}")).json()["source"]["size_bytes"] == len(data)
+
+
+async def test_an_upload_ended_while_its_last_patch_is_probed_answers_410_not_not_a_video(
+    api: httpx.AsyncClient, clips: Clips, monkeypatch: pytest.MonkeyPatch, db: asyncpg.Pool, storage: Path
+) -> None:
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    probing, deleted = asyncio.Event(), asyncio.Event()
+    inspect = uploads.inspect
+
+    async def held_probe(*args: Any, **kwargs: Any) -> Any:
+        probing.set()
+        await deleted.wait()  # the DELETE lands while the probe waits for its slot
+        return await inspect(*args, **kwargs)
+
+    monkeypatch.setattr(uploads, "inspect", held_probe)
+    last = asyncio.create_task(patch(api, location, 0, data))
+    await asyncio.wait_for(probing.wait(), 10)
+    assert (await api.delete(location, headers=TUS)).status_code == 204
+    deleted.set()
+    assert_problem(await last, 410, "terminated")
+    await assert_nothing_left(db, storage)
 
 
 async def test_a_body_that_does_not_match_its_checksum_is_not_kept(
