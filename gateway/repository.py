@@ -283,6 +283,19 @@ async def cancel_open_parts(conn: Conn, video_id: str) -> None:
 # -- events and outbox --------------------------------------------------------------------------
 
 
+async def terminal_event_after(conn: Conn, video_id: str, after: int, types: list[str]) -> bool:
+    """Whether the video has an event of one of ``types`` after sequence ``after``."""
+    return bool(
+        await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM video_events
+                              WHERE video_id = $1 AND sequence > $2 AND type = ANY($3::text[]))""",
+            video_id,
+            after,
+            types,
+        )
+    )
+
+
 async def last_event_sequence(conn: Conn, video_id: str) -> int:
     """The sequence of the video's newest event (0 before its first)."""
     value = await conn.fetchval("SELECT last_sequence FROM videos WHERE id = $1", video_id)

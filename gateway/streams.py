@@ -189,6 +189,19 @@ async def event_stream(
                     return
 
 
+async def stream_over(pool: asyncpg.Pool, video_id: str, after: int) -> bool:
+    """Whether a stream from ``after`` would send nothing.
+
+    So it is when the video is finished and none of its terminal events comes after ``after``
+    (what :func:`event_stream` replays of a finished video ends at one).
+    """
+    finished, _ = await _video_state(pool, video_id)
+    if not finished:
+        return False
+    async with pool.acquire() as conn:
+        return not await repo.terminal_event_after(conn, video_id, after, sorted(TERMINAL_EVENT_TYPES))
+
+
 async def _deleting(pool: asyncpg.Pool, video_id: str, event_type: str) -> bool:
     """Whether ``video.deleted`` follows this ``video.canceled`` (a DELETE in flight writes both)."""
     if event_type != "video.canceled":

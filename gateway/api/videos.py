@@ -25,7 +25,7 @@ from gateway.deps import DepsDep, GatewayDeps, HubDep
 from gateway.errors import PROBLEM_JSON, BodyTooLarge, Conflict, InvalidRequest, NotFound
 from gateway.repository import Client, Conn
 from gateway.schemas import VideoImport, VideoPage
-from gateway.streams import event_stream
+from gateway.streams import event_stream, stream_over
 from gateway.uploads import ReceivedUpload
 from shared.db import map_asyncpg_errors
 from shared.ffmpeg import ProbeResult
@@ -359,8 +359,12 @@ async def stream_video_events(
     after: Annotated[
         int | None, Query(ge=0, le=MAX_SEQUENCE, description="Only events after this sequence.")
     ] = None,
-) -> EventSourceResponse:
-    """Server-sent events of this video as they happen, ending after a terminal event."""
+) -> Response:
+    """Server-sent events of this video as they happen, ending after a terminal event.
+
+    A client that resumes after the last terminal event of a finished video gets `204`
+    (nothing more will come; an EventSource then stops reconnecting).
+    """
     async with deps.pool.acquire() as conn:
         await videos.get_video(conn, client, video_id, deps.links)
     start = resume_position(after, last_event_id)
@@ -373,6 +377,10 @@ async def stream_video_events(
                 f"{where} {start} is past this video's last event (sequence {newest}); "
                 "resume from an id its stream gave, or from 0"
             )
+    if await stream_over(deps.pool, video_id, start):
+        # a finished video whose stream this client has seen to its end: 204 tells a browser's
+        # EventSource to stop reconnecting (it would every 3 s, to an empty stream)
+        return Response(status_code=204)
     return EventSourceResponse(
         event_stream(deps.pool, hub, video_id, after=start), ping=int(deps.settings.sse_keepalive_s)
     )

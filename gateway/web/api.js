@@ -246,7 +246,9 @@ export async function follow(videoId, onEvent, { after = 0, signal } = {}) {
         signal,
       });
       if (!response.ok) throw await failure(response);
-      for await (const event of readEvents(response.body)) {
+      // 204: a finished video whose events were all seen already (no body to read)
+      const events = response.status === 204 ? [] : readEvents(response.body);
+      for await (const event of events) {
         received += 1;
         failures = 0;
         last = Number(event.id) || last;

@@ -110,6 +110,12 @@ async def test_the_stream_ends_at_video_failed_while_a_sibling_still_reports(
         replayed = await read_sse(api, f"/v1/videos/{video['id']}/events", timeout=10)
         assert replayed[-1].event == "video.failed"
         assert [e.id for e in replayed] == [str(n) for n in range(1, len(replayed) + 1)]
-        # a client that saw video.failed and reconnects gets nothing more, and the stream ends
-        resumed = await read_sse(api, f"/v1/videos/{video['id']}/events?after={replayed[-1].id}", timeout=10)
-        assert resumed == []
+        # a client that saw video.failed and reconnects gets nothing more: 204, which tells a
+        # browser's EventSource to stop reconnecting (an empty 200 it would retry every 3 s)
+        resumed = await api.get(f"/v1/videos/{video['id']}/events?after={replayed[-1].id}")
+        assert (resumed.status_code, resumed.content) == (204, b"")
+        again = await api.get(f"/v1/videos/{video['id']}/events", headers={"last-event-id": replayed[-1].id})
+        assert again.status_code == 204
+        # from before its terminal event, a finished video's stream replays up to it
+        before = await read_sse(api, f"/v1/videos/{video['id']}/events?after={replayed[-2].id}", timeout=10)
+        assert [e.event for e in before] == ["video.failed"]

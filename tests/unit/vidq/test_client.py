@@ -133,6 +133,17 @@ def test_follow_stops_without_a_terminal_event_when_the_video_is_over() -> None:
         assert list(client.follow("vid_1")) == []
 
 
+def test_follow_stops_at_a_204_for_a_video_whose_end_was_seen() -> None:
+    api = (
+        FakeApi()
+        .on("GET", "/v1/videos/vid_1/events", httpx.Response(204))
+        .on("GET", "/v1/videos/vid_1", ok(video(status="ready")))
+    )
+    with _client(api) as client:
+        assert list(client.follow("vid_1", after=9)) == []
+    assert len(api.sent("GET", "/v1/videos/vid_1/events")) == 1  # not asked again
+
+
 def test_follow_gives_up_when_the_gateway_stays_down() -> None:
     api = FakeApi().on(
         "GET", "/v1/videos/vid_1/events", problem(503, "database unavailable", "Service unavailable")
