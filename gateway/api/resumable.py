@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -477,7 +477,8 @@ async def _receive(
     if written.received == length:
         if not await renew():  # a fresh lease for the probe and the recording
             raise await _why_lost(deps, upload_id, client)
-        await _finish(row, writer, client, deps)
+        async with _renewing(renew):
+            await _finish(row, writer, client, deps)
         return length, None
     expires = await release(written.received)
     if expires is None:  # terminated, expired or taken over meanwhile
@@ -489,6 +490,30 @@ async def _receive(
             headers={"Upload-Offset": str(written.received), "Upload-Expires": resumable.http_date(expires)},
         )
     return written.received, expires
+
+
+@contextlib.asynccontextmanager
+async def _renewing(renew: Callable[[], Awaitable[bool]]) -> AsyncIterator[None]:
+    """The request's lease, renewed while the block runs.
+
+    So no retry of the same last PATCH takes the upload over while this one probes and records
+    the file (the probe may wait for a slot longer than a lease lasts).
+    """
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(resumable.LEASE_S / 3)
+            with contextlib.suppress(Exception):
+                if not await renew():  # recorded (or ended) meanwhile: nothing left to hold
+                    return
+
+    keeping = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
 
 
 async def _take(deps: GatewayDeps, upload_id: str, offset: int, client: Client) -> str:

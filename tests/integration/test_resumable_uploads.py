@@ -503,6 +503,33 @@ async def test_an_upload_ended_while_its_last_patch_is_probed_answers_410_not_no
     await assert_nothing_left(db, storage)
 
 
+async def test_a_last_patch_that_waits_long_for_its_probe_keeps_the_upload_from_a_retry(
+    api: httpx.AsyncClient, clips: Clips, monkeypatch: pytest.MonkeyPatch, db: asyncpg.Pool
+) -> None:
+    monkeypatch.setattr(resumable, "LEASE_S", 0.6)  # the probe waits for 2 s: three leases
+    data = clips.tiny.read_bytes()
+    location = await created(api, len(data))
+    probing, go_on = asyncio.Event(), asyncio.Event()
+    inspect = uploads.inspect
+
+    async def slow_first_probe(*args: Any, **kwargs: Any) -> Any:
+        if not probing.is_set():
+            probing.set()
+            await go_on.wait()
+        return await inspect(*args, **kwargs)
+
+    monkeypatch.setattr(uploads, "inspect", slow_first_probe)
+    first = asyncio.create_task(patch(api, location, 0, data))
+    await asyncio.wait_for(probing.wait(), 10)
+    retried = asyncio.create_task(patch(api, location, 0, data))  # its client gave up and sent it again
+    await asyncio.sleep(2.0)
+    go_on.set()
+    answers = [await first, await retried]
+    assert answers[0].status_code == 204, answers[0].text
+    assert_problem(answers[1], 409, "send from there")  # waited for the lease, then found it done
+    assert await db.fetchval("SELECT count(*) FROM videos") == 1
+
+
 async def test_a_body_that_does_not_match_its_checksum_is_not_kept(
     api: httpx.AsyncClient, clips: Clips, storage: Path
 ) -> None:
