@@ -49,18 +49,18 @@ def _ports_taken(settings: DevstackSettings) -> list[str]:
     smtp = urlparse(settings.smtp_url)
     wanted = [
         (
-            "the gateway",
+            "the gateway's",
             settings.gateway_host,
             gateway_listen_port(str(settings.public_url), settings.gateway_port),
         ),
-        ("the mail sink", smtp.hostname or "127.0.0.1", smtp.port or 1025),
+        ("the mail sink's", smtp.hostname or "127.0.0.1", smtp.port or 1025),
     ]
     if settings.metrics_port:
         wanted += [
             (f"the {worker}'s metrics", settings.metrics_host, settings.metrics_port + n)
             for n, worker in enumerate(METRICS_WORKERS)
         ]
-    return [f"{what} ({host}:{port})" for what, host, port in wanted if _taken(host, port)]
+    return [f"{what} port {host}:{port}" for what, host, port in wanted if _taken(host, port)]
 
 
 async def run() -> int:
@@ -68,7 +68,7 @@ async def run() -> int:
     taken = _ports_taken(settings)
     if taken:
         log.error(
-            "cannot start: the port of %s is taken (another vidq stack, or another program). Stop it, "
+            "cannot start: taken already (another vidq stack, or another program): %s. Stop it, "
             "or run this stack on other ports, e.g. VIDQ_PUBLIC_URL=http://127.0.0.1:8001 "
             "VIDQ_SMTP_URL=smtp://127.0.0.1:1026 make run (README, 'Two stacks on one machine')",
             ", ".join(taken),

@@ -33,14 +33,14 @@ def test_a_port_another_program_listens_on_is_named_before_anything_starts() -> 
             smtp_url=f"smtp://127.0.0.1:{free}",
             metrics_port=0,
         )
-        assert _ports_taken(settings) == [f"the gateway (127.0.0.1:{busy})"]
+        assert _ports_taken(settings) == [f"the gateway's port 127.0.0.1:{busy}"]
         mail = make(
             DevstackSettings,
             public_url=f"http://127.0.0.1:{free}",
             smtp_url=f"smtp://127.0.0.1:{busy}",
             metrics_port=0,
         )
-        assert _ports_taken(mail) == [f"the mail sink (127.0.0.1:{busy})"]
+        assert _ports_taken(mail) == [f"the mail sink's port 127.0.0.1:{busy}"]
         # the workers' metrics ports are the given one and the next two
         metrics = make(
             DevstackSettings,
@@ -48,7 +48,7 @@ def test_a_port_another_program_listens_on_is_named_before_anything_starts() -> 
             smtp_url=f"smtp://127.0.0.1:{_free_port()}",
             metrics_port=busy - 1,
         )
-        assert _ports_taken(metrics) == [f"the thumbnailer's metrics (127.0.0.1:{busy})"]
+        assert _ports_taken(metrics) == [f"the thumbnailer's metrics port 127.0.0.1:{busy}"]
     assert _ports_taken(settings) == []
 
 
