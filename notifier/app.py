@@ -14,6 +14,7 @@ from notifier.handlers import (
     NotifierDeps,
     delivery_given_up,
     handle_deliver_webhook,
+    handle_endpoint_notice,
     handle_event_for_email,
     handle_event_for_webhooks,
     handle_webhook_request,
@@ -21,7 +22,7 @@ from notifier.handlers import (
 from notifier.retention import run_retention
 from notifier.settings import NotifierSettings
 from notifier.webhook import EndpointLimiter, WebhookSender, guarded_client
-from shared.commands import WEBHOOK_REQUEST, DeliverWebhook
+from shared.commands import WEBHOOK_REQUEST, DeliverWebhook, EmailEndpointDisabled
 from shared.db import create_pool, migrate_all
 from shared.events import ANY_EVENT, VideoFailed, VideoReady
 from shared.logging import configure_logging
@@ -41,9 +42,16 @@ from shared.runtime import Consumers, connect, run_until_stopped
 
 log = logging.getLogger(__name__)
 
-EMAIL_EVENTS: TypeAdapter[VideoReady | VideoFailed] = TypeAdapter(
-    Annotated[VideoReady | VideoFailed, Field(discriminator="type")]
-)
+#: The email queue's work: the events that are emailed, and notices of disabled endpoints.
+EmailWork = VideoReady | VideoFailed | EmailEndpointDisabled
+EMAIL_WORK: TypeAdapter[EmailWork] = TypeAdapter(Annotated[EmailWork, Field(discriminator="type")])
+
+
+async def handle_email(work: EmailWork, deps: NotifierDeps) -> None:
+    if isinstance(work, EmailEndpointDisabled):
+        await handle_endpoint_notice(work, deps)
+    else:
+        await handle_event_for_email(work, deps)
 
 
 def routes(settings: NotifierSettings, topology: Topology) -> tuple[Route[Any, NotifierDeps], ...]:
@@ -64,7 +72,7 @@ def routes(settings: NotifierSettings, topology: Topology) -> tuple[Route[Any, N
             coalesce_acks=True,
         ),
         Route(topology.queue(NOTIFIER_REQUESTS), WEBHOOK_REQUEST, handle_webhook_request, prefetch=5),
-        Route(topology.queue(NOTIFIER_EMAIL), EMAIL_EVENTS, handle_event_for_email, prefetch=10),
+        Route(topology.queue(NOTIFIER_EMAIL), EMAIL_WORK, handle_email, prefetch=10),
     )
 
 

@@ -20,7 +20,7 @@ from notifier.metrics import WEBHOOK_DELIVERIES, WEBHOOK_EVENT_LAG, WEBHOOK_SECO
 from notifier.settings import NotifierSettings
 from notifier.signing import headers as signed_headers
 from notifier.webhook import DeliveryResult, EndpointLimiter, WebhookSender
-from shared.commands import DeliverWebhook, ReplayWebhook, SendTestEvent
+from shared.commands import DeliverWebhook, EmailEndpointDisabled, ReplayWebhook, SendTestEvent
 from shared.db import db_errors_are_transient, map_asyncpg_errors
 from shared.errors import (
     Deferred,
@@ -356,10 +356,24 @@ async def _disable(
     )
     await publish_report(deps.publisher, report, app_id="notifier")
     log.warning("endpoint %s disabled: %s", attempt.url, reason)
-    for recipient in await lookups.client_emails(deps.pool, attempt.client_id):
-        await _email_once(
-            deps, notice, recipient, render_endpoint_disabled(attempt.url, reason, recipient, notice)
-        )
+    command = EmailEndpointDisabled(
+        notice_id=notice, client_id=attempt.client_id, webhook_id=webhook_id, url=attempt.url, reason=reason
+    )
+    await deps.publisher.publish(
+        DELIVERIES,
+        "notice",
+        outgoing(command, message_id=notice, type=command.type, correlation_id=None, app_id="notifier"),
+    )
+
+
+@db_errors_are_transient
+async def handle_endpoint_notice(cmd: EmailEndpointDisabled, deps: NotifierDeps) -> None:
+    """Email the client's owners that an endpoint was disabled; once per notice and recipient."""
+    with map_asyncpg_errors():
+        recipients = await lookups.client_emails(deps.pool, cmd.client_id)
+    for recipient in recipients:
+        message = render_endpoint_disabled(cmd.url, cmd.reason, recipient, cmd.notice_id)
+        await _email_once(deps, cmd.notice_id, recipient, message)
 
 
 @db_errors_are_transient

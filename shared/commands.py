@@ -4,7 +4,8 @@
 the transcoder needs, so it never reads the gateway's tables. ``DeliverWebhook`` is the
 notifier's own unit of retry: one per (event, endpoint). ``ReplayWebhook`` and ``SendTestEvent``
 are what a client asks of an endpoint through the gateway (``vidq.deliveries``, keys ``replay``
-and ``test``).
+and ``test``). ``EmailEndpointDisabled`` is the notifier's own, to its email queue (key
+``notice``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,22 @@ class SendTestEvent(Command):
     webhook_id: str
     event_id: str
     delivery_id: str
+
+
+class EmailEndpointDisabled(Command):
+    """Email a client's owners that one of its endpoints was disabled (once per ``notice_id``).
+
+    Its own message on the email queue, with the email schedule's retries and dead-letter queue:
+    sent from the delivery that disabled the endpoint, a mail server that is away for a while
+    lost the notice (the delivery, settled, was never run again).
+    """
+
+    type: Literal["webhook.disabled.notice"] = "webhook.disabled.notice"
+    notice_id: str
+    client_id: str
+    webhook_id: str
+    url: str
+    reason: str
 
 
 WebhookRequest = Annotated[ReplayWebhook | SendTestEvent, Field(discriminator="kind")]

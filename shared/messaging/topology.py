@@ -293,9 +293,13 @@ def build(settings: ServiceSettings) -> Topology:
             ),
             QueueSpec(
                 NOTIFIER_EMAIL,
-                bindings=(Binding(EVENTS, "video.ready"), Binding(EVENTS, "video.failed")),
+                bindings=(
+                    Binding(EVENTS, "video.ready"),
+                    Binding(EVENTS, "video.failed"),
+                    Binding(DELIVERIES, "notice"),
+                ),
                 retry_delays=settings.retry_email,
-                purpose="events to email",
+                purpose="events to email, and notices of disabled endpoints",
             ),
         ),
         delivery_limit=settings.delivery_limit,

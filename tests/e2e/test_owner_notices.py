@@ -65,3 +65,24 @@ async def test_an_endpoint_failing_for_too_long_is_disabled_and_its_owner_emaile
     disabled = [m for m in running.mailbox.messages if "stopped sending webhooks" in str(m["subject"])]
     assert len(disabled) == 1
     assert f"{running.receiver_url}/never" in str(disabled[0]["subject"])
+
+
+async def test_an_endpoint_that_answers_410_is_disabled_and_the_notice_outlasts_a_mail_server_deferring_it(
+    running: Running,
+) -> None:
+    running.receiver.script["/gone"] = [(410, {})] * 5
+    running.mailbox.defer["owner@example.com"] = 1  # the mail server is busy the first time
+    async with running.client() as api:
+        await api.patch("/v1/account", json={"notify_emails": ["owner@example.com"]})
+        hook = (
+            await api.post("/v1/webhooks", json={"url": f"{running.receiver_url}/gone", "events": ["*"]})
+        ).json()
+        assert (await api.post(f"/v1/webhooks/{hook['id']}/test")).status_code == 202
+        await until(
+            lambda: any("stopped sending webhooks" in s for s in _mail_to(running, "owner@example.com"))
+        )
+        assert (await api.get(f"/v1/webhooks/{hook['id']}")).json()["enabled"] is False
+    assert running.mailbox.defer["owner@example.com"] == 0  # it was deferred, and sent on the retry
+    await asyncio.sleep(2)  # a second send would have come by now
+    notices = [s for s in _mail_to(running, "owner@example.com") if "stopped sending webhooks" in s]
+    assert len(notices) == 1
