@@ -5,7 +5,9 @@ the first request, for work whose caller is not waiting on a client), and while 
 in flight gathers the requests that arrive, to run them together next. Alone, a request waits for nothing;
 under load, a hundred deliveries share one statement, one round trip and one commit, instead
 of a hundred of each. Every caller gets its own result (or the batch's exception) only once its
-batch has run, so a delivery is never acknowledged before its write is committed.
+batch has run, so a delivery is never acknowledged before its write is committed. A batch that
+fails for a reason that is not the database's or the moment's (one request's data) is run again
+one request at a time, so that only the request at fault gets the error.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from notifier.metrics import DELIVERY_LOG_WRITE_ROWS, DELIVERY_LOG_WRITE_SECONDS
+from shared.db import TRANSIENT_DB_ERRORS
+from shared.errors import TransientError
+
+#: Failures that are the database's or the moment's, not one request's: the whole batch has them.
+_EVERYONES: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, TransientError)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -71,12 +78,18 @@ class Batcher(Generic[T, R]):
         try:
             results = await self.run([item for item, _ in batch])
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+            self._seconds.observe(time.perf_counter() - started)
+            if len(batch) > 1 and not isinstance(exc, _EVERYONES):
+                # one request the statement cannot take (its data): each alone, so that only
+                # that one fails, not every delivery that happened to share its batch
+                for one in batch:
+                    await self._run_one([one])
+                return
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        finally:
-            self._seconds.observe(time.perf_counter() - started)
+        self._seconds.observe(time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

@@ -283,6 +283,17 @@ class Attempt:
     next_attempt_at: datetime | None = None
 
 
+def storable(text: str | None) -> str | None:
+    """Text a receiver or a mail server wrote, as PostgreSQL's ``text`` takes it.
+
+    A NUL character is the one thing ``text`` refuses (``invalid byte sequence … 0x00``), and a
+    receiver's answer may hold one: written as is, it failed the statement that logged every
+    attempt of its batch, other clients' included. It is kept as U+FFFD, as undecodable bytes
+    already are.
+    """
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 async def record_attempts(conn: Conn, attempts: Sequence[Attempt]) -> None:
     """Log attempts and settle their deliveries, in one statement (one commit)."""
     ordered = sorted(attempts, key=lambda a: a.delivery_id)
@@ -304,11 +315,11 @@ async def record_attempts(conn: Conn, attempts: Sequence[Attempt]) -> None:
         [a.delivery_id for a in ordered],
         [a.result.status_code for a in ordered],
         [a.result.latency_ms for a in ordered],
-        [a.result.error for a in ordered],
-        [a.result.response_body for a in ordered],
+        [storable(a.result.error) for a in ordered],
+        [storable(a.result.response_body) for a in ordered],
         [a.manual for a in ordered],
         [a.status for a in ordered],
-        [a.error for a in ordered],
+        [storable(a.error) for a in ordered],
         [a.next_attempt_at for a in ordered],
     )
 
@@ -319,7 +330,7 @@ async def give_up_delivery(pool: asyncpg.Pool, delivery_id: str, error: str) -> 
                   lease_until = NULL, completed_at = now(), updated_at = now()
            WHERE id = $1 AND status = 'pending'""",
         delivery_id,
-        error[:2000],
+        storable(error[:2000]),
     )
 
 
@@ -357,7 +368,7 @@ async def email_settled(
         event_id,
         recipient,
         status,
-        error,
+        storable(error),
     )
 
 

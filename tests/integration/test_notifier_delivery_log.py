@@ -125,6 +125,30 @@ async def test_a_copy_of_the_event_finds_its_deliveries_held_settled_or_schedule
     }
 
 
+async def test_an_answer_holding_nul_is_logged_and_fails_no_other_delivery_of_its_batch(
+    db: asyncpg.Pool, world: World
+) -> None:
+    states = await claim(db, world, new_id("evt"))
+    hook, callback = states[world.webhook_id].delivery_id, states[CALLBACK].delivery_id
+    async with db.acquire() as conn:  # one statement for both, as a batch writes them
+        await repo.record_attempts(
+            conn,
+            [
+                repo.Attempt(hook, DeliveryResult(200, 3, None, "ok\x00ok"), False, "succeeded", None),
+                repo.Attempt(
+                    callback, DeliveryResult(500, 3, "HTTP 500", "bad\x00body"), False, "failed", "a\x00b"
+                ),
+            ],
+        )
+    logged = {
+        r["delivery_id"]: r["response_body"]
+        for r in await db.fetch("SELECT delivery_id, response_body FROM webhook_attempts")
+    }
+    assert logged == {hook: "ok\ufffdok", callback: "bad\ufffdbody"}
+    last_error = await db.fetchval("SELECT last_error FROM webhook_deliveries WHERE id = $1", callback)
+    assert last_error == "a\ufffdb"
+
+
 async def test_an_untried_delivery_whose_lease_ran_out_is_claimed_again(
     db: asyncpg.Pool, world: World
 ) -> None:

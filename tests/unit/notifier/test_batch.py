@@ -67,6 +67,27 @@ async def test_a_failed_batch_fails_each_of_its_callers() -> None:
             await task
 
 
+async def test_a_batch_one_request_of_which_the_statement_refuses_fails_only_that_one() -> None:
+    ran: list[list[int]] = []
+
+    async def refuses_13(items: Sequence[int]) -> list[int]:
+        ran.append(list(items))
+        if 13 in items:  # e.g. a text holding NUL: the whole statement fails
+            raise ValueError("invalid byte sequence for encoding UTF8: 0x00")
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(refuses_13, name="test")
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(batcher.submit(i)) for i in (12, 13, 14)]
+    assert await first == 10
+    assert await rest[0] == 120
+    with pytest.raises(ValueError, match="0x00"):
+        await rest[1]
+    assert await rest[2] == 140
+    assert ran == [[1], [12, 13, 14], [12], [13], [14]]  # the batch, then each alone
+
+
 def _observed(metric: str, name: str) -> float:
     return REGISTRY.get_sample_value(metric, {"write": name}) or 0.0
 
