@@ -86,8 +86,23 @@ def test_a_notify_email_address_is_accepted(settings: GatewaySettings, email: st
     assert parse_options({"notify_email": email}, settings).notify_email == email
 
 
+def test_a_notify_email_with_a_display_name_keeps_the_address() -> None:
+    options = parse_options({"notify_email": "Ana <ana@example.com>"}, make(GatewaySettings))
+    assert options.notify_email == "ana@example.com"
+
+
 @pytest.mark.parametrize(
-    "email", ["ana", "ana@example", "@example.com", "ana@@example.com", "a na@example.com"]
+    "email",
+    [
+        "ana",
+        "ana@example",
+        "@example.com",
+        "ana@@example.com",
+        "a na@example.com",
+        "a;semi@example.com",  # a mail server reads a list: "a" (a local mailbox?) and the rest
+        "b,comma@example.com",
+        "a@example.com, b@example.com",
+    ],
 )
 def test_a_notify_email_that_is_not_an_address_is_refused(settings: GatewaySettings, email: str) -> None:
     with pytest.raises(InvalidRequest, match="notify_email"):
