@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, UrlConstraints
 
@@ -36,7 +37,35 @@ def printable_url(value: Any) -> Any:
     return value
 
 
-WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH), BeforeValidator(printable_url)]
+#: Why a webhook or callback URL may not carry ``user:password@``: never sent (a receiver behind
+#: basic auth would fail every delivery), and it would be shown back in every listing.
+CREDENTIALS_REFUSED = (
+    "credentials in a URL (user:password@) are not sent: vidq signs every delivery instead "
+    "(check the webhook-signature header)"
+)
+
+
+def no_credentials(value: Any) -> Any:
+    """Refuse a URL with ``user:password@`` in it (a ``BeforeValidator``)."""
+    if isinstance(value, str) and "@" in value:
+        try:
+            parts = urlsplit(value)
+            credentials = parts.username is not None or parts.password is not None
+        except ValueError:  # not a URL: the URL's own validation says so
+            return value
+        if credentials:
+            raise ValueError(CREDENTIALS_REFUSED)
+    return value
+
+
+#: A URL to download from (an import): the downloader refuses credentials with its own words.
+SourceUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH), BeforeValidator(printable_url)]
+WebhookUrl = Annotated[
+    AnyHttpUrl,
+    UrlConstraints(max_length=MAX_URL_LENGTH),
+    BeforeValidator(no_credentials),
+    BeforeValidator(printable_url),
+]
 
 
 class VideoImport(BaseModel):
@@ -44,7 +73,7 @@ class VideoImport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: WebhookUrl = Field(description="An http(s) URL of the video file; vidq downloads it.")
+    url: SourceUrl = Field(description="An http(s) URL of the video file; vidq downloads it.")
     qualities: str | list[str] | None = Field(
         default=None, description='Rungs, as a comma list ("720p,360p") or a list; default all that fit.'
     )

@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from gateway.errors import InvalidRequest, NotAVideo, OverLimits, UploadTooLarge
-from gateway.schemas import MAX_URL_LENGTH, NOT_IN_URLS, printable_url
+from gateway.schemas import MAX_URL_LENGTH, NOT_IN_URLS, no_credentials, printable_url
 from gateway.settings import GatewaySettings
 from shared.destinations import refusal
 from shared.errors import InvalidSource, TransientError
@@ -279,6 +279,10 @@ def _callback_url(url: str, settings: GatewaySettings) -> str | None:
         printable_url(url)
     except ValueError as exc:
         raise InvalidRequest(f"callback_url {NOT_IN_URLS}") from exc
+    try:
+        no_credentials(url)
+    except ValueError as exc:
+        raise InvalidRequest(f"callback_url: {exc}") from None
     try:
         _HTTP_URL.validate_python(url)  # kept as the client wrote it
     except ValidationError as exc:

@@ -1448,6 +1448,21 @@ async def test_an_allowlisted_private_address_may_be_registered(
         assert_problem(await api.post("/v1/webhooks", json={"url": "http://192.168.0.1/"}), 422)
 
 
+async def test_a_webhook_or_callback_url_with_credentials_is_refused_not_kept_and_dropped(
+    api: httpx.AsyncClient, clips: Clips, db: asyncpg.Pool
+) -> None:
+    secret_url = "https://user:s3cret@example.com/hooks"
+    assert_problem(await api.post("/v1/webhooks", json={"url": secret_url}), 422, "user:password@")
+    made = await _new_webhook(api)
+    assert_problem(await api.patch(f"/v1/webhooks/{made['id']}", json={"url": secret_url}), 422, "signs")
+    refused = await upload(api, clips.tiny, callback_url=secret_url)
+    assert_problem(refused, 422, "callback_url", "user:password@")
+    assert await db.fetchval("SELECT count(*) FROM webhooks WHERE url LIKE '%s3cret%'") == 0
+    # an @ elsewhere in a URL is no credential
+    at_in_path = await api.post("/v1/webhooks", json={"url": "https://example.com/hooks/@team"})
+    assert at_in_path.status_code == 201, at_in_path.text
+
+
 async def test_an_invalid_webhook_change_gets_422(api: httpx.AsyncClient) -> None:
     path = f"/v1/webhooks/{(await _new_webhook(api))['id']}"
     assert_problem(await api.patch(path, json={"events": ["nope.*"]}), 422, "nope.*")
