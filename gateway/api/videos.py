@@ -368,19 +368,19 @@ async def stream_video_events(
     async with deps.pool.acquire() as conn:
         await videos.get_video(conn, client, video_id, deps.links)
     start = resume_position(after, last_event_id)
-    if start:  # a position no stream of this video gave: it would wait for ever, past its end
+    if start:  # a resumed stream; a first one (from 0) needs neither look below
         async with deps.pool.acquire() as conn:
             newest = await repo.last_event_sequence(conn, video_id)
-        if start > newest:
+        if start > newest:  # a position no stream of this video gave: it would wait for ever
             where = "?after=" if after is not None else "Last-Event-ID"
             raise InvalidRequest(
                 f"{where} {start} is past this video's last event (sequence {newest}); "
                 "resume from an id its stream gave, or from 0"
             )
-    if await stream_over(deps.pool, video_id, start):
-        # a finished video whose stream this client has seen to its end: 204 tells a browser's
-        # EventSource to stop reconnecting (it would every 3 s, to an empty stream)
-        return Response(status_code=204)
+        if await stream_over(deps.pool, video_id, start):
+            # a finished video whose stream this client has seen to its end: 204 tells a
+            # browser's EventSource to stop reconnecting (it would every 3 s, to an empty stream)
+            return Response(status_code=204)
     return EventSourceResponse(
         event_stream(deps.pool, hub, video_id, after=start), ping=int(deps.settings.sse_keepalive_s)
     )
