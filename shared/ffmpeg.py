@@ -19,7 +19,7 @@ import re
 import signal
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +42,38 @@ _LOG_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+\]")
 def tidy(line: str) -> str:
     """One line of ffmpeg's log as a client may read it: without the component's memory address."""
     return _LOG_ADDRESS.sub("]", line)
+
+
+#: Lines ffmpeg writes after the cause of a failure, true and no help to a reader of it.
+_AFTERMATH = (
+    "Error marking filters as finished",
+    "Conversion failed!",
+    "Error while filtering",
+    "Error while processing the decoded data",
+    "Failed to inject frame into filter network",
+    "Error sending frames to consumers",
+    "Nothing was written into output file",
+    "Finishing stream",
+    "Error closing",
+    "Error flushing",
+    "Last message repeated",
+)
+
+
+def telling(lines: Sequence[str]) -> str:
+    """The line of ffmpeg's log that says best what went wrong (pure).
+
+    A source that ends before its index says it does names the offset it could not read
+    ("partial file"); otherwise the cause is the last line before ffmpeg's aftermath of it
+    ("Error marking filters as finished", "Conversion failed!").
+    """
+    for line in lines:
+        if "partial file" in line:
+            return line
+    for line in reversed(lines):
+        if not any(marker in line for marker in _AFTERMATH):
+            return line
+    return lines[-1] if lines else "no message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +441,5 @@ async def run(
         raise TransientError(f"ffmpeg was killed by signal {-code}")
     if code != 0:
         tail = "\n".join(watch.stderr)[-_STDERR_TAIL:]
-        last = watch.stderr[-1] if watch.stderr else "no message"
-        raise EncodeFailed(f"ffmpeg exited with status {code}: {last}", stderr_tail=tail)
+        raise EncodeFailed(f"ffmpeg exited with status {code}: {telling(watch.stderr)}", stderr_tail=tail)
     return list(watch.stderr)

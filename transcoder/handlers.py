@@ -216,16 +216,24 @@ def _progress_reporter(batch: Sequence[Job], deps: TranscoderDeps) -> ffmpeg.OnP
     return on_progress
 
 
-def check_complete(cmd: TranscodeRendition, made_s: float, warnings: list[str]) -> None:
-    """Refuse an output much shorter than its source.
+#: How far a rendition may end from its source (SPEC: "duration within 0.1 s of the source").
+DURATION_TOLERANCE_S = 0.1
+
+
+def check_complete(cmd: TranscodeRendition, made_s: float, warnings: Sequence[str]) -> None:
+    """Refuse an output shorter than its source.
 
     ffmpeg exits 0 on a truncated or corrupt source and writes what it could decode; that is a
-    failed rendition, not a short one. The tolerance (2 %, at least half a second) leaves room
-    for containers whose audio and video end a little apart.
+    failed rendition, not a short one. Where ffmpeg reported a read or decode error, the output
+    must reach the source's duration within :data:`DURATION_TOLERANCE_S`; where it reported
+    none, within 2 % (at least half a second): the source's index may declare a little more
+    than its streams hold (audio and video that end a little apart), and ffmpeg read all there
+    was.
     """
     missing = cmd.duration_s - made_s
-    if missing > max(0.5, 0.02 * cmd.duration_s):
-        reason = warnings[-1] if warnings else "no error reported"
+    allowed = DURATION_TOLERANCE_S if warnings else max(0.5, 0.02 * cmd.duration_s)
+    if missing > allowed:
+        reason = ffmpeg.telling(warnings) if warnings else "no error reported"
         raise EncodeFailed(
             f"the encode stopped at {made_s:.2f} s of {cmd.duration_s:.2f} s; "
             f"the source is truncated or corrupt (ffmpeg: {reason})"
@@ -290,7 +298,10 @@ async def _encode(batch: Sequence[Job], source: str, deps: TranscoderDeps) -> li
             on_progress=final,
         )
         made_s = final.out_time_s
-        if made_s is None:  # no closing progress block (never seen from ffmpeg): look at the files
+        # ffmpeg's closing block gives the time of the last packet written, not its end: a frame
+        # short of the file's length without audio (a second, for a slideshow at 1 fps). An
+        # output that looks short, or no closing block (never seen from ffmpeg), is measured.
+        if made_s is None or first.duration_s - made_s > DURATION_TOLERANCE_S:
             made_s = min([(await deps.encoder.probe(str(temp))).duration_s for temp in temps])
         for job, temp in zip(batch, temps, strict=True):
             check_complete(job.command, made_s, warnings or [])

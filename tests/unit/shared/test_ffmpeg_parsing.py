@@ -15,6 +15,7 @@ from shared.ffmpeg import (
     _probe_refusal,
     parse_probe,
     parse_progress_block,
+    telling,
     tidy,
     with_tail,
 )
@@ -309,3 +310,34 @@ def test_a_log_line_loses_the_components_memory_address() -> None:
 )
 def test_ffprobes_refusal_reads_as_a_sentence_for_the_client(stderr: str, detail: str) -> None:
     assert _probe_refusal(stderr, Path("/up/src"), 1) == detail
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        # ffmpeg's aftermath of a failure is passed over for its cause
+        (
+            [
+                "Error while decoding stream #0:0: Invalid data found when processing input",
+                "    Last message repeated 1 times",
+                "Cannot determine format of input stream 0:0 after EOF",
+                "Error marking filters as finished",
+                "Conversion failed!",
+            ],
+            "Cannot determine format of input stream 0:0 after EOF",
+        ),
+        # a source cut short says where, before what its decoder makes of it
+        (
+            [
+                "[mov,mp4,m4a,3gp,3g2,mj2] stream 1, offset 0x5db7a: partial file",
+                "[h264] Invalid NAL unit size (9026 > 1564).",
+                "Error while decoding stream #0:0: Invalid data found when processing input",
+            ],
+            "[mov,mp4,m4a,3gp,3g2,mj2] stream 1, offset 0x5db7a: partial file",
+        ),
+        (["Error marking filters as finished"], "Error marking filters as finished"),
+        ([], "no message"),
+    ],
+)
+def test_telling_picks_the_line_that_says_what_went_wrong(lines: list[str], expected: str) -> None:
+    assert telling(lines) == expected

@@ -550,6 +550,41 @@ async def test_a_long_source_may_end_up_to_two_percent_short() -> None:
         check_complete(long, 587.9, [])
 
 
+@pytest.mark.parametrize(("made_s", "outcome"), [(9.85, "rendition.failed"), (9.95, "rendition.completed")])
+async def test_after_a_read_error_an_output_must_reach_the_source_within_a_tenth_of_a_second(
+    deps: TranscoderDeps,
+    cmd: TranscodeRendition,
+    publisher: InMemoryPublisher,
+    encoder: FakeEncoder,
+    made_s: float,
+    outcome: str,
+) -> None:
+    encoder.made = dataclasses.replace(MADE, duration_s=made_s)
+    encoder.warnings = [
+        "[mov,mp4,m4a,3gp,3g2,mj2] stream 0, offset 0x5de22: partial file",
+        "Error while decoding stream #0:0: Invalid data found when processing input",
+    ]
+
+    await run_job(Job(cmd, 1), deps)
+
+    assert [p.message.type for p in publisher.to(RESULTS)] == [outcome]
+    if outcome == "rendition.failed":
+        failed = only(publisher.to(RESULTS, "rendition.failed")).decode(RenditionFailedReport)
+        assert "stream 0, offset 0x5de22: partial file" in failed.error  # the telling line
+
+
+async def test_an_output_whose_closing_block_looks_short_is_measured(
+    deps: TranscoderDeps, cmd: TranscodeRendition, publisher: InMemoryPublisher, encoder: FakeEncoder
+) -> None:
+    # a slideshow without audio: the closing block has the last frame's time, a second early
+    encoder.progress = [Progress(9.0, None, None, done=True)]
+
+    await run_job(Job(cmd, 1), deps)
+
+    completed = only(publisher.to(RESULTS, "rendition.completed")).decode(RenditionCompletedReport)
+    assert completed.duration_s == MADE.duration_s
+
+
 async def _no_wait(_: float) -> None:
     return None
 
