@@ -53,14 +53,42 @@ def _name(host: str) -> str:
     return host.lower().rstrip(".").strip("[]")
 
 
+#: IPv6 prefixes whose last 32 bits are an IPv4 address that a translator on the way connects
+#: to: NAT64's well-known prefix (RFC 6052) and the deprecated IPv4-compatible form (``::a.b.c.d``).
+_IPV4_IN_LAST_32_BITS = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+#: NAT64's local-use prefix (RFC 8215): where it carries the IPv4 address depends on the site.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it stands for one (pure).
+
+    IPv4-mapped (``::ffff:a.b.c.d``), 6to4 (``2002:AABB:CCDD::``), NAT64 (``64:ff9b::a.b.c.d``)
+    and IPv4-compatible (``::a.b.c.d``) addresses all reach an IPv4 host, which is the one to
+    judge: ``[64:ff9b::a9fe:a9fe]`` is the cloud metadata address behind a NAT64 gateway.
+    """
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _IPV4_IN_LAST_32_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
+
+
 def forbidden(ip: IPAddress) -> bool:
     """Whether an address is off limits by default: anything not globally routable.
 
     That covers private, loopback, link-local (and so cloud metadata at 169.254.169.254),
-    carrier-grade NAT (100.64.0.0/10), reserved, documentation and multicast ranges.
+    carrier-grade NAT (100.64.0.0/10), reserved, documentation and multicast ranges, and the
+    IPv6 forms of any of them (:func:`embedded_ipv4`; Teredo's 2001::/32 is not global).
     """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return forbidden(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return forbidden(inner)
+        if ip in _LOCAL_NAT64:
+            return True
     return not ip.is_global or ip.is_multicast
 
 

@@ -19,6 +19,15 @@ from shared.errors import ForbiddenDestination
         "127.1",
         "[::1]",
         "::ffff:127.0.0.1",
+        # IPv6 forms that reach an IPv4 host: NAT64, 6to4, IPv4-compatible, NAT64's local prefix
+        "[64:ff9b::a9fe:a9fe]",  # 169.254.169.254 behind a NAT64 gateway
+        "[64:ff9b::10.0.0.1]",
+        "[2002:a9fe:a9fe::1]",
+        "[2002:7f00:1::]",
+        "[::a9fe:a9fe]",
+        "[::127.0.0.2]",
+        "[64:ff9b:1::a00:1]",
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
         "0.0.0.0",  # noqa: S104 - an address refused, not bound
         "10.0.0.1",
         "192.168.1.1",
@@ -37,7 +46,15 @@ def test_a_private_loopback_or_link_local_host_is_refused(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["93.184.216.34", "[2606:2800:220:1:248:1893:25c8:1946]", "example.com", "hooks.internal"]
+    "host",
+    [
+        "93.184.216.34",
+        "[2606:2800:220:1:248:1893:25c8:1946]",
+        "[64:ff9b::5db8:d822]",  # 93.184.216.34 through NAT64: public, so allowed
+        "[2002:5db8:d822::1]",
+        "example.com",
+        "hooks.internal",
+    ],
 )
 def test_a_public_address_or_any_name_passes(host: str) -> None:
     DestinationGuard().check_literal(host)  # a name is checked on every connection instead
