@@ -88,7 +88,7 @@ class VideoImport(BaseModel):
         json_schema_extra={"format": "email"},
     )
     metadata: dict[str, Any] | None = Field(
-        default=None, description="A JSON object, at most 4 KiB, echoed back."
+        default=None, description="A JSON object, at most 4 KiB and 32 levels deep, echoed back."
     )
 
 

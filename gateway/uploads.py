@@ -298,6 +298,8 @@ def _metadata(raw: str, settings: GatewaySettings) -> dict[str, Any]:
         return {}
     if len(raw.encode()) > settings.max_metadata_bytes:
         raise InvalidRequest(f"metadata is over {settings.max_metadata_bytes} bytes")
+    if nesting(raw) > MAX_METADATA_DEPTH:
+        raise InvalidRequest(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels of objects and arrays")
     try:
         metadata = json.loads(raw, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
@@ -315,6 +317,37 @@ def _metadata(raw: str, settings: GatewaySettings) -> dict[str, Any]:
         # written as \u0000 in the JSON text: valid JSON, but PostgreSQL's jsonb refuses it
         raise InvalidRequest("metadata holds a NUL character (\\u0000), which jsonb cannot store")
     return metadata
+
+
+#: How deep metadata may nest: more than any record of a client's needs, and far from the depth
+#: at which parsing it (and each walk through it after) would exhaust Python's recursion limit.
+MAX_METADATA_DEPTH = 32
+
+
+def nesting(text: str) -> int:
+    """How deep the objects and arrays of a JSON text nest, read without parsing it (pure).
+
+    Brackets inside strings do not count. Malformed text gets a number too; the parser that
+    runs after this says what is wrong with it.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _holds_nul(value: object) -> bool:

@@ -61,7 +61,10 @@ _UPLOAD_BODY = upload_body(
         "format": "email",
         "description": "Gets an email on video.ready / video.failed.",
     },
-    metadata={"type": "string", "description": "A JSON object, at most 4 KiB, echoed back."},
+    metadata={
+        "type": "string",
+        "description": "A JSON object, at most 4 KiB and 32 levels deep, echoed back.",
+    },
 )
 # ``POST /v1/videos`` also takes JSON: an import from a URL (``gateway/imports.py``).
 _UPLOAD_BODY["requestBody"]["content"]["application/json"] = {"schema": VideoImport.model_json_schema()}
@@ -308,7 +311,7 @@ async def _import_body(request: Request) -> VideoImport:
             )
     try:
         parsed = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: so is pydantic's
         parsed = None  # the validation below says what is wrong with it
     if isinstance(parsed, dict) and "url" not in parsed:
         raise InvalidRequest(

@@ -429,6 +429,7 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         ("callback_url", "https://example.com/a\x00b", "callback_url"),
         ("metadata", '{"a": "\\udc00"}', "surrogate"),
         ("callback_url", "https://example.com/" + "x" * 2100, "2048"),
+        ("metadata", '{"a": ' + "[" * 1990 + "]" * 1990 + "}", "32 levels"),
     ],
     ids=[
         "unknown quality",
@@ -444,6 +445,7 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         "NUL in the url",
         "lone surrogate in metadata",
         "url too long",
+        "metadata nested 1990 levels in 4 KiB",
     ],
 )
 async def test_an_invalid_upload_field_gets_422_naming_it_and_leaves_nothing_behind(
@@ -672,6 +674,13 @@ async def test_an_import_body_over_its_limit_or_not_json_gets_a_problem(api: htt
     assert_problem(await api.post("/v1/videos", json=huge), 413, "16384")
     broken = await api.post("/v1/videos", content=b"{not json", headers={"content-type": "application/json"})
     assert_problem(broken, 422)
+    # nested past the parser's recursion limit (json.loads raised RecursionError: a 500)
+    for deep in (
+        b'{"url": "https://example.com/clip.mp4", "metadata": {"a": ' + b"[" * 1990 + b"]" * 1990 + b"}}",
+        b"[" * 5000 + b"]" * 5000,
+    ):
+        nested = await api.post("/v1/videos", content=deep, headers={"content-type": "application/json"})
+        assert_problem(nested, 422)
 
 
 async def test_an_import_retried_under_its_idempotency_key_gets_the_first_answer(

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.settings import GatewaySettings
-from gateway.uploads import Options, parse_options
+from gateway.uploads import Options, nesting, parse_options
 from shared.ladder import Quality
 from tests.settings import make
 
@@ -171,3 +171,27 @@ def test_a_callback_url_to_a_private_address_is_refused_unless_allowlisted(url: 
         parse_options({"callback_url": url}, make(GatewaySettings))
     allowing = make(GatewaySettings, webhook_allow_hosts="127.0.0.1,169.254.169.254,::1,localhost")
     assert parse_options({"callback_url": url}, allowing).callback_url == url
+
+
+def nested(depth: int) -> str:
+    """A JSON object whose one value nests ``depth`` levels deep in all (arrays inside it)."""
+    return '{"a": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize("depth", [33, 900, 1990])  # 1990 levels are 3,986 bytes, under 4 KiB
+def test_metadata_nested_too_deep_is_refused_before_it_is_parsed(
+    settings: GatewaySettings, depth: int
+) -> None:
+    # Parsed and walked, 1990 levels exhausted the recursion limit: a 500, not a 422.
+    with pytest.raises(InvalidRequest, match="metadata nests deeper than 32 levels"):
+        parse_options({"metadata": nested(depth)}, settings)
+
+
+def test_metadata_nested_32_levels_is_accepted_and_brackets_in_strings_do_not_count(
+    settings: GatewaySettings,
+) -> None:
+    assert parse_options({"metadata": nested(32)}, settings).metadata["a"] is not None
+    text = json.dumps({'quote\\"[': "[" * 100 + '\\"{' * 50, "n": [[1]]})
+
+    assert nesting(text) == 3
+    assert parse_options({"metadata": text}, settings).metadata["n"] == [[1]]
