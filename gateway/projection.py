@@ -76,6 +76,12 @@ async def _apply(conn: Conn, row: asyncpg.Record, report: VideoReport, links: Li
             await _rendition_completed(conn, row, report, links)
         case RenditionFailedReport():
             await _rendition_failed(conn, row, report, links)
+        case ThumbnailStartedReport() | ThumbnailCompletedReport() | ThumbnailFailedReport() if (
+            report.run != row["thumbnail_run"]
+        ):
+            log.info(
+                "%s of an earlier thumbnail run (%s); ignored", report.type, report.run or "the upload's"
+            )
         case ThumbnailStartedReport():
             await _thumbnail_started(conn, row)
         case ThumbnailCompletedReport():

@@ -236,6 +236,17 @@ async def set_thumbnail(
     )
 
 
+async def requeue_thumbnail(conn: Conn, video_id: str, run: str) -> None:
+    """The poster asked for again, as run ``run``: queued, with no widths and no error."""
+    await conn.execute(
+        """UPDATE videos SET thumbnail_status = 'queued', thumbnail_widths = '{}', thumbnail_error = NULL,
+                  thumbnail_run = $2, updated_at = now()
+            WHERE id = $1""",
+        video_id,
+        run,
+    )
+
+
 async def requeue_rendition(conn: Conn, video_id: str, quality: str, job_id: str) -> None:
     """A rendition dispatched again under ``job_id``: queued from 0 %, at the end of its rung's queue."""
     await conn.execute(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,11 +21,13 @@ from gateway.links import Links
 from gateway.outbox import append_event, enqueue
 from gateway.repository import Client, Conn
 from shared.commands import Sibling, TranscodeRendition
+from shared.events import VideoUploaded, to_message
 from shared.ffmpeg import ProbeResult
-from shared.ids import new_id
+from shared.ids import event_id, new_id
 from shared.ladder import PlannedRendition, Quality
 from shared.messaging.codec import outgoing
-from shared.messaging.topology import TRANSCODE
+from shared.messaging.topology import REQUEUE, THUMBNAILER_UPLOADS, TRANSCODE
+from shared.reports import THUMBNAIL_RUN_HEADER
 from shared.resources import TERMINAL_STATUSES, Rendition, Source, Thumbnail, Video
 
 
@@ -266,6 +269,40 @@ async def delete_video(conn: Conn, client: Client, video_id: str, links: Links) 
         video = await reload_video(conn, video_id, links)
         await append_event(conn, video_id=video_id, type_="video.deleted", data=video)
         await repo.mark_video_deleted(conn, video_id)
+
+
+async def retry_thumbnail(conn: Conn, client: Client, video_id: str, *, links: Links) -> Video:
+    """Send a failed poster's work to the thumbnailer again, as a new run; the video is processing again.
+
+    The thumbnailer's queue gets the ``video.uploaded`` message it had for the upload, through
+    ``vidq.requeue`` (key = its queue; not the uploads fanout: the upload happened once), with
+    the run's id in a header; its reports carry the run, so a late one of an earlier run is ignored.
+    """
+    async with conn.transaction():
+        row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
+        if row is None:
+            raise NotFound(f"no video {video_id!r}")
+        if row["status"] == "canceled":
+            raise Conflict("the video was canceled; upload it again")
+        video = await load_video(conn, row, links)
+        if video.thumbnail.status != "failed":
+            raise Conflict(
+                f"the thumbnail is {video.thumbnail.status}; only a failed thumbnail can be retried"
+            )
+        run = new_id("job")
+        await repo.requeue_thumbnail(conn, video_id, run)
+        if not any(r.status == "failed" for r in video.renditions):
+            await repo.set_video_status(conn, video_id, "processing", None)
+        video = await reload_video(conn, video_id, links, places=True)
+        uploaded = VideoUploaded(
+            id=event_id(video_id, "video.uploaded", run), timestamp=video.created_at, sequence=1, data=video
+        )
+        message = to_message(uploaded)
+        message = dataclasses.replace(
+            message, message_id=run, headers={**message.headers, THUMBNAIL_RUN_HEADER: run}
+        )
+        await enqueue(conn, REQUEUE, THUMBNAILER_UPLOADS, message)
+        return video
 
 
 async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: str, *, links: Links) -> Video:

@@ -21,6 +21,10 @@ from shared.messaging.codec import outgoing
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import RESULTS
 
+#: On a ``video.uploaded`` message that the gateway sends the thumbnailer again (a retry of a
+#: failed poster): the run's id, which the thumbnailer's reports carry.
+THUMBNAIL_RUN_HEADER = "vidq-thumbnail-run"
+
 
 class Report(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -57,18 +61,24 @@ class RenditionFailedReport(RenditionReport):
     attempts: int = 1
 
 
-class ThumbnailStartedReport(Report):
+class ThumbnailReport(Report):
+    #: The thumbnail's run: ``None`` for the upload's own, an id for each retry (the message's
+    #: :data:`THUMBNAIL_RUN_HEADER`); the projection ignores a report of a run that is not current.
+    run: str | None = None
+
+
+class ThumbnailStartedReport(ThumbnailReport):
     """The poster is being made: the thumbnail (and the video, if it was still queued) is processing."""
 
     type: Literal["thumbnail.started"] = "thumbnail.started"
 
 
-class ThumbnailCompletedReport(Report):
+class ThumbnailCompletedReport(ThumbnailReport):
     type: Literal["thumbnail.completed"] = "thumbnail.completed"
     widths: list[int]
 
 
-class ThumbnailFailedReport(Report):
+class ThumbnailFailedReport(ThumbnailReport):
     type: Literal["thumbnail.failed"] = "thumbnail.failed"
     error: str
 

@@ -11,8 +11,10 @@ from shared import ffmpeg
 from shared.errors import EncodeFailed, PipelineError, TransientError
 from shared.events import VideoUploaded
 from shared.ids import event_id
+from shared.messaging import consumer
 from shared.messaging.publisher import Publisher
 from shared.reports import (
+    THUMBNAIL_RUN_HEADER,
     Report,
     ThumbnailCompletedReport,
     ThumbnailFailedReport,
@@ -52,24 +54,40 @@ async def handle_video_uploaded(event: VideoUploaded, deps: ThumbnailerDeps) -> 
     Idempotent: a redelivery overwrites the same files and reports the same id.
     """
     video = event.data
+    run = _run()
     async with source_in_place(deps.storage, video.id) as source:
-        widths = await _make_posters(video, source, deps)
+        widths = await _make_posters(video, source, deps, run)
     await _report(
         deps,
         ThumbnailCompletedReport(
-            id=event_id(video.id, "thumbnail.completed"),
+            id=_report_id(video.id, "thumbnail.completed", run),
             timestamp=datetime.now(UTC),
             video_id=video.id,
             widths=widths,
+            run=run,
         ),
     )
 
 
-async def _make_posters(video: Video, source: str, deps: ThumbnailerDeps) -> list[int]:
+def _run() -> str | None:
+    """The run of the poster this message asks for: ``None`` for the upload's, an id for a retry's."""
+    run = consumer.header(THUMBNAIL_RUN_HEADER)
+    return run if isinstance(run, str) and run else None
+
+
+def _report_id(video_id: str, type_: str, run: str | None) -> str:
+    """The same for every delivery of one run's message; another for each run."""
+    return event_id(video_id, type_) if run is None else event_id(video_id, type_, run)
+
+
+async def _make_posters(video: Video, source: str, deps: ThumbnailerDeps, run: str | None) -> list[int]:
     """Report the start, then write the poster at each width; returns the widths."""
     sizes = poster.sizes(video.source.width, video.source.height)
     started = ThumbnailStartedReport(
-        id=event_id(video.id, "thumbnail.started"), timestamp=datetime.now(UTC), video_id=video.id
+        id=_report_id(video.id, "thumbnail.started", run),
+        timestamp=datetime.now(UTC),
+        video_id=video.id,
+        run=run,
     )
     try:
         await _report(deps, started)
@@ -105,9 +123,10 @@ async def report_thumbnail_failed(event: VideoUploaded, error: PipelineError, de
     await _report(
         deps,
         ThumbnailFailedReport(
-            id=event_id(event.data.id, "thumbnail.failed"),
+            id=_report_id(event.data.id, "thumbnail.failed", _run()),
             timestamp=datetime.now(UTC),
             video_id=event.data.id,
+            run=_run(),
             error=str(error),
         ),
     )

@@ -293,6 +293,12 @@ class VidqClient:
     def delete_video(self, video_id: str) -> None:
         self._send("DELETE", f"/v1/videos/{video_id}")
 
+    def retry_rendition(self, video_id: str, quality: str) -> Json:
+        return self._json("POST", f"/v1/videos/{video_id}/renditions/{quality}/retry")
+
+    def retry_thumbnail(self, video_id: str) -> Json:
+        return self._json("POST", f"/v1/videos/{video_id}/thumbnail/retry")
+
     @contextmanager
     def rendition(self, video_id: str, quality: str) -> Iterator[httpx.Response]:
         """The rendition's MP4 as a streamed response (read it inside the block)."""

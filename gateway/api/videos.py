@@ -487,6 +487,14 @@ async def delete_video(video_id: str, client: ClientDep, deps: DepsDep) -> Respo
     return Response(status_code=204)
 
 
+@router.post("/{video_id}/thumbnail/retry", status_code=202, response_model=Video, responses=_PROBLEMS)
+async def retry_thumbnail(video_id: str, client: ClientDep, deps: DepsDep) -> Video:
+    """Make a failed thumbnail again (the video is `failed` because of it, and can then be `ready`)."""
+    with map_asyncpg_errors():
+        async with deps.pool.acquire() as conn:
+            return await videos.retry_thumbnail(conn, client, video_id, links=deps.links)
+
+
 @router.post(
     "/{video_id}/renditions/{quality}/retry", status_code=202, response_model=Video, responses=_PROBLEMS
 )

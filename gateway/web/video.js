@@ -274,9 +274,12 @@ export function videoPanel(video, { level = 2, signal }) {
 
   async function showThumbnail(thumbnail) {
     if (thumbnail.status !== "ready") {
-      thumbNote.textContent = thumbnail.status === "failed"
-        ? `The thumbnail failed: ${thumbnail.error ?? "unknown error"}`
-        : `Thumbnail ${thumbnail.status}…`;
+      if (thumbnail.status === "failed") {
+        const retry = h("button", { type: "button", class: "small", onclick: retryThumbnail }, "Retry");
+        thumbNote.replaceChildren(`The thumbnail failed: ${thumbnail.error ?? "unknown error"} `, retry);
+      } else {
+        thumbNote.textContent = `Thumbnail ${thumbnail.status}…`;
+      }
       return;
     }
     if (blobs.has("thumbnail")) return;
@@ -433,6 +436,16 @@ export function videoPanel(video, { level = 2, signal }) {
       announce(`${quality} queued again.`);
       startFollowing();
       refreshPlaces();
+    } catch (error) {
+      if (!isAbort(error)) announce(errorBox(error).textContent, { error: true });
+    }
+  }
+
+  async function retryThumbnail() {
+    try {
+      showVideo(await request(`${videoPath(id, "thumbnail")}/retry`, { method: "POST", signal }));
+      announce("The thumbnail is queued again.");
+      startFollowing();
     } catch (error) {
       if (!isAbort(error)) announce(errorBox(error).textContent, { error: true });
     }

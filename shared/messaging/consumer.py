@@ -32,13 +32,15 @@ our reason headers). Never ``requeue=True`` as a retry mechanism: it makes a hot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import TypeAdapter
@@ -73,7 +75,7 @@ LAST_ERROR_HEADER = "vidq-last-error"
 REPLAYED_HEADER = "vidq-replayed-at"
 _MAX_ERROR_CHARS = 2000
 
-_replayed: ContextVar[bool] = ContextVar("vidq_replayed", default=False)
+_headers: ContextVar[Mapping[str, Any]] = ContextVar("vidq_headers", default=MappingProxyType({}))
 
 
 def replayed() -> bool:
@@ -82,7 +84,22 @@ def replayed() -> bool:
     A handler that skips work already settled (a duplicate) runs it again instead when so:
     replaying a dead letter means "try this again now", after its cause was fixed.
     """
-    return _replayed.get()
+    return REPLAYED_HEADER in _headers.get()
+
+
+def header(name: str) -> object:
+    """A header of the message being handled, for its handler and ``on_failure`` (else ``None``)."""
+    return _headers.get().get(name)
+
+
+@contextlib.contextmanager
+def handling(headers: Mapping[str, Any]) -> Iterator[None]:
+    """Run a handler with ``headers`` as its message's, as the consumer does (tests, tools)."""
+    token = _headers.set(headers)
+    try:
+        yield
+    finally:
+        _headers.reset(token)
 
 
 class Outcome(StrEnum):
@@ -232,7 +249,7 @@ class _Policy(Generic[M, D]):
         wrong_queue = self.route.misplaced(message) if self.route.misplaced is not None else None
         if wrong_queue is not None:
             return await self._dead_letter("malformed", wrong_queue, what="misplaced message")
-        token = _replayed.set(REPLAYED_HEADER in (self.delivery.headers or {}))
+        token = _headers.set(self.delivery.headers or {})
         try:
             await self.route.handler(message, self.deps)
         except Deferred as exc:
@@ -253,7 +270,7 @@ class _Policy(Generic[M, D]):
             log.exception("handler crashed; dead-lettering the message")
             return await self._fail(message, PermanentError(f"internal error: {exc!r}"), "error")
         finally:
-            _replayed.reset(token)
+            _headers.reset(token)
         await _settle(self.delivery.ack, "ack")
         return Outcome.ACK
 

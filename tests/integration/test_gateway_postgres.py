@@ -18,12 +18,21 @@ from prometheus_client import REGISTRY
 
 from gateway.auth import create_client_with_key
 from gateway.deps import GatewayDeps
+from gateway.errors import Conflict, NotFound
 from gateway.links import Links
 from gateway.outbox import OutboxRelay
 from gateway.projection import handle_report
 from gateway.repository import Client, Conn, claim_idempotency_key, release_idempotency_key
 from gateway.settings import GatewaySettings
-from gateway.videos import AcceptedUpload, delete_video, get_video, record_upload, retry_rendition
+from gateway.videos import (
+    AcceptedUpload,
+    delete_video,
+    get_video,
+    record_upload,
+    retry_rendition,
+    retry_thumbnail,
+)
+from shared.events import VideoUploaded
 from shared.ffmpeg import ProbeResult
 from shared.ids import event_id, new_id
 from shared.ladder import plan
@@ -302,6 +311,85 @@ async def test_a_thumbnail_that_fails_first_shows_the_video_at_work_then_failed(
         ("thumbnail.failed", "processing"),
         ("video.failed", "failed"),
     ]
+
+
+async def test_a_failed_thumbnail_runs_again_and_its_run_alone_decides(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    for quality, job_id in (await _jobs(db, video_id)).items():
+        await handle_report(_completed(video_id, quality, job_id), deps)
+    failed = ThumbnailFailedReport(
+        id=event_id(video_id, "thumbnail.failed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        error="no frame",
+    )
+    await handle_report(failed, deps)
+    assert await db.fetchval("SELECT status FROM videos WHERE id = $1", video_id) == "failed"
+    await db.execute("DELETE FROM outbox")
+
+    async with db.acquire() as conn:
+        video = await retry_thumbnail(conn, client, video_id, links=Links("http://vidq.test"))
+        with pytest.raises(Conflict, match="the thumbnail is queued"):
+            await retry_thumbnail(conn, client, video_id, links=Links("http://vidq.test"))
+
+    assert (video.status, video.thumbnail.status, video.error, video.thumbnail.error) == (
+        "processing",
+        "queued",
+        None,
+        None,
+    )
+    # to the thumbnailer's queue alone (not the uploads fanout: the upload happened once)
+    row = await db.fetchrow("SELECT exchange, routing_key, message_id, type, headers, body FROM outbox")
+    assert row is not None
+    run = row["headers"]["vidq-thumbnail-run"]
+    assert (row["exchange"], row["routing_key"], row["message_id"], row["type"]) == (
+        "vidq.requeue",
+        "vidq.thumbnailer.uploads",
+        run,
+        "video.uploaded",
+    )
+    assert VideoUploaded.model_validate_json(bytes(row["body"])).data.id == video_id
+
+    # the earlier run's reports, late (a dead letter replayed, say), change nothing
+    await handle_report(_thumbnail(video_id), deps)
+    assert await db.fetchval("SELECT thumbnail_status FROM videos WHERE id = $1", video_id) == "queued"
+
+    def report(kind: type[ThumbnailStartedReport | ThumbnailCompletedReport], **fields: Any) -> Any:
+        return kind(
+            id=event_id(video_id, kind.model_fields["type"].default, run),
+            timestamp=datetime.now(UTC),
+            video_id=video_id,
+            run=run,
+            **fields,
+        )
+
+    await handle_report(report(ThumbnailStartedReport), deps)
+    await handle_report(report(ThumbnailCompletedReport, widths=[640, 320]), deps)
+    row = await db.fetchrow("SELECT status, error, thumbnail_status FROM videos WHERE id = $1", video_id)
+    assert row is not None
+    assert (row["status"], row["error"], row["thumbnail_status"]) == ("ready", None, "ready")
+    assert [t for _, t in await _events(db, video_id)][-3:] == [
+        "video.failed",
+        "thumbnail.completed",
+        "video.ready",
+    ]
+
+
+async def test_only_a_failed_thumbnail_of_ones_own_live_video_can_be_retried(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    links = Links("http://vidq.test")
+    async with db.acquire() as conn:
+        with pytest.raises(Conflict, match="the thumbnail is queued; only a failed thumbnail"):
+            await retry_thumbnail(conn, client, video_id, links=links)
+        with pytest.raises(NotFound):
+            await retry_thumbnail(conn, client, "vid_0123456789abcdef", links=links)
+        await delete_video(conn, client, video_id, links)
+        with pytest.raises(NotFound):
+            await retry_thumbnail(conn, client, video_id, links=links)
 
 
 async def _renditions(db: asyncpg.Pool, client: Client, video_id: str) -> dict[str, Rendition]:

@@ -89,3 +89,46 @@ async def test_an_encode_past_its_time_limit_fails_with_the_reason(
         f"ffmpeg past its 2 s limit: 1 video, failed after {video['renditions'][0]['attempts']} attempts "
         f"with the reason, 0 stuck, in {tally.seconds:.0f} s"
     )
+
+
+async def test_a_poster_whose_ffmpeg_failed_is_made_again_on_the_clients_retry(
+    world: World, figures: list[str], tmp_path: Path
+) -> None:
+    # The thumbnailer's ffmpeg fails (a stand-in first on its PATH): the video fails by its
+    # thumbnail, and the client's POST …/thumbnail/retry, once ffmpeg works, makes it ready.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    broken = bin_dir / "ffmpeg"
+    broken.write_text("#!/bin/sh\necho 'ffmpeg stand-in: no picture today' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    await world.stack.stop("thumbnailer")
+    await world.start("thumbnailer", name="thumbnailer-broken", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    try:
+        async with world.client() as api:
+            video_id = await world.upload(api, clip(world, tmp_path, seconds=2), qualities="144p")
+        await wait_and_count(world, [video_id], since=time.monotonic())
+        async with world.client() as api:
+            failed = (await api.get(f"/v1/videos/{video_id}")).json()
+    finally:
+        await world.stack.stop("thumbnailer-broken")
+        await world.start("thumbnailer")
+    assert failed["status"] == "failed"
+    assert failed["thumbnail"]["status"] == "failed"
+    assert "thumbnail failed" in failed["error"]
+    assert "no picture today" in failed["error"]
+
+    started = time.monotonic()
+    async with world.client() as api:
+        response = await api.post(f"/v1/videos/{video_id}/thumbnail/retry")
+        assert response.status_code == 202, response.text
+        assert (response.json()["status"], response.json()["thumbnail"]["status"]) == ("processing", "queued")
+        tally = await wait_and_count(world, [video_id], since=started)
+        video = (await api.get(f"/v1/videos/{video_id}")).json()
+        poster = await api.get(f"/v1/videos/{video_id}/thumbnail", params={"width": 320})
+        again = await api.post(f"/v1/videos/{video_id}/thumbnail/retry")
+    assert (video["status"], video["error"], video["thumbnail"]["status"]) == ("ready", None, "ready")
+    assert poster.status_code == 200
+    assert poster.headers["content-type"] == "image/jpeg"
+    assert again.status_code == 409  # only a failed thumbnail runs again
+    assert tally.perfect, tally  # one video.ready, no gap in the events' sequence
+    figures.append(f"thumbnail failed, retried by the client: ready {tally.seconds:.1f} s after the retry")

@@ -1,4 +1,4 @@
-"""``vidq ls``, ``show``, ``download`` and ``rm``: the client's videos and their files."""
+"""``vidq ls``, ``show``, ``download``, ``retry`` and ``rm``: the client's videos and their files."""
 
 from __future__ import annotations
 
@@ -132,3 +132,37 @@ def remove(
         for video_id in video_ids:
             api.delete_video(video_id)
             s.out.print(f"deleted {video_id}")
+
+
+def retry(
+    ctx: typer.Context,
+    video_id: Annotated[str, typer.Argument(metavar="VIDEO_ID", help="The video (vid_…).")],
+    parts: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="PART",
+            help="Renditions (720p, …) or 'thumbnail'; every failed one when none is named.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Run a video's failed renditions or thumbnail again (the video is then processing again)."""
+    s = session(ctx)
+    with s.client() as api:
+        video = api.video(video_id)
+        if not parts:
+            parts = [r["quality"] for r in video.get("renditions") or [] if r.get("status") == "failed"]
+            if (video.get("thumbnail") or {}).get("status") == "failed":
+                parts.append("thumbnail")
+            if not parts:
+                raise VidqError(f"{video_id} has no failed rendition or thumbnail to retry")
+        for part in parts:
+            video = (
+                api.retry_thumbnail(video_id) if part == "thumbnail" else api.retry_rendition(video_id, part)
+            )
+            s.err.print(f"{part} queued again")
+    if as_json:
+        views.emit_json(video)
+    else:
+        views.print_video(s.out, video)

@@ -36,6 +36,7 @@ from shared.messaging.consumer import (
     Route,
     attempts_made,
     choose_delay,
+    header,
     process,
     replayed,
 )
@@ -140,6 +141,23 @@ async def test_the_handler_knows_whether_an_operator_replayed_the_message(
 
     assert seen == [bool(headers)]
     assert not replayed()  # only while its handler runs
+
+
+async def test_the_handler_and_on_failure_read_their_messages_headers(deps: Deps) -> None:
+    seen: list[object] = []
+
+    async def fail(_: Ping, __: Deps) -> None:
+        seen.append(header("vidq-thumbnail-run"))
+        raise PermanentError("no frame")
+
+    async def on_failure(_: Ping, __: PipelineError, ___: Deps) -> None:
+        seen.append(header("vidq-thumbnail-run"))
+
+    route = Route(QUEUE, Ping, fail, on_failure=on_failure)
+    await process(route, delivery(headers={"vidq-thumbnail-run": "job_1"}), deps, deps.publisher)
+
+    assert seen == ["job_1", "job_1"]
+    assert header("vidq-thumbnail-run") is None  # only while they run
 
 
 @pytest.mark.parametrize(

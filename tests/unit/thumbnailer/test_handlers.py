@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,9 +12,16 @@ import pytest
 from shared.errors import EncodeFailed, PermanentError, TransientError, WorkCanceled
 from shared.events import VideoUploaded
 from shared.ids import event_id
+from shared.messaging import consumer
+from shared.messaging.codec import OutgoingMessage
 from shared.messaging.memory import InMemoryPublisher
 from shared.messaging.topology import RESULTS, build
-from shared.reports import ThumbnailCompletedReport, ThumbnailFailedReport, ThumbnailStartedReport
+from shared.reports import (
+    THUMBNAIL_RUN_HEADER,
+    ThumbnailCompletedReport,
+    ThumbnailFailedReport,
+    ThumbnailStartedReport,
+)
 from shared.storage import LocalStorage, source_key, thumbnail_key, video_prefix
 from tests.settings import make
 from tests.unit import factories
@@ -117,6 +125,32 @@ async def test_a_redelivered_upload_reports_the_same_id(
     started, first, started_again, second = publisher.published
     assert started.message.message_id == started_again.message.message_id
     assert first.message.message_id == second.message.message_id
+
+
+async def test_a_retry_run_reports_under_ids_of_its_own_and_names_its_run(
+    deps: ThumbnailerDeps, storage: LocalStorage, publisher: InMemoryPublisher
+) -> None:
+    event = uploaded(storage)
+    await handle_video_uploaded(event, deps)
+    with consumer.handling({THUMBNAIL_RUN_HEADER: "job_0123456789abcdef"}):
+        await handle_video_uploaded(event, deps)
+        await report_thumbnail_failed(event, PermanentError("no frame"), deps)
+
+    first_started, first, started, completed, failed = (p.message for p in publisher.published)
+    assert [m.type for m in (started, completed, failed)] == [
+        "thumbnail.started",
+        "thumbnail.completed",
+        "thumbnail.failed",
+    ]
+    assert started.message_id != first_started.message_id
+    assert completed.message_id != first.message_id
+    assert failed.message_id == event_id(event.data.id, "thumbnail.failed", "job_0123456789abcdef")
+    assert published_run(first) is None
+    assert {published_run(m) for m in (started, completed, failed)} == {"job_0123456789abcdef"}
+
+
+def published_run(message: OutgoingMessage) -> object:
+    return json.loads(message.body).get("run")
 
 
 async def test_an_upload_whose_source_is_gone_is_canceled_and_publishes_nothing(

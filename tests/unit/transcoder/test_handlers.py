@@ -424,11 +424,8 @@ async def test_a_job_that_failed_for_good_runs_again_only_when_its_dead_letter_i
     claims.states[cmd.job_id] = "failed"
     ran = await _submitted(deps)
 
-    token = consumer._replayed.set(replayed)  # what the consumer sets from the vidq-replayed-at header
-    try:
+    with consumer.handling({consumer.REPLAYED_HEADER: "2026-01-01T00:00:00Z"} if replayed else {}):
         await handle_transcode_rendition(cmd, deps)
-    finally:
-        consumer._replayed.reset(token)
 
     if replayed:
         await _wait(ran, 1)
