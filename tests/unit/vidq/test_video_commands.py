@@ -15,7 +15,7 @@ from shared.events import (
     VideoReady,
     VideoUploaded,
 )
-from shared.resources import Video
+from shared.resources import Thumbnail, Video
 from tests.unit.vidq.fakeapi import FakeApi, event, invoke, ok, problem, rendition, sse, video
 from vidq.__main__ import app
 
@@ -399,3 +399,58 @@ def test_rm_deletes_each_video() -> None:
     result = invoke(api, "rm", "vid_1", "vid_2")
     assert result.exit_code == 0
     assert result.stdout.splitlines() == ["deleted vid_1", "deleted vid_2"]
+
+
+class TestRetry:
+    def test_with_no_part_named_every_failed_rendition_and_the_thumbnail_run_again(self) -> None:
+        broken = video(
+            ID,
+            status="failed",
+            renditions=[
+                rendition(ID, "720p", status="failed", error="ffmpeg exited 1"),
+                rendition(ID, "360p", status="ready", width=640, height=360),
+            ],
+            thumbnail=Thumbnail(status="failed", error="no frame"),
+        )
+        again = video(ID, status="processing")
+        api = (
+            FakeApi()
+            .on("GET", f"/v1/videos/{ID}", ok(broken))
+            .on("POST", f"/v1/videos/{ID}/renditions/720p/retry", ok(again, 202))
+            .on("POST", f"/v1/videos/{ID}/thumbnail/retry", ok(again, 202))
+        )
+
+        result = invoke(api, "retry", ID)
+
+        assert result.exit_code == 0, result.output
+        assert [(r.method, r.url.path) for r in api.requests[1:]] == [
+            ("POST", f"/v1/videos/{ID}/renditions/720p/retry"),
+            ("POST", f"/v1/videos/{ID}/thumbnail/retry"),
+        ]
+        assert "720p queued again" in result.output
+        assert "thumbnail queued again" in result.output
+
+    def test_a_named_part_alone_runs_again_and_a_refusal_is_the_apis(self) -> None:
+        api = (
+            FakeApi()
+            .on("GET", f"/v1/videos/{ID}", ok(video(ID, status="failed")))
+            .on(
+                "POST",
+                f"/v1/videos/{ID}/thumbnail/retry",
+                problem(409, "the thumbnail is ready; only a failed thumbnail can be retried"),
+            )
+        )
+
+        result = invoke(api, "retry", ID, "thumbnail")
+
+        assert result.exit_code == 1
+        assert "only a failed thumbnail can be retried" in result.output
+
+    def test_a_video_with_nothing_failed_has_nothing_to_retry(self) -> None:
+        api = FakeApi().on("GET", f"/v1/videos/{ID}", ok(video(ID, status="ready")))
+
+        result = invoke(api, "retry", ID)
+
+        assert result.exit_code == 1
+        assert "has no failed rendition or thumbnail to retry" in result.output
+        assert len(api.requests) == 1
