@@ -3,8 +3,9 @@
 1. Through the RabbitMQ management API (administrator credentials, ``VIDQ_BROKER_ADMIN_URL``):
    the vhost and the user of ``VIDQ_AMQP_URL``; one user per service with only its rights
    (``VIDQ_<SERVICE>_AMQP_URL``, see ``topology.SERVICE_PERMISSIONS``) and a read-only
-   ``vidq-monitoring`` user for the management UI (``VIDQ_MONITORING_PASSWORD``); every policy
-   of the topology (delivery limits, dead-lettering, DLQ length).
+   ``vidq-monitoring`` user for the management UI (``VIDQ_MONITORING_PASSWORD``; its name is
+   ``VIDQ_MONITORING_USER``); every policy of the topology (delivery limits, dead-lettering,
+   DLQ length).
 2. Over AMQP: every exchange, work queue, DLQ and delay queue, with their bindings, so that
    dead-letter and retry targets exist before the first failure.
 3. The database migrations of every service.
@@ -31,7 +32,6 @@ from shared.settings import AdminSettings
 log = logging.getLogger(__name__)
 
 OWNERS = ("gateway", "transcoder", "notifier")
-MONITORING_USER = "vidq-monitoring"
 
 
 async def bootstrap_broker(settings: AdminSettings, topology: Topology | None = None) -> None:
@@ -59,10 +59,10 @@ async def bootstrap_broker(settings: AdminSettings, topology: Topology | None = 
             await api.grant(vhost, own_user, rights.configure, rights.write, rights.read)
         if settings.monitoring_password is not None:
             await api.ensure_user(
-                MONITORING_USER, settings.monitoring_password.get_secret_value(), tags="monitoring"
+                settings.monitoring_user, settings.monitoring_password.get_secret_value(), tags="monitoring"
             )
             rights = MONITORING_PERMISSIONS
-            await api.grant(vhost, MONITORING_USER, rights.configure, rights.write, rights.read)
+            await api.grant(vhost, settings.monitoring_user, rights.configure, rights.write, rights.read)
         await api.apply_policies(vhost, topology)
     connection = await aio_pika.connect(str(settings.amqp_url))
     try:

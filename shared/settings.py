@@ -102,8 +102,11 @@ class AdminSettings(ServiceSettings):
     transcoder_amqp_url: AmqpDsn | None = None
     thumbnailer_amqp_url: AmqpDsn | None = None
     notifier_amqp_url: AmqpDsn | None = None
-    #: Password of ``vidq-monitoring``, a read-only management UI user for ops (none when unset).
+    #: Password of ``monitoring_user``, a read-only management UI user for ops (none when unset).
     monitoring_password: SecretStr | None = None
+    #: That user's name. Broker users are global, not per vhost: a second stack on one broker
+    #: (tests, a staging vhost) names its own, or it resets the first one's password.
+    monitoring_user: str = "vidq-monitoring"
 
     def service_amqp_urls(self) -> dict[str, str]:
         """The services that have a broker user of their own, and its URL."""

@@ -11,7 +11,7 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused
 from pydantic import BaseModel
 
-from shared.bootstrap import MONITORING_USER, bootstrap_broker
+from shared.bootstrap import bootstrap_broker
 from shared.messaging.codec import outgoing
 from shared.messaging.management import Management
 from shared.messaging.prepare import (
@@ -56,14 +56,19 @@ OWN_QUEUE = {
 async def users(vhost: str, settings_for: Callable[..., AdminSettings]) -> AsyncIterator[dict[str, str]]:
     name = vhost.rsplit("/", 1)[-1]
     urls = {s: amqp_url_for(name, f"vidq-{s}-{name}", unique("pw")) for s in SERVICES}
+    # a monitoring user of its own: the broker's users are global, and resetting the machine's
+    # vidq-monitoring password here locked ops out of the management UI after every test run
     settings = settings_for(
-        AdminSettings, monitoring_password=unique("pw"), **{f"{s}_amqp_url": u for s, u in urls.items()}
+        AdminSettings,
+        monitoring_password=unique("pw"),
+        monitoring_user=f"vidq-monitoring-{name}",
+        **{f"{s}_amqp_url": u for s, u in urls.items()},
     )
     await bootstrap_broker(settings)
     yield urls
     async with Management(ADMIN_URL) as api:
-        for service in SERVICES:
-            await api.delete_user(f"vidq-{service}-{name}")
+        for user in [*(f"vidq-{service}-{name}" for service in SERVICES), f"vidq-monitoring-{name}"]:
+            await api.delete_user(user)
 
 
 async def _as(url: str) -> aio_pika.abc.AbstractConnection:
@@ -138,9 +143,9 @@ async def _attempt(channel: aio_pika.abc.AbstractChannel, action: str, name: str
 async def test_the_monitoring_user_may_look_but_not_touch(users: dict[str, str], vhost: str) -> None:
     name = vhost.rsplit("/", 1)[-1]
     async with Management(ADMIN_URL) as api:
-        response = await api.client.get(f"/api/users/{MONITORING_USER}")
+        response = await api.client.get(f"/api/users/vidq-monitoring-{name}")
         assert response.json()["tags"] in (["monitoring"], "monitoring")
-        permissions = (await api.client.get(f"/api/permissions/{name}/{MONITORING_USER}")).json()
+        permissions = (await api.client.get(f"/api/permissions/{name}/vidq-monitoring-{name}")).json()
     assert (permissions["configure"], permissions["write"], permissions["read"]) == ("^$", "^$", "^$")
 
 
