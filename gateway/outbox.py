@@ -30,7 +30,6 @@ from shared.ids import new_id
 from shared.messaging.codec import OutgoingMessage
 from shared.messaging.publisher import Publisher
 from shared.messaging.topology import EVENTS, UPLOADS
-from shared.metrics import PUBLISHED
 from shared.resources import Rendition, Video
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,10 @@ class OutboxRelay:
         self._measured_at = float("-inf")
 
     async def run(self) -> None:
-        """Relay until cancelled, surviving database and broker outages."""
+        """Relay until cancelled, surviving database and broker outages.
+
+        The gateway also runs it :func:`~shared.runtime.supervised`, for the failures nobody foresaw.
+        """
         while True:
             try:
                 await self._listen_and_drain()
@@ -198,5 +200,4 @@ class OutboxRelay:
                 log.warning("outbox publish failed (%s); will retry", exc)
                 # Later rows of the same video wait, so its events keep their order.
                 return list(rows[:index]), list(rows[index:])
-            PUBLISHED.labels(row["exchange"]).inc()
         return list(rows), []

@@ -21,6 +21,7 @@ from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 from shared.errors import TransientError
 from shared.messaging.channels import CHANNEL_STALE_S, StaleChannel
 from shared.messaging.codec import OutgoingMessage, amqp_properties
+from shared.metrics import PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class AmqpPublisher:
             self._checked.discard(exchange)
             await self._replace_lost_channel()
             raise TransientError(f"publish to {exchange!r} failed: {exc!r}") from exc
+        PUBLISHED.labels(exchange).inc()
 
     async def close(self) -> None:
         await self._channel.close()

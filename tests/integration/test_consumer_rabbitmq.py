@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from shared import runtime
@@ -19,7 +20,7 @@ from shared.messaging.channels import CHANNEL_STALE_S
 from shared.messaging.codec import ATTEMPT_HEADER, outgoing
 from shared.messaging.consumer import Route
 from shared.messaging.publisher import AmqpPublisher
-from shared.messaging.topology import THUMBNAILER_UPLOADS, UPLOADS, build
+from shared.messaging.topology import RETRY, THUMBNAILER_UPLOADS, UPLOADS, build
 from shared.runtime import Consumers, connect
 from shared.settings import AdminSettings
 
@@ -144,6 +145,24 @@ async def test_a_transient_failure_waits_in_the_delay_queue_and_comes_back(
     assert rec.calls == [(1, 1), (1, 2)]
     assert rec.failures == []
     assert await _drain(connection, f"{THUMBNAILER_UPLOADS}.dlq") == []
+
+
+async def test_every_confirmed_publish_is_counted_by_exchange_a_consumers_retries_too(
+    broker: AdminSettings, connection: AbstractRobustConnection
+) -> None:
+    # vidq_published_total was counted by the gateway's outbox alone: workers exported none
+    def published(exchange: str) -> float:
+        return REGISTRY.get_sample_value("vidq_published_total", {"exchange": exchange}) or 0.0
+
+    uploads, retries = published(UPLOADS), published(RETRY)
+    rec = Recorder()
+    consumers = await _consumers(connection, broker, rec)
+    await _publish(connection, Ping(n=5, fail="transient-once"))
+    await _until(lambda: rec.seen.get(5) == 2)
+    await consumers.stop(1)
+
+    assert published(UPLOADS) == uploads + 1
+    assert published(RETRY) == retries + 1  # the consumer's publish into the delay queue
 
 
 @pytest.mark.parametrize("coalesce", [False, True], ids=["acks", "coalesced-acks"])
