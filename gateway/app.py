@@ -36,7 +36,7 @@ from shared.messaging.prepare import prepare_broker
 from shared.messaging.publisher import AmqpPublisher
 from shared.messaging.topology import GATEWAY_PROJECTION, build
 from shared.reports import ANY_REPORT
-from shared.runtime import Consumers, connect
+from shared.runtime import Consumers, connect, supervised
 from shared.storage import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -161,14 +161,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             )
             hub = LiveHub(unbind_after_s=settings.live_unbind_after_s)
             await hub.start(connection)
+            relay = OutboxRelay(pool, publisher, batch=settings.outbox_batch, poll_s=settings.outbox_poll_s)
             tasks = [
-                asyncio.create_task(keep_link_keys_fresh(pool, key_ring, settings.media_link_ttl_s)),
-                asyncio.create_task(run_scheduler(deps)),
-                asyncio.create_task(
-                    OutboxRelay(
-                        pool, publisher, batch=settings.outbox_batch, poll_s=settings.outbox_poll_s
-                    ).run()
-                ),
+                asyncio.create_task(supervised(job, what))
+                for job, what in (
+                    (
+                        partial(keep_link_keys_fresh, pool, key_ring, settings.media_link_ttl_s),
+                        "link key refresh",
+                    ),
+                    (partial(run_scheduler, deps), "scheduler"),
+                    (relay.run, "outbox relay"),
+                )
             ]
             opened.push_async_callback(_bounded, "ending the background tasks", partial(_cancel, tasks))
             await consumers.start()

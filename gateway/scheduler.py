@@ -36,6 +36,7 @@ from pathlib import Path
 
 from gateway import repository as repo
 from gateway.deps import GatewayDeps
+from gateway.metrics import OUTBOX_OLDEST, OUTBOX_PENDING
 from gateway.outbox import enqueue
 from gateway.repository import Conn
 from gateway.resumable import PARTIALS, partial_key
@@ -96,8 +97,15 @@ async def redispatch_stuck(conn: Conn, deps: GatewayDeps) -> int:
 
 
 async def outbox_alarm(conn: Conn, deps: GatewayDeps) -> int:
-    """Log an error while rows wait too long (the gauges are every relay's: ``gateway/outbox.py``)."""
+    """Log an error while rows wait too long, and export the backlog as the relays do.
+
+    The relays export it as they drain (``gateway/outbox.py``); a relay that cannot drain (its
+    database connection refused over and over) would leave the gauges at their last, healthy
+    figures, so the alarm on them never fired.
+    """
     pending, age = await repo.outbox_backlog(conn)
+    OUTBOX_PENDING.set(pending)
+    OUTBOX_OLDEST.set(age)
     if age > deps.settings.outbox_alert_after_s:
         log.error(
             "the outbox has %d rows unpublished, the oldest for %.0f s: is the broker reachable?",

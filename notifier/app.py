@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
@@ -125,7 +126,7 @@ async def main() -> None:
         await run_until_stopped(
             consumers,
             grace=settings.shutdown_grace_s,
-            background=[audiences.listen, lambda: run_retention(pool, settings)],
+            background=[audiences.listen, partial(run_retention, pool, settings)],
         )
     finally:
         await client.aclose()

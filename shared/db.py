@@ -35,6 +35,10 @@ TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    # "database … is not currently accepting connections" (ALLOW_CONNECTIONS false, as a restore
+    # or a maintenance does), and a lock not available at once (55P03): both pass
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
     asyncpg.InterfaceError,
     ConnectionError,
     OSError,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -311,6 +312,40 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
+#: A background task that ran this long before it failed is restarted at once, as if for the first time.
+_SETTLED_S = 60.0
+
+
+async def supervised(job: Callable[[], Awaitable[None]], what: str, *, first_delay_s: float = 1.0) -> None:
+    """Run ``job`` until cancelled, starting it again whenever it ends or fails.
+
+    A service's background work (the gateway's outbox relay, the notifier's listener) handles
+    the failures it expects; this is for the ones nobody foresaw — a database that refuses
+    connections with an error of its own — which would otherwise leave the service answering
+    and consuming without that work, for good. Restarts wait 1 s, doubling up to 30 s, and
+    each is logged with its traceback.
+    """
+    loop = asyncio.get_running_loop()
+    delay = first_delay_s
+    while True:
+        started = loop.time()
+        try:
+            await job()
+            log.error("%s stopped; starting it again in %.0f s", what, delay)
+        except Exception:
+            log.exception("%s failed; starting it again in %.0f s", what, delay)
+        if loop.time() - started > _SETTLED_S:
+            delay = first_delay_s
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def _task_name(job: Callable[[], Awaitable[None]]) -> str:
+    """``Audiences.listen``, ``run_retention`` (of a ``partial``): what a log line calls the task."""
+    named = job.func if isinstance(job, functools.partial) else job
+    return str(getattr(named, "__qualname__", "a background task"))
+
+
 async def run_until_stopped(
     consumers: Consumers,
     *,
@@ -319,10 +354,12 @@ async def run_until_stopped(
     stop: asyncio.Event | None = None,
     before_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Consume (and run ``background`` tasks) until SIGTERM/SIGINT, then drain and return."""
+    """Consume (and run ``background`` tasks, :func:`supervised`) until SIGTERM/SIGINT, then drain."""
     stop = stop or stop_event()
     await consumers.start()
-    tasks: list[asyncio.Task[None]] = [asyncio.ensure_future(job()) for job in background]
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.ensure_future(supervised(job, _task_name(job))) for job in background
+    ]
     try:
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -32,6 +33,7 @@ from gateway.videos import (
     retry_rendition,
     retry_thumbnail,
 )
+from shared.db import _init_connection
 from shared.events import VideoUploaded
 from shared.ffmpeg import ProbeResult
 from shared.ids import event_id, new_id
@@ -49,6 +51,7 @@ from shared.reports import (
 from shared.resources import Rendition, Video
 from shared.settings import AdminSettings
 from shared.storage import LocalStorage
+from tests.realdeps import BASE_DB_URL
 from tests.settings import make
 
 PROBE = ProbeResult("mov,mp4", 2.0, 640, 360, 0, "h264", "yuv420p", 25.0, "aac")
@@ -533,6 +536,42 @@ async def test_the_relay_publishes_with_every_property_and_marks_rows(
         command = await transcode.get(timeout=5)
         assert command.correlation_id == video_id
         assert json.loads(command.body)["quality"] == "144p"
+
+
+async def test_the_relay_outlives_a_database_that_refuses_connections_for_a_while(
+    db: asyncpg.Pool, database_url: str, client: Client
+) -> None:
+    # "database … is not currently accepting connections" (ALLOW_CONNECTIONS false, as a restore
+    # does) killed the relay for good: uploads were answered 202 and never went anywhere.
+    name = urlsplit(database_url).path.lstrip("/")
+    publisher = InMemoryPublisher()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=_init_connection)
+    relay = asyncio.create_task(OutboxRelay(pool, publisher, poll_s=0.2).run())
+    admin = await asyncpg.connect(BASE_DB_URL)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await asyncio.sleep(2.5)  # the relay comes back for its connection, and is refused
+        assert not relay.done()
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+    try:
+        video_id = await _upload(db, client)
+        deadline = asyncio.get_running_loop().time() + 15
+        while len(publisher.published) < 5 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        assert {p.message.correlation_id for p in publisher.published} == {video_id}
+        assert len(publisher.published) == 5
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        await pool.close()
 
 
 async def test_the_relay_exports_the_whole_backlog_not_its_last_batch(
