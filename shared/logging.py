@@ -50,6 +50,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class BrokerClientNoise(logging.Filter):
+    """What the broker client libraries log of a connection the broker closed, as vidq sees it.
+
+    A robust connection reconnects by itself and restores its channels and consumers, so the
+    close is one WARNING (aiormq logs it as an ERROR), without aiormq's traceback of its reader
+    ("Cancelling cause reader exited abnormally") and without aio-pika's ERRORs of the robust
+    channels' close callbacks failing on the closed connection: an alert on ERROR pages for
+    failures, not for every reconnect. Anything else of theirs passes unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "aiormq.connection":
+            message = record.getMessage()
+            if message.startswith("Unexpected connection close from remote"):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+            elif message.startswith("Cancelling cause reader exited abnormally"):
+                return False
+        elif record.name == "aio_pika.tools" and "RobustChannel._on_close" in record.getMessage():
+            return False
+        return True
+
+
+_NOISE = BrokerClientNoise()
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Send every log line of the process to stderr, as JSON (or plain text for humans)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -62,6 +87,9 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root.setLevel(level.upper())
     for noisy in ("aiormq", "aio_pika", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for chatty in ("aiormq.connection", "aio_pika.tools"):
+        if _NOISE not in logging.getLogger(chatty).filters:
+            logging.getLogger(chatty).addFilter(_NOISE)
 
 
 @contextmanager
