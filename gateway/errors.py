@@ -304,10 +304,53 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, detail)
 
 
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500,
+        "internal",
+        "Internal error",
+        "vidq hit an unexpected error; it has been logged. Retrying may help.",
+        request=request,
+    )
+
+
+class ContainErrors:
+    """Answer an error no handler took with the 500 problem, and keep the connection.
+
+    Starlette's outermost middleware answers it too, but raises it again afterwards, so the
+    server logs a second traceback and closes the connection: the client's next request on it
+    fails (a keep-alive pool sees a broken connection, not a 500). An error after the answer
+    has started (a download cut short) still goes up: nothing else can be sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:
+                raise
+            await _internal_error(Request(scope), exc)(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that make every error a problem document."""
     app.add_middleware(LimitBodies)
     app.add_middleware(RefuseNul)
+    app.add_middleware(ContainErrors)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -373,11 +416,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem_response(
-            500,
-            "internal",
-            "Internal error",
-            "vidq hit an unexpected error; it has been logged. Retrying may help.",
-            request=request,
-        )
+        # what escapes the middleware above (an error in an outer one): Starlette's last resort
+        return _internal_error(request, exc)
