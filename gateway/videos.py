@@ -271,6 +271,16 @@ async def delete_video(conn: Conn, client: Client, video_id: str, links: Links) 
         await repo.mark_video_deleted(conn, video_id)
 
 
+async def _video_to_retry(conn: Conn, client: Client, video_id: str, links: Links) -> Video:
+    """The client's video, its row locked, if a part of it may run again (not once canceled)."""
+    row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
+    if row is None:
+        raise NotFound(f"no video {video_id!r}")
+    if row["status"] == "canceled":
+        raise Conflict("the video was canceled; upload it again")
+    return await load_video(conn, row, links)
+
+
 async def retry_thumbnail(conn: Conn, client: Client, video_id: str, *, links: Links) -> Video:
     """Send a failed poster's work to the thumbnailer again, as a new run; the video is processing again.
 
@@ -279,12 +289,7 @@ async def retry_thumbnail(conn: Conn, client: Client, video_id: str, *, links: L
     the run's id in a header; its reports carry the run, so a late one of an earlier run is ignored.
     """
     async with conn.transaction():
-        row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
-        if row is None:
-            raise NotFound(f"no video {video_id!r}")
-        if row["status"] == "canceled":
-            raise Conflict("the video was canceled; upload it again")
-        video = await load_video(conn, row, links)
+        video = await _video_to_retry(conn, client, video_id, links)
         if video.thumbnail.status != "failed":
             raise Conflict(
                 f"the thumbnail is {video.thumbnail.status}; only a failed thumbnail can be retried"
@@ -308,12 +313,7 @@ async def retry_thumbnail(conn: Conn, client: Client, video_id: str, *, links: L
 async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: str, *, links: Links) -> Video:
     """Dispatch a failed rendition again under a new job id; the video is processing again."""
     async with conn.transaction():
-        row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
-        if row is None:
-            raise NotFound(f"no video {video_id!r}")
-        if row["status"] == "canceled":
-            raise Conflict("the video was canceled; upload it again")
-        video = await load_video(conn, row, links)
+        video = await _video_to_retry(conn, client, video_id, links)
         current = next((r for r in video.renditions if r.quality == quality), None)
         if current is None:
             raise NotFound(f"video {video_id!r} has no {quality} rendition")

@@ -139,6 +139,15 @@ def _thumbnail(video_id: str) -> ThumbnailCompletedReport:
     )
 
 
+def _thumbnail_failed(video_id: str) -> ThumbnailFailedReport:
+    return ThumbnailFailedReport(
+        id=event_id(video_id, "thumbnail.failed"),
+        timestamp=datetime.now(UTC),
+        video_id=video_id,
+        error="no frame",
+    )
+
+
 async def test_an_upload_writes_the_video_its_event_and_its_commands_in_one_go(
     db: asyncpg.Pool, client: Client
 ) -> None:
@@ -301,13 +310,7 @@ async def test_a_thumbnail_that_fails_first_shows_the_video_at_work_then_failed(
     db: asyncpg.Pool, client: Client, deps: GatewayDeps
 ) -> None:
     video_id = await _upload(db, client)
-    failed = ThumbnailFailedReport(
-        id=event_id(video_id, "thumbnail.failed"),
-        timestamp=datetime.now(UTC),
-        video_id=video_id,
-        error="no frame",
-    )
-    await handle_report(failed, deps)
+    await handle_report(_thumbnail_failed(video_id), deps)
     bodies = await db.fetch("SELECT body FROM video_events WHERE video_id = $1 ORDER BY sequence", video_id)
     assert [(b["body"]["type"], b["body"]["data"]["status"]) for b in bodies] == [
         ("video.uploaded", "queued"),
@@ -322,13 +325,7 @@ async def test_a_failed_thumbnail_runs_again_and_its_run_alone_decides(
     video_id = await _upload(db, client)
     for quality, job_id in (await _jobs(db, video_id)).items():
         await handle_report(_completed(video_id, quality, job_id), deps)
-    failed = ThumbnailFailedReport(
-        id=event_id(video_id, "thumbnail.failed"),
-        timestamp=datetime.now(UTC),
-        video_id=video_id,
-        error="no frame",
-    )
-    await handle_report(failed, deps)
+    await handle_report(_thumbnail_failed(video_id), deps)
     assert await db.fetchval("SELECT status FROM videos WHERE id = $1", video_id) == "failed"
     await db.execute("DELETE FROM outbox")
 
