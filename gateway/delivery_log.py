@@ -22,10 +22,19 @@ async def deliveries(
     limit: int,
     event_id: str | None = None,
     video_id: str | None = None,
+    delivery_id: str | None = None,
+    with_body: bool = False,
 ) -> list[asyncpg.Record]:
+    """The endpoint's deliveries, newest first; ``with_body`` adds the event's bytes as sent."""
     conditions = ["d.webhook_id = $1"]
     args: list[object] = [webhook_id]
-    for column, value in (("d.status", status), ("d.event_id", event_id), ("e.video_id", video_id)):
+    filters = (
+        ("d.status", status),
+        ("d.event_id", event_id),
+        ("e.video_id", video_id),
+        ("d.id", delivery_id),
+    )
+    for column, value in filters:
         if value is not None:
             args.append(value)
             conditions.append(f"{column} = ${len(args)}")
@@ -33,9 +42,11 @@ async def deliveries(
         args.extend(before)
         conditions.append(f"(d.created_at, d.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit)
+    body = ", e.body" if with_body else ""
     return list(
         await conn.fetch(
-            f"""SELECT d.*, e.type AS event_type, NULLIF(e.video_id, '') AS video_id FROM webhook_deliveries d
+            f"""SELECT d.*, e.type AS event_type, NULLIF(e.video_id, '') AS video_id{body}
+                FROM webhook_deliveries d
                 JOIN notifier_events e ON e.id = d.event_id
                 WHERE {" AND ".join(conditions)}
                 ORDER BY d.created_at DESC, d.id DESC LIMIT ${len(args)}""",  # noqa: S608 - fixed fragments

@@ -178,6 +178,12 @@ class DeliveryPublic(BaseModel):
     attempt_log: list[AttemptPublic]
 
 
+class DeliveryDetail(DeliveryPublic):
+    payload: dict[str, Any] = Field(
+        description="The event as the endpoint received it: the body every attempt sent (its bytes signed)."
+    )
+
+
 class DeliveryPage(BaseModel):
     data: list[DeliveryPublic]
     next_cursor: str | None

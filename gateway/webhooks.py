@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ from gateway.outbox import enqueue
 from gateway.repository import Client, Conn
 from gateway.schemas import (
     AttemptPublic,
+    DeliveryDetail,
     DeliveryPublic,
     WebhookCreate,
     WebhookPublic,
@@ -208,6 +210,23 @@ async def list_deliveries(
     ]
     next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more and page else None
     return items, next_cursor
+
+
+async def get_delivery(conn: Conn, client: Client, webhook_id: str, delivery_id: str) -> DeliveryDetail:
+    """One delivery with every attempt and the event's body as it was sent."""
+    await _owned(conn, client, webhook_id)
+    rows = await delivery_log.deliveries(
+        conn, webhook_id, status=None, before=None, limit=1, delivery_id=delivery_id, with_body=True
+    )
+    if not rows:
+        raise NotFound(f"no delivery {delivery_id!r} for webhook {webhook_id!r}")
+    row = rows[0]
+    attempt_log = [
+        AttemptPublic.model_validate(dict(a)) for a in await delivery_log.attempts(conn, [row["id"]])
+    ]
+    return DeliveryDetail.model_validate(
+        {**dict(row), "attempt_log": attempt_log, "payload": json.loads(row["body"])}
+    )
 
 
 async def retry_delivery(conn: Conn, client: Client, webhook_id: str, delivery_id: str) -> None:

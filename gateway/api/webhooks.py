@@ -12,6 +12,7 @@ from gateway.api.videos import _PROBLEMS
 from gateway.auth import ClientDep
 from gateway.deps import DepsDep
 from gateway.schemas import (
+    DeliveryDetail,
     DeliveryPage,
     SecretRotation,
     WebhookCreate,
@@ -119,6 +120,13 @@ async def list_deliveries(
             video_id=video_id,
         )
     return DeliveryPage(data=items, next_cursor=next_cursor, has_more=next_cursor is not None)
+
+
+@router.get("/{webhook_id}/deliveries/{delivery_id}", response_model=DeliveryDetail, responses=_PROBLEMS)
+async def get_delivery(webhook_id: str, delivery_id: str, client: ClientDep, deps: DepsDep) -> DeliveryDetail:
+    """One delivery: its attempts, and the event's body (`payload`) as the endpoint received it."""
+    async with deps.pool.acquire() as conn:
+        return await webhooks.get_delivery(conn, client, webhook_id, delivery_id)
 
 
 @router.post("/{webhook_id}/deliveries/{delivery_id}/retry", status_code=202, responses=_PROBLEMS)

@@ -1597,6 +1597,26 @@ async def test_the_delivery_log_shows_every_attempt_in_order_and_filters_by_stat
     assert rest["next_cursor"] is None
 
 
+async def test_one_delivery_shows_its_attempts_and_the_body_the_endpoint_received(
+    app: FastAPI, api: httpx.AsyncClient, alice: Caller, bob: Caller, db: asyncpg.Pool
+) -> None:
+    webhook, other = await _new_webhook(api), await _new_webhook(api)
+    failed = await _delivery(db, alice.client, webhook, "failed", [500, 503])
+    path = f"/v1/webhooks/{webhook['id']}/deliveries"
+
+    response = await api.get(f"{path}/{failed}")
+
+    assert response.status_code == 200, response.text
+    one = response.json()
+    assert one["payload"] == {"type": "video.ready"}  # the bytes sent, as JSON
+    listed = (await api.get(path)).json()["data"][0]
+    assert {k: v for k, v in one.items() if k != "payload"} == listed
+    assert_problem(await api.get(f"{path}/dlv_nothing"), 404)
+    assert_problem(await api.get(f"/v1/webhooks/{other['id']}/deliveries/{failed}"), 404)  # another endpoint
+    async with connect(app, bob) as theirs:
+        assert_problem(await theirs.get(f"{path}/{failed}"), 404)  # not that client's
+
+
 async def test_retrying_a_delivery_queues_a_deliver_webhook_command(
     api: httpx.AsyncClient, alice: Caller, db: asyncpg.Pool
 ) -> None:
