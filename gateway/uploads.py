@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,14 @@ async def receive(
     return receiver.result
 
 
+def _finite(number: str) -> float:
+    """A JSON number as a float; one past the float range (``1e400``) would be stored as Infinity."""
+    value = float(number)
+    if not math.isfinite(value):
+        raise InvalidRequest(f"metadata holds the number {number[:40]}, out of range for a 64-bit float")
+    return value
+
+
 def _not_json(constant: str) -> Any:
     """``json.loads`` accepts NaN and Infinity; JSON (and PostgreSQL's jsonb) does not."""
     raise InvalidRequest(f"metadata is not valid JSON: {constant} is not a JSON value")
@@ -296,14 +305,17 @@ def _callback_url(url: str, settings: GatewaySettings) -> str | None:
 def _metadata(raw: str, settings: GatewaySettings) -> dict[str, Any]:
     if not raw:
         return {}
-    if len(raw.encode()) > settings.max_metadata_bytes:
+    # surrogatepass: a lone surrogate (from a JSON body's "\ud800") is measured, then refused below
+    if len(raw.encode("utf-8", "surrogatepass")) > settings.max_metadata_bytes:
         raise InvalidRequest(f"metadata is over {settings.max_metadata_bytes} bytes")
     if nesting(raw) > MAX_METADATA_DEPTH:
         raise InvalidRequest(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels of objects and arrays")
     try:
-        metadata = json.loads(raw, parse_constant=_not_json)
+        metadata = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
+    except ValueError as exc:  # an integer past Python's 4,300 digits
+        raise InvalidRequest(f"metadata is not valid JSON: {exc}") from exc
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be a JSON object")
     text = json.dumps(metadata, ensure_ascii=False)

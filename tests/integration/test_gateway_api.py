@@ -430,6 +430,7 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         ("metadata", '{"a": "\\udc00"}', "surrogate"),
         ("callback_url", "https://example.com/" + "x" * 2100, "2048"),
         ("metadata", '{"a": ' + "[" * 1990 + "]" * 1990 + "}", "32 levels"),
+        ("metadata", '{"a": 1e400}', "out of range"),
     ],
     ids=[
         "unknown quality",
@@ -446,6 +447,7 @@ async def test_a_frame_over_the_pixel_limit_gets_422_naming_the_limit(
         "lone surrogate in metadata",
         "url too long",
         "metadata nested 1990 levels in 4 KiB",
+        "metadata number past the float range",
     ],
 )
 async def test_an_invalid_upload_field_gets_422_naming_it_and_leaves_nothing_behind(

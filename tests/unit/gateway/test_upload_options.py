@@ -195,3 +195,20 @@ def test_metadata_nested_32_levels_is_accepted_and_brackets_in_strings_do_not_co
 
     assert nesting(text) == 3
     assert parse_options({"metadata": text}, settings).metadata["n"] == [[1]]
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e999"])
+def test_metadata_with_a_number_past_the_float_range_is_refused(
+    settings: GatewaySettings, number: str
+) -> None:
+    # parsed as infinity, written as Infinity, refused by jsonb when the video was recorded: a 500
+    with pytest.raises(InvalidRequest, match=f"the number {number}, out of range"):
+        parse_options({"metadata": f'{{"a": {number}}}'}, settings)
+
+
+def test_metadata_with_a_lone_surrogate_from_a_json_body_is_refused_not_mismeasured(
+    settings: GatewaySettings,
+) -> None:
+    # a JSON body's "\ud800" reaches the check as the character itself, which UTF-8 cannot encode
+    with pytest.raises(InvalidRequest, match="lone UTF-16 surrogate"):
+        parse_options({"metadata": '{"a": "\ud800"}'}, settings)
