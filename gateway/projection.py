@@ -19,7 +19,7 @@ from gateway.deps import GatewayDeps
 from gateway.links import Links
 from gateway.outbox import append_event
 from gateway.repository import Conn
-from gateway.videos import reload_video
+from gateway.videos import failure_of, reload_video
 from shared.db import db_errors_are_transient
 from shared.reports import (
     AnyReport,
@@ -105,6 +105,19 @@ async def _start_processing(conn: Conn, row: asyncpg.Record) -> None:
         await repo.set_video_status(conn, row["id"], "processing", None)
 
 
+async def _name_what_still_failed(conn: Conn, row: asyncpg.Record, links: Links) -> None:
+    """A failed video whose part just got ready names another part still failed in its error.
+
+    Its error named the first part that failed; once that part is retried and done, the video
+    stays failed for the others (or turns ready when none is left: ``_maybe_ready``).
+    """
+    if row["status"] != "failed":
+        return
+    still = failure_of(await reload_video(conn, row["id"], links))
+    if still is not None and still != row["error"]:
+        await repo.set_video_status(conn, row["id"], "failed", still)
+
+
 async def _rendition_event(conn: Conn, report: RenditionReport, links: Links) -> None:
     video = await reload_video(conn, report.video_id, links, at=report.timestamp)
     data = next(r for r in video.renditions if r.quality == report.quality)
@@ -176,6 +189,7 @@ async def _rendition_completed(
         encode_seconds=report.encode_seconds,
     )
     await _start_processing(conn, row)
+    await _name_what_still_failed(conn, row, links)
     await _rendition_event(conn, report, links)
     await _maybe_ready(conn, report, links)
 
@@ -226,6 +240,7 @@ async def _thumbnail_completed(
         return
     await repo.set_thumbnail(conn, report.video_id, "ready", report.widths, None)
     await _start_processing(conn, row)
+    await _name_what_still_failed(conn, row, links)
     await _video_event(conn, report, links)
     await _maybe_ready(conn, report, links)
 

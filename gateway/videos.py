@@ -271,6 +271,28 @@ async def delete_video(conn: Conn, client: Client, video_id: str, links: Links) 
         await repo.mark_video_deleted(conn, video_id)
 
 
+def failure_of(video: Video) -> str | None:
+    """What a failed video's ``error`` says: a part of it still failed, and why (pure)."""
+    for rendition in video.renditions:
+        if rendition.status == "failed":
+            return f"rendition {rendition.quality} failed: {rendition.error}"
+    if video.thumbnail.status == "failed":
+        return f"thumbnail failed: {video.thumbnail.error}"
+    return None
+
+
+async def _after_retry(conn: Conn, video_id: str, links: Links) -> Video:
+    """The video once a failed part of it is queued again.
+
+    It is processing, unless another part is still failed: its error then names that one (it
+    named the part now retried).
+    """
+    video = await reload_video(conn, video_id, links)
+    still = failure_of(video)
+    await repo.set_video_status(conn, video_id, "failed" if still else "processing", still)
+    return await reload_video(conn, video_id, links, places=True)
+
+
 async def _video_to_retry(conn: Conn, client: Client, video_id: str, links: Links) -> Video:
     """The client's video, its row locked, if a part of it may run again (not once canceled)."""
     row = await repo.video_row(conn, video_id, client_id=client.id, lock=True)
@@ -296,9 +318,7 @@ async def retry_thumbnail(conn: Conn, client: Client, video_id: str, *, links: L
             )
         run = new_id("job")
         await repo.requeue_thumbnail(conn, video_id, run)
-        if not any(r.status == "failed" for r in video.renditions):
-            await repo.set_video_status(conn, video_id, "processing", None)
-        video = await reload_video(conn, video_id, links, places=True)
+        video = await _after_retry(conn, video_id, links)
         uploaded = VideoUploaded(
             id=event_id(video_id, "video.uploaded", run), timestamp=video.created_at, sequence=1, data=video
         )
@@ -322,9 +342,7 @@ async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: st
         job_id = new_id("job")
         await repo.take_queue_places(conn)
         await repo.requeue_rendition(conn, video_id, quality, job_id)
-        others_failed = any(r.status == "failed" for r in video.renditions if r.quality != quality)
-        if not others_failed and video.thumbnail.status != "failed":
-            await repo.set_video_status(conn, video_id, "processing", None)
+        await _after_retry(conn, video_id, links)
         planned = PlannedRendition(Quality(quality), current.width, current.height)
         await _enqueue_transcode(conn, transcode_command(video_id, planned, video.source, job_id))
         return await reload_video(conn, video_id, links, places=True)

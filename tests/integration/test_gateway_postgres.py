@@ -377,6 +377,53 @@ async def test_a_failed_thumbnail_runs_again_and_its_run_alone_decides(
     ]
 
 
+async def test_a_video_failed_by_two_parts_names_the_one_still_failed(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    video_id = await _upload(db, client)
+    jobs = await _jobs(db, video_id)
+    for quality in ("360p", "240p"):
+        await handle_report(_completed(video_id, quality, jobs[quality]), deps)
+    await handle_report(_failed(video_id, "144p", jobs["144p"], "boom"), deps)
+    await handle_report(_thumbnail_failed(video_id), deps)
+    links = Links("http://vidq.test")
+
+    async def error() -> tuple[str, str | None]:
+        row = await db.fetchrow("SELECT status, error FROM videos WHERE id = $1", video_id)
+        assert row is not None
+        return row["status"], row["error"]
+
+    assert await error() == ("failed", "rendition 144p failed: boom")
+    # the rendition it names runs again: the video is failed by its thumbnail, and says so
+    async with db.acquire() as conn:
+        answered = await retry_rendition(conn, client, video_id, "144p", links=links)
+    assert (answered.status, answered.error) == ("failed", "thumbnail failed: no frame")
+    await handle_report(_completed(video_id, "144p", (await _jobs(db, video_id))["144p"]), deps)
+    assert await error() == ("failed", "thumbnail failed: no frame")
+    async with db.acquire() as conn:
+        answered = await retry_thumbnail(conn, client, video_id, links=links)
+    assert (answered.status, answered.error) == ("processing", None)
+
+
+async def test_a_part_done_after_all_names_the_part_still_failed(
+    db: asyncpg.Pool, client: Client, deps: GatewayDeps
+) -> None:
+    # no retry: the rendition's dead letter replayed by an operator completes under its job
+    video_id = await _upload(db, client)
+    jobs = await _jobs(db, video_id)
+    await handle_report(_failed(video_id, "144p", jobs["144p"], "boom"), deps)
+    await handle_report(_thumbnail_failed(video_id), deps)
+    await handle_report(_completed(video_id, "144p", jobs["144p"]), deps)
+
+    row = await db.fetchrow("SELECT status, error FROM videos WHERE id = $1", video_id)
+    assert row is not None
+    assert (row["status"], row["error"]) == ("failed", "thumbnail failed: no frame")
+    body = await db.fetchval(
+        "SELECT body FROM video_events WHERE video_id = $1 ORDER BY sequence DESC LIMIT 1", video_id
+    )
+    assert body["type"] == "rendition.completed"
+
+
 async def test_only_a_failed_thumbnail_of_ones_own_live_video_can_be_retried(
     db: asyncpg.Pool, client: Client, deps: GatewayDeps
 ) -> None:
