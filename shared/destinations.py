@@ -54,8 +54,13 @@ def _name(host: str) -> str:
 
 
 #: IPv6 prefixes whose last 32 bits are an IPv4 address that a translator on the way connects
-#: to: NAT64's well-known prefix (RFC 6052) and the deprecated IPv4-compatible form (``::a.b.c.d``).
-_IPV4_IN_LAST_32_BITS = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+#: to: NAT64's well-known prefix (RFC 6052), SIIT's IPv4-translated form (``::ffff:0:a.b.c.d``,
+#: RFC 2765) and the deprecated IPv4-compatible form (``::a.b.c.d``).
+_IPV4_IN_LAST_32_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("::/96"),
+)
 #: NAT64's local-use prefix (RFC 8215): where it carries the IPv4 address depends on the site.
 _LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 

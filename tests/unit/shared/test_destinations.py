@@ -26,6 +26,7 @@ from shared.errors import ForbiddenDestination
         "[2002:7f00:1::]",
         "[::a9fe:a9fe]",
         "[::127.0.0.2]",
+        "[::ffff:0:a9fe:a9fe]",  # SIIT's IPv4-translated form
         "[64:ff9b:1::a00:1]",
         "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
         "0.0.0.0",  # noqa: S104 - an address refused, not bound
