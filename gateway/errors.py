@@ -369,12 +369,15 @@ def install(app: FastAPI) -> None:
             # a body FastAPI could not decode at all (JSON not in UTF-8, say): what any other
             # body that does not parse gets, a 422 naming it
             kind = request.headers.get("content-type", "").split(";")[0].strip() or "body"
+            if isinstance(exc.__cause__, RecursionError):  # FastAPI raises it from the parser's error
+                why = " (its arrays and objects nest too deep)"
+            else:
+                why = " (JSON text must be UTF-8)" if kind.endswith("json") else ""
             return problem_response(
                 422,
                 "invalid-request",
                 "Invalid request",
-                f"body: the request body does not parse as {kind}"
-                + (" (JSON text must be UTF-8)" if kind.endswith("json") else ""),
+                f"body: the request body does not parse as {kind}{why}",
                 request=request,
             )
         if exc.status_code == 405:  # noqa: PLR2004

@@ -1210,6 +1210,12 @@ async def test_a_direct_upload_is_checked_when_made_and_can_be_cancelled_or_time
     assert_problem(await api.post("/v1/uploads", json={"qualities": ["240p"] * 17}), 422, "qualities")
     not_json = await api.post("/v1/uploads", content=b"{nope", headers={"content-type": "application/json"})
     assert_problem(not_json, 422, "not valid JSON")
+    deep = b'{"metadata": {"a": ' + b"[" * 3000 + b"]" * 3000 + b"}}"
+    nested = await api.post("/v1/uploads", content=deep, headers={"content-type": "application/json"})
+    assert_problem(nested, 422, "nest too deep")  # it said "JSON text must be UTF-8"
+    surrogate = b'{"metadata": {"a": "\\ud800"}}'  # the escape, as a client's JSON may carry it
+    lone = await api.post("/v1/uploads", content=surrogate, headers={"content-type": "application/json"})
+    assert_problem(lone, 422, "surrogate")  # a 500: measured as UTF-8 before it was checked
     assert_problem(await api.post("/v1/uploads", json={"callback_url": "ftp://x"}), 422, "callback_url")
     assert_problem(await api.post("/v1/uploads", json={"nope": 1}), 422)
 
