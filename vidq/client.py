@@ -384,6 +384,9 @@ class VidqClient:
             params["until"] = until
         return self._json("POST", f"/v1/webhooks/{webhook_id}/replay", params=params)
 
+    def delivery(self, webhook_id: str, delivery_id: str) -> Json:
+        return self._json("GET", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}")
+
     def retry_delivery(self, webhook_id: str, delivery_id: str) -> Json:
         return self._json("POST", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
 

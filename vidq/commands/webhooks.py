@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -148,6 +149,24 @@ def deliveries(
         s.out.print(views.deliveries_table(page["data"]))
     else:
         s.err.print("no deliveries")
+
+
+@app.command("delivery")
+def delivery(
+    ctx: typer.Context,
+    webhook_id: WebhookId,
+    delivery_id: Annotated[str, typer.Argument(metavar="DELIVERY_ID", help="The delivery (dlv_…).")],
+    as_json: JsonOutput = False,
+) -> None:
+    """Show one delivery: its attempts, and the body the endpoint received."""
+    s = session(ctx)
+    with s.client() as api:
+        one = api.delivery(webhook_id, delivery_id)
+    if as_json:
+        views.emit_json(one)
+        return
+    s.out.print(views.deliveries_table([one]))
+    s.out.print_json(json.dumps(one.get("payload")))
 
 
 @app.command("replay")

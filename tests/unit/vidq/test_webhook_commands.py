@@ -135,6 +135,31 @@ def test_deliveries_passes_the_filters() -> None:
     assert dict(api.requests[0].url.params) == {"status": "failed", "video_id": "vid_1", "limit": "20"}
 
 
+def test_one_delivery_shows_its_attempts_and_the_body_the_endpoint_received() -> None:
+    one = {
+        **_delivery("failed", [_attempt(500, "HTTP 500")]),
+        "payload": {"id": "evt_t", "type": "webhook.test"},
+    }
+    api = FakeApi().on("GET", "/v1/webhooks/whk_1/deliveries/dlv_1", ok(one))
+
+    shown = invoke(api, "webhooks", "delivery", "whk_1", "dlv_1")
+    as_json = invoke(api, "webhooks", "delivery", "whk_1", "dlv_1", "--json")
+
+    assert shown.exit_code == 0, shown.output
+    assert "dlv_1" in shown.stdout
+    assert '"type": "webhook.test"' in shown.stdout  # the payload, as JSON
+    assert json.loads(as_json.stdout) == one
+
+
+def test_an_unknown_delivery_is_not_found() -> None:
+    api = FakeApi().on(
+        "GET", "/v1/webhooks/whk_1/deliveries/dlv_x", problem(404, "no delivery 'dlv_x' for webhook 'whk_1'")
+    )
+    result = invoke(api, "webhooks", "delivery", "whk_1", "dlv_x")
+    assert result.exit_code == 3
+    assert "no delivery 'dlv_x'" in result.output
+
+
 class TestReplay:
     def test_since_an_age_sends_an_rfc3339_time(self) -> None:
         api = FakeApi().on("POST", "/v1/webhooks/whk_1/replay", ok({"status": "queued"}, 202))
