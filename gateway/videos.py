@@ -342,7 +342,7 @@ async def retry_rendition(conn: Conn, client: Client, video_id: str, quality: st
         job_id = new_id("job")
         await repo.take_queue_places(conn)
         await repo.requeue_rendition(conn, video_id, quality, job_id)
-        await _after_retry(conn, video_id, links)
+        answer = await _after_retry(conn, video_id, links)
         planned = PlannedRendition(Quality(quality), current.width, current.height)
         await _enqueue_transcode(conn, transcode_command(video_id, planned, video.source, job_id))
-        return await reload_video(conn, video_id, links, places=True)
+        return answer

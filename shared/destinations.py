@@ -68,9 +68,10 @@ _LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for, if it stands for one (pure).
 
-    IPv4-mapped (``::ffff:a.b.c.d``), 6to4 (``2002:AABB:CCDD::``), NAT64 (``64:ff9b::a.b.c.d``)
-    and IPv4-compatible (``::a.b.c.d``) addresses all reach an IPv4 host, which is the one to
-    judge: ``[64:ff9b::a9fe:a9fe]`` is the cloud metadata address behind a NAT64 gateway.
+    IPv4-mapped (``::ffff:a.b.c.d``), 6to4 (``2002:AABB:CCDD::``), NAT64 (``64:ff9b::a.b.c.d``),
+    SIIT's IPv4-translated (``::ffff:0:a.b.c.d``) and IPv4-compatible (``::a.b.c.d``) addresses
+    all reach an IPv4 host, which is the one to judge: ``[64:ff9b::a9fe:a9fe]`` is the cloud
+    metadata address behind a NAT64 gateway.
     """
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped

@@ -120,13 +120,14 @@ async def _make_posters(video: Video, source: str, deps: ThumbnailerDeps, run: s
 
 async def report_thumbnail_failed(event: VideoUploaded, error: PipelineError, deps: ThumbnailerDeps) -> None:
     """on_failure: tell the gateway the poster cannot be made (the video then fails)."""
+    run = _run()
     await _report(
         deps,
         ThumbnailFailedReport(
-            id=_report_id(event.data.id, "thumbnail.failed", _run()),
+            id=_report_id(event.data.id, "thumbnail.failed", run),
             timestamp=datetime.now(UTC),
             video_id=event.data.id,
-            run=_run(),
+            run=run,
             error=str(error),
         ),
     )
